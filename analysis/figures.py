@@ -1,0 +1,460 @@
+"""Figures of a study: each function returns a matplotlib ``Figure``.
+
+The figures are drawn on the Agg canvas directly (``Figure`` +
+``FigureCanvasAgg``), so importing this module never changes the global
+matplotlib backend of a notebook. Inputs are the runs table (row schema of
+DESIGN.md) and the ranking table of ``analysis.table.rank_table``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from matplotlib import colormaps, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+
+HESSIAN_PREFIX = "artifact.hessian_density"
+LANDSCAPE_PREFIX = "artifact.filter_"
+
+_STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e4e4e4",
+    "grid.linewidth": 0.6,
+    "axes.axisbelow": True,
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+}
+
+# tokens that mark a list column as the x-grid of its sibling columns
+_GRID_TOKENS = {"grid", "t", "ts", "x", "radii", "radius", "alphas", "lambdas"}
+
+
+@contextmanager
+def _style():
+    with rc_context(_STYLE):
+        yield
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _empty(message: str, width: float = 6.0, height: float = 1.2) -> Figure:
+    """A small figure that states why there is nothing to draw."""
+    with _style():
+        fig = _figure(width, height)
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, message, ha="center", va="center", color="#555")
+    return fig
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _short(name: str) -> str:
+    """Column name without its schema prefix (``measure.``, ``hp.``, ``psi_``)."""
+    for p in ("measure.", "hp.", "psi_", "artifact."):
+        if name.startswith(p):
+            return name[len(p):]
+    return name
+
+
+def varying_axes(df: pl.DataFrame) -> list[str]:
+    """The ``hp.*`` columns that take two or more values in ``df``."""
+    return [c for c in df.columns if c.startswith("hp.") and df[c].drop_nulls().n_unique() > 1]
+
+
+def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+# --------------------------------------------------------------- the gap
+
+
+def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str = "gap",
+                title: str | None = None) -> Figure:
+    """Distribution of ``outcome`` (default the generalization gap) for each value of each axis.
+
+    One panel per axis: a box plot per value with the runs overlaid as a
+    jittered strip. ``axes`` defaults to the ``hp.*`` columns that vary.
+    """
+    axes = varying_axes(df) if axes is None else axes
+    if df.height == 0 or outcome not in df.columns:
+        return _empty(f"no runs with a '{outcome}' to show")
+    if not axes:
+        axes = []
+    with _style():
+        n = max(len(axes), 1)
+        rows, cols = _grid_shape(n, 4)
+        fig = _figure(2.6 * cols + 0.4, 2.4 * rows + 0.3)
+        panels = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+        rng = np.random.default_rng(0)
+        for ax in panels[n:]:
+            ax.set_visible(False)
+        if not axes:  # no axis varies: one box of all runs
+            y = df[outcome].cast(pl.Float64).to_numpy()
+            y = y[np.isfinite(y)]
+            panels[0].boxplot([y], widths=0.5, showfliers=False)
+            panels[0].scatter(1 + rng.uniform(-0.15, 0.15, y.size), y, s=8, alpha=0.5, color="#1f77b4")
+            panels[0].set_xticks([1], ["all runs"])
+            panels[0].set_ylabel(outcome)
+        for k, (ax, axis) in enumerate(zip(panels, axes)):
+            values = sorted(df[axis].drop_nulls().unique().to_list())
+            groups = []
+            for v in values:
+                y = df.filter(pl.col(axis) == v)[outcome].cast(pl.Float64).to_numpy()
+                groups.append(y[np.isfinite(y)])
+            pos = np.arange(1, len(values) + 1)
+            ax.boxplot(groups, positions=pos, widths=0.55, showfliers=False,
+                       medianprops={"color": "#d62728"}, boxprops={"color": "#444"},
+                       whiskerprops={"color": "#444"}, capprops={"color": "#444"})
+            for p, y in zip(pos, groups):
+                ax.scatter(p + rng.uniform(-0.16, 0.16, y.size), y, s=7, alpha=0.45,
+                           color="#1f77b4", linewidths=0)
+            ax.set_xticks(pos, [_fmt(v) for v in values],
+                          rotation=30 if len(values) > 5 else 0)
+            ax.set_xlabel(_short(axis))
+            if k % cols == 0:
+                ax.set_ylabel(outcome)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------- heat maps
+
+
+def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt: str):
+    im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, norm=norm,
+                   interpolation="nearest")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.grid(False)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    cm = colormaps[cmap]
+    if data.shape[0] <= 60:
+        for (i, j), v in np.ndenumerate(data):
+            if not np.isfinite(v):
+                ax.text(j, i, "–", ha="center", va="center", color="#999", fontsize=7)
+                continue
+            r, g, b, _ = cm(norm(v))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
+                    color="white" if dark else "#222")
+    return im
+
+
+def _measure_labels(table: pl.DataFrame) -> list[str]:
+    return [_short(m) for m in table["measure"].to_list()]
+
+
+def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
+    """Granulated τ: ψ per axis (columns) for each measure (rows), and their mean Ψ."""
+    axes = [c for c in table.columns if c.startswith("psi_")]
+    if table.height == 0 or not axes:
+        return _empty("no ψ to show (no measures, or no axis takes two values)")
+    cols = axes + (["psi"] if "psi" in table.columns else [])
+    data = table.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy()
+    labels = [_short(c) for c in axes] + (["Ψ (mean)"] if "psi" in table.columns else [])
+    with _style():
+        fig = _figure(1.6 + 0.62 * len(cols) + 1.3, 1.3 + 0.26 * table.height)
+        ax = fig.add_subplot()
+        im = _heatmap(ax, data, TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r",
+                      _measure_labels(table), labels, ".2f")
+        fig.colorbar(im, ax=ax, shrink=0.6, label="ψ  (Kendall τ within groups)")
+        ax.set_title(title or "Granulated τ per axis")
+    return fig
+
+
+def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
+    """Normalised conditional mutual information per size of conditioning set.
+
+    Columns: S = ∅ (``cmi_k0``), the minimum over |S| = 1 and |S| = 2, and
+    the overall minimum (``cmi``); the minimising set is written at the right.
+    """
+    spec = [("cmi_k0", "S = ∅"), ("cmi_k1", "min |S|=1"), ("cmi_k2", "min |S|=2"),
+            ("cmi", "min |S|≤2")]
+    spec = [(c, lab) for c, lab in spec if c in table.columns]
+    if table.height == 0 or not spec:
+        return _empty("no conditional mutual information to show")
+    data = table.select([pl.col(c).cast(pl.Float64) for c, _ in spec]).to_numpy()
+    finite = data[np.isfinite(data)]
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    with _style():
+        fig = _figure(1.6 + 0.8 * len(spec) + 1.6, 1.8 + 0.26 * table.height)
+        ax = fig.add_subplot()
+        im = _heatmap(ax, data, Normalize(0.0, vmax), "Blues",
+                      _measure_labels(table), [lab for _, lab in spec], ".3f")
+        if "cmi_set" in table.columns:
+            sec = ax.secondary_yaxis("right")
+            sec.set_yticks(range(table.height),
+                           [("S = " + s) if s else "S = ∅" for s in
+                            table["cmi_set"].fill_null("?").to_list()])
+            sec.tick_params(length=0)
+            sec.spines["right"].set_visible(False)
+        fig.colorbar(im, ax=ax, shrink=0.6, label="CMI / H(V_g | U_S)", pad=0.02,
+                     location="bottom", aspect=40)
+        ax.set_title(title or "Conditional mutual information per conditioning set")
+    return fig
+
+
+# ------------------------------------------------------------- scatter
+
+
+def leading_measures(table: pl.DataFrame, k: int = 6, *, by: str = "cmi") -> list[str]:
+    """The ``k`` measures that rank best: highest ``by`` (``cmi``), ties by |τ|.
+
+    ``by="tau"`` ranks by |τ| alone. Measures whose score is missing come last.
+    """
+    if table.height == 0:
+        return []
+    key = pl.col("tau").cast(pl.Float64).abs().fill_nan(None)
+    if by == "tau" or by not in table.columns:
+        order = table.with_columns(_k1=key).sort("_k1", descending=True, nulls_last=True)
+    else:
+        order = table.with_columns(
+            _k0=pl.col(by).cast(pl.Float64).fill_nan(None), _k1=key
+        ).sort(["_k0", "_k1"], descending=True, nulls_last=True)
+    return order["measure"].head(k).to_list()
+
+
+def _measure_col(df: pl.DataFrame, measure: str) -> str:
+    if measure in df.columns:
+        return measure
+    if "measure." + measure in df.columns:
+        return "measure." + measure
+    raise KeyError(f"measure {measure!r} is not a column of the runs table "
+                   f"(looked for {measure!r} and 'measure.{measure}')")
+
+
+def colour_axis(df: pl.DataFrame, outcome: str = "gap") -> str | None:
+    """The varying axis whose values explain the largest share of the gap's variance."""
+    best, best_r2 = None, -1.0
+    y_all = df[outcome].cast(pl.Float64)
+    total = float(np.nanvar(y_all.to_numpy())) if df.height else 0.0
+    if total <= 0:
+        return (varying_axes(df) or [None])[0]
+    for axis in varying_axes(df):
+        g = (df.select(pl.col(axis), pl.col(outcome).cast(pl.Float64))
+               .filter(pl.col(outcome).is_finite())
+               .group_by(axis).agg(pl.col(outcome).mean().alias("m"), pl.len().alias("n")))
+        mean = float(np.nanmean(y_all.to_numpy()))
+        between = float((g["n"].to_numpy() * (g["m"].to_numpy() - mean) ** 2).sum()) / df.height
+        if between / total > best_r2:
+            best, best_r2 = axis, between / total
+    return best
+
+
+def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame | None = None,
+                    *, outcome: str = "gap", colour_by: str | None = "auto",
+                    title: str | None = None) -> Figure:
+    """Each measure against ``outcome``, one panel per measure.
+
+    Points are coloured by ``colour_by`` (an ``hp.*`` column; ``"auto"``: the
+    axis that explains the most variance of the gap; ``None``: one colour).
+    The x-axis is logarithmic where a measure is positive and spans more than
+    two decades. Non-finite values are left out, and the count shown.
+    """
+    if not measures or df.height == 0:
+        return _empty("no measures to plot")
+    if colour_by == "auto":
+        colour_by = colour_axis(df, outcome)
+    stats = {}
+    if table is not None and table.height:
+        for row in table.iter_rows(named=True):
+            stats[_short(row["measure"])] = row
+    with _style():
+        rows, cols = _grid_shape(len(measures), 3)
+        fig = _figure(3.3 * cols, 2.75 * rows + (0.5 if colour_by else 0.1))
+        panels = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax in panels[len(measures):]:
+            ax.set_visible(False)
+        colours, handles = None, {}
+        if colour_by:
+            values = sorted(df[colour_by].drop_nulls().unique().to_list())
+            cmap = colormaps["tab10"] if len(values) <= 10 else colormaps["viridis"]
+            lut = {v: cmap(i if len(values) <= 10 else i / max(len(values) - 1, 1))
+                   for i, v in enumerate(values)}
+            colours = np.array([lut.get(v, (0.6, 0.6, 0.6, 1.0)) for v in df[colour_by].to_list()])
+            handles = lut
+        y = df[outcome].cast(pl.Float64).to_numpy()
+        for k, (ax, m) in enumerate(zip(panels, measures)):
+            x = df[_measure_col(df, m)].cast(pl.Float64).to_numpy()
+            ok = np.isfinite(x) & np.isfinite(y)
+            c = colours[ok] if colours is not None else "#1f77b4"
+            ax.scatter(x[ok], y[ok], s=12, c=c, alpha=0.75, linewidths=0)
+            xs = x[ok]
+            if xs.size and xs.min() > 0 and xs.max() / xs.min() > 100:
+                ax.set_xscale("log")
+            name = _short(m)
+            s = stats.get(name)
+            sub = []
+            if s is not None:
+                if s.get("tau") is not None and np.isfinite(s["tau"]):
+                    sub.append(f"τ={s['tau']:+.2f}")
+                if s.get("cmi") is not None and np.isfinite(s["cmi"]):
+                    sub.append(f"CMI={s['cmi']:.3f}")
+            if (~ok).sum():
+                sub.append(f"{int((~ok).sum())} non-finite left out")
+            ax.set_title(name + ("\n" + ", ".join(sub) if sub else ""), fontsize=9)
+            ax.set_xlabel(name)
+            if k % cols == 0:
+                ax.set_ylabel(outcome)
+        if colour_by and handles:
+            from matplotlib.lines import Line2D
+            items = [Line2D([], [], marker="o", ls="", color=col, label=_fmt(v))
+                     for v, col in list(handles.items())[:12]]
+            fig.legend(handles=items, title=_short(colour_by), loc="outside lower center",
+                       ncols=min(len(items), 8), frameon=False)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------- stored curves (artifacts)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A list column to draw, with the list column that holds its x-grid (or None)."""
+
+    values: str
+    grid: str | None
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[._]", name) if t]
+
+
+def artifact_series(df: pl.DataFrame, prefix: str) -> list[Series]:
+    """Pair the list columns starting with ``prefix`` into (values, x-grid) series.
+
+    A column whose last name token is a grid word (``grid``, ``t``, ``x``,
+    ``radii`` …) is the x-grid of the other columns; each value column takes
+    the grid column sharing the longest name prefix with it. Without a grid
+    the curves are drawn against their index.
+    """
+    cols = [c for c in df.columns if c.startswith(prefix)
+            and isinstance(df.schema[c], (pl.List, pl.Array))
+            and df[c].drop_nulls().len() > 0]
+    grids = [c for c in cols if _tokens(c)[-1].lower() in _GRID_TOKENS]
+    out = []
+    for c in cols:
+        if c in grids:
+            continue
+        best, best_len = None, -1
+        for g in grids:
+            common = len(_common_prefix(c, g))
+            if common > best_len:
+                best, best_len = g, common
+        out.append(Series(c, best))
+    return out
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _curves(values, grid) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One row's curves: ``values`` reshaped into K curves when it is K grids long."""
+    v = np.asarray(values, dtype=float)
+    if grid is not None:
+        g = np.asarray(grid, dtype=float)
+        if g.size and v.size == g.size:
+            return [(g, v)]
+        if g.size and v.size % g.size == 0:
+            return [(g, row) for row in v.reshape(-1, g.size)]
+    return [(np.arange(v.size, dtype=float), v)]
+
+
+def _curve_figure(df: pl.DataFrame, series: list[Series], *, xlabel: str, ylabel: str, title: str,
+                  outcome: str, max_runs: int, log_y: str) -> Figure:
+    with _style():
+        rows, cols = _grid_shape(len(series), 2)
+        fig = _figure(4.6 * cols + 0.8, 3.0 * rows + 0.3)
+        panels = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax in panels[len(series):]:
+            ax.set_visible(False)
+        gap = df[outcome].cast(pl.Float64).to_numpy() if outcome in df.columns else np.zeros(df.height)
+        fin = gap[np.isfinite(gap)]
+        norm = Normalize(float(fin.min()) if fin.size else 0.0,
+                         float(fin.max()) if fin.size and fin.max() > fin.min() else 1.0)
+        cmap = colormaps["viridis"]
+        for ax, s in zip(panels, series):
+            vals = df[s.values].to_list()
+            grids = df[s.grid].to_list() if s.grid else [None] * df.height
+            idx = [i for i, v in enumerate(vals) if v is not None and len(v)]
+            if len(idx) > max_runs:  # an even, deterministic subsample
+                idx = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, max_runs)]
+            positive = True
+            for i in idx:
+                colour = cmap(norm(gap[i])) if np.isfinite(gap[i]) else "#999"
+                for x, yv in _curves(vals[i], grids[i]):
+                    ax.plot(x, yv, color=colour, lw=0.9, alpha=0.7)
+                    positive &= bool(np.all(yv[np.isfinite(yv)] > 0))
+            if log_y == "auto" and positive and idx:
+                ax.set_yscale("log")
+            ax.set_title(f"{_short(s.values)}  ({len(idx)} of {df.height} runs)", fontsize=9)
+            ax.set_xlabel(f"{xlabel}  ({_short(s.grid)})" if s.grid else "index in the stored list")
+            ax.set_ylabel(ylabel)
+        fig.colorbar(_scalar_mappable(norm, cmap), ax=list(panels[:len(series)]),
+                     shrink=0.8, label=outcome)
+        fig.suptitle(title)
+    return fig
+
+
+def _scalar_mappable(norm, cmap):
+    from matplotlib.cm import ScalarMappable
+    return ScalarMappable(norm=norm, cmap=cmap)
+
+
+def hessian_spectra(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
+    """Hessian eigenvalue densities (``artifact.hessian_density*`` list columns), coloured by gap.
+
+    Returns None when the runs stored no density.
+    """
+    series = artifact_series(df, HESSIAN_PREFIX)
+    if not series:
+        return None
+    return _curve_figure(df, series, xlabel="eigenvalue λ", ylabel="density", title="Hessian eigenvalue density "
+                         "(stochastic Lanczos quadrature)", outcome=outcome,
+                         max_runs=max_runs, log_y="auto")
+
+
+def landscape_curves(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
+    """Loss along filter-normalised directions, L(w + t·δ) (``artifact.filter_*``), coloured by gap.
+
+    Returns None when the runs stored no curve.
+    """
+    series = artifact_series(df, LANDSCAPE_PREFIX)
+    if not series:
+        return None
+    return _curve_figure(df, series, xlabel="step t along δ", ylabel="training loss", title="Loss along random "
+                         "filter-normalised directions", outcome=outcome,
+                         max_runs=max_runs, log_y="none")

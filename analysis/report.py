@@ -1,0 +1,306 @@
+"""One self-contained HTML report of a study: the runs, the ranking of the measures, the figures.
+
+The page has no external resources and no script: figures are embedded as
+base64 PNG. It is written atomically (a temporary file, then a rename).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from matplotlib import colormaps
+
+from analysis import figures
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+     color:#222;max-width:1180px;margin:0 auto;padding:18px 28px 60px;background:#fff}
+h1{font-size:24px;margin:8px 0 2px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #ddd;
+   padding-bottom:3px}h3{font-size:16px;margin:22px 0 6px}
+.meta{color:#666;font-size:12.5px}.note{color:#555;font-size:13px;max-width:900px}
+nav{margin:10px 0 0;font-size:13px}nav a{margin-right:14px;color:#2a5db0;text-decoration:none}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0 10px}
+th,td{padding:3px 7px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+th{background:#f6f6f6;border-bottom:1px solid #ccc;font-weight:600}
+td.l,th.l{text-align:left}.wrap{overflow-x:auto}
+.kv td{text-align:left;border:none;padding:1px 14px 1px 0}.kv td:first-child{color:#555}
+figure{margin:10px 0 18px}figure img{max-width:100%;height:auto}
+figcaption{color:#555;font-size:12.5px;max-width:900px}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
+.err{color:#a33}
+"""
+
+_LEGEND = (
+    "τ: Kendall's τ-a between the measure and the gap over all runs, with a seeded bootstrap "
+    "interval. Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
+    "groups of runs that differ only in that axis). CMI: the minimum over conditioning sets S "
+    "(|S| ≤ 2) of the normalised conditional mutual information between the measure's and the "
+    "gap's pairwise order; S is the minimising set; k0 / k1 / k2: S = ∅ and the minima over "
+    "|S| = 1 and |S| = 2. Robust: weighted sign-error over environments (pairs of grid points "
+    "that differ in one axis), max / mean / 90th percentile, and the number of environments "
+    "kept (lower is better; ½ is chance). Sorted by CMI. Definitions: ANALYSIS.md."
+)
+
+
+# ------------------------------------------------------------ helpers
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _png(fig, name: str, caption: str = "", dpi: int = 144) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    width = int(round(fig.get_figwidth() * 96))
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return (f'<figure><img class="fig" data-fig="{_esc(name)}" alt="{_esc(name)}" width="{width}" '
+            f'src="data:image/png;base64,{data}">{cap}</figure>')
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return format(v, fmt)
+
+
+def _bg(v, cmap: str, lo: float, hi: float) -> str:
+    """A pale background colour for a table cell holding ``v``."""
+    if v is None or not np.isfinite(v) or hi <= lo:
+        return ""
+    r, g, b, _ = colormaps[cmap](min(max((v - lo) / (hi - lo), 0.0), 1.0))
+    mix = [int(255 * (0.62 + 0.38 * c)) for c in (r, g, b)]  # most of the way to white: text stays legible
+    return f' style="background:rgb({mix[0]},{mix[1]},{mix[2]})"'
+
+
+def _kv(rows: list[tuple[str, str]]) -> str:
+    return '<table class="kv">' + "".join(
+        f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n} ({100 * n / total:.0f} %)" if total else str(n)
+
+
+# ------------------------------------------------------------ sections
+
+
+def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) -> str:
+    total = runs.height
+    status = runs["status"] if "status" in runs.columns else pl.Series([], dtype=pl.String)
+    ok = runs.filter(pl.col("status") == "ok") if "status" in runs.columns else runs
+    conv = ok.filter(pl.col("converged").fill_null(False)) if "converged" in ok.columns else ok
+    rows = [
+        ("runs stored", str(total)),
+        ("ok and converged", _share(conv.height, total)),
+        ("ok, not converged", _share(ok.height - conv.height, total)),
+        ("diverged", _share(int((status == "diverged").sum()), total)),
+        ("failed", _share(int((status == "failed").sum()), total)),
+        ("enter the analysis", f"{pop.height} (" + ("ok runs, converged or not" if include_unconverged
+                                                     else "ok and converged runs") + ")"),
+    ]
+    if "dataset" in runs.columns:
+        rows.append(("datasets", ", ".join(_esc(d) for d in sorted(runs["dataset"].drop_nulls().unique().to_list()))))
+    if "model" in runs.columns:
+        rows.append(("models", ", ".join(_esc(d) for d in sorted(runs["model"].drop_nulls().unique().to_list()))))
+    if "seed" in runs.columns:
+        rows.append(("seeds", str(runs["seed"].n_unique())))
+    n_measures = sum(c.startswith("measure.") for c in runs.columns)
+    rows.append(("measures", str(n_measures)))
+    secs = [c for c in runs.columns if c.startswith("seconds.")]
+    if "train_seconds" in runs.columns:
+        t = float(runs["train_seconds"].cast(pl.Float64).fill_nan(None).sum() or 0.0)
+        m = float(sum(runs[c].cast(pl.Float64).fill_nan(None).sum() or 0.0 for c in secs))
+        rows.append(("compute", f"{t / 3600:.2f} h training, {m / 3600:.2f} h measures"))
+    if pop.height and "gap" in pop.columns:
+        g = pop["gap"].cast(pl.Float64).drop_nans().drop_nulls().to_numpy()
+        if g.size:
+            q = np.quantile(g, [0.0, 0.25, 0.5, 0.75, 1.0])
+            rows.append(("gap (analysed runs)", f"median {q[2]:.3f}, quartiles {q[1]:.3f} – {q[3]:.3f}, "
+                                                f"range {q[0]:.3f} – {q[4]:.3f}"))
+    parts = [_kv(rows), _axes_table(runs)]
+    if "status" in runs.columns and "error" in runs.columns:
+        errs = (runs.filter(pl.col("status") != "ok").filter(pl.col("error").is_not_null())
+                .with_columns(pl.col("error").str.split("\n").list.first().str.slice(0, 160))
+                .group_by("error").len().sort("len", descending=True).head(5))
+        if errs.height:
+            parts.append("<h3>Most frequent errors</h3>" + _kv(
+                [(str(n), f'<span class="err">{_esc(e)}</span>') for e, n in errs.iter_rows()]))
+    return "\n".join(parts)
+
+
+def _axes_table(runs: pl.DataFrame) -> str:
+    axes = [c for c in runs.columns if c.startswith("hp.")]
+    if not axes:
+        return ""
+    body = []
+    for a in axes:
+        counts = runs.group_by(a).len().sort(a, nulls_last=True)
+        vals = ", ".join(f"{_esc(figures._fmt(v))} <span class=meta>({n})</span>"
+                         for v, n in counts.iter_rows())
+        body.append(f'<tr><td class="l">{_esc(a[3:])}</td><td class="l">{vals}</td></tr>')
+    return ('<h3>Grid</h3><table><tr><th class="l">axis</th><th class="l">values (runs stored)</th></tr>'
+            + "".join(body) + "</table>")
+
+
+def _sort_table(table: pl.DataFrame) -> pl.DataFrame:
+    keys = [c for c in ("cmi", "tau") if c in table.columns]
+    if not keys:
+        return table
+    return (table.with_columns([pl.col(c).cast(pl.Float64).fill_nan(None).alias(f"_s_{c}") for c in keys])
+            .with_columns(pl.col("_s_tau").abs() if "tau" in keys else [])
+            .sort([f"_s_{c}" for c in keys], descending=True, nulls_last=True)
+            .drop([f"_s_{c}" for c in keys]))
+
+
+def _rank_html(table: pl.DataFrame) -> str:
+    psi_axes = [c for c in table.columns if c.startswith("psi_")]
+    cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
+        if "cmi" in table.columns else 0.0
+    head = (['<th class="l">measure</th>', "<th>n</th>", "<th>τ</th>", "<th>τ 95 % interval</th>",
+             "<th>Ψ</th>"] + [f"<th>ψ<sub>{_esc(c[4:])}</sub></th>" for c in psi_axes]
+            + ["<th>CMI</th>", '<th class="l">S</th>', "<th>k0</th>", "<th>k1</th>", "<th>k2</th>",
+               "<th>robust max</th>", "<th>mean</th>", "<th>p90</th>", "<th>envs</th>"])
+    body = []
+    for r in table.iter_rows(named=True):
+        g = r.get
+        cells = [f'<td class="l">{_esc(figures._short(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
+                 f"<td{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
+                 f"<td>[{_num(g('tau_lo'), '+.2f')}, {_num(g('tau_hi'), '+.2f')}]</td>",
+                 f"<td{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
+        cells += [f"<td{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
+        cset = g("cmi_set")
+        cells += [f"<td{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
+                  f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>',
+                  f"<td>{_num(g('cmi_k0'))}</td>", f"<td>{_num(g('cmi_k1'))}</td>",
+                  f"<td>{_num(g('cmi_k2'))}</td>", f"<td>{_num(g('robust_max'))}</td>",
+                  f"<td>{_num(g('robust_mean'))}</td>", f"<td>{_num(g('robust_p90'))}</td>",
+                  f"<td>{_num(g('robust_envs'))}</td>"]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<div class="wrap"><table class="rank"><tr>' + "".join(head) + "</tr>"
+            + "\n".join(body) + "</table></div>")
+
+
+def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | None,
+                      error: str | None, top: int) -> dict[str, str]:
+    tag = f" — {_esc(ds)}" if ds is not None else ""
+    key = f"-{ds}" if ds is not None else ""
+    out = {}
+    out["gap"] = _png(figures.gap_by_axis(pop), f"gap{key}",
+                      f"The generalization gap (train − test accuracy) per value of each axis{tag}: "
+                      "boxes show quartiles, dots are runs.")
+    if table is None:
+        msg = f'<p class="err">No ranking{tag}: {_esc(error)}</p>'
+        return {**out, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
+    table = _sort_table(table)
+    out["rank"] = _rank_html(table) + f'<p class="note">{_LEGEND}</p>'
+    out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}"), f"psi{key}",
+                      "ψ per axis: how well the measure orders runs that differ only in that axis "
+                      "(red: larger measure, larger gap; blue: the reverse).")
+    out["cmi"] = _png(figures.cmi_heatmap(table, title=f"CMI per conditioning set{tag}"), f"cmi{key}",
+                      "Normalised CMI with the gap's order given the values of the axes in S; "
+                      "the minimum (last column, set at the right) is the measure's score.")
+    lead = figures.leading_measures(table, top)
+    out["scatter"] = _png(figures.measure_scatter(pop, lead, table), f"scatter{key}",
+                          f"The {len(lead)} leading measures (by CMI, then |τ|) against the gap{tag}.")
+    return out
+
+
+def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
+    if kind == "hessian":
+        fig, prefix, what = figures.hessian_spectra(pop), figures.HESSIAN_PREFIX, "Hessian spectral density"
+        cap = "Hessian eigenvalue density per run, coloured by the run's gap."
+    else:
+        fig, prefix, what = figures.landscape_curves(pop), figures.LANDSCAPE_PREFIX, "loss-landscape curve"
+        cap = "Training loss along random filter-normalised directions, per run, coloured by the run's gap."
+    if fig is None:
+        return (f'<p class="note">The analysed runs stored no {what} '
+                f"(no list column starting with <code>{_esc(prefix)}</code>).</p>")
+    return _png(fig, kind, cap)
+
+
+# ------------------------------------------------------------ entry point
+
+
+def write_report(source, out_path, *, include_unconverged: bool = False, top: int = 6,
+                 **rank_options) -> Path:
+    """Write the HTML report of the runs at ``source`` to ``out_path``; return the path.
+
+    ``source``: a runs folder, a consolidated Parquet file or a URI (as
+    ``analysis.load.load_runs``). ``top``: how many leading measures to plot
+    against the gap. ``rank_options`` go to ``analysis.table.rank_table``.
+    """
+    from analysis.load import load_runs, population
+    from analysis.table import rank_table
+
+    runs = load_runs(source, include_unconverged=True, include_failed=True)
+    pop = population(runs, include_unconverged=include_unconverged)
+    datasets = sorted(pop["dataset"].drop_nulls().unique().to_list()) if "dataset" in pop.columns else []
+    multi = len(datasets) > 1
+    table, error = None, None
+    if pop.height < 2:
+        error = (f"{pop.height} run(s) enter the analysis; at least 2 are needed"
+                 + ("" if include_unconverged else " (include_unconverged=True admits unconverged runs)"))
+    else:
+        try:
+            table = rank_table(pop, include_unconverged=include_unconverged, **rank_options)
+        except (ValueError, KeyError) as e:
+            error = f"the ranking failed: {e}"
+    secs: dict[str, list[str]] = {k: [] for k in ("gap", "rank", "psi", "cmi", "scatter")}
+    for ds in (datasets if multi else [None]):
+        p = pop.filter(pl.col("dataset") == ds) if ds is not None else pop
+        t = table
+        if ds is not None and table is not None and "dataset" in table.columns:
+            t = table.filter(pl.col("dataset") == ds)
+        for k, v in _dataset_sections(ds, p, t, error, top).items():
+            secs[k].append((f"<h3>{_esc(ds)}</h3>" if multi else "") + v)
+
+    studies = sorted(runs["study"].drop_nulls().unique().to_list()) if "study" in runs.columns else []
+    title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
+    opts = {"include_unconverged": include_unconverged, "top": top, **rank_options}
+    toc = [("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
+           ("scatter", "Leading measures"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape")]
+    body = [
+        f"<h1>{_esc(title)}</h1>",
+        f'<div class="meta">source <code>{_esc(source)}</code> · written '
+        f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · options '
+        f'{_esc(", ".join(f"{k}={v}" for k, v in opts.items()))}</div>',
+        "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in toc) + "</nav>",
+        '<h2 id="glance">At a glance</h2>', _glance(runs, pop, include_unconverged),
+        "<h3>The gap per axis</h3>", *secs["gap"],
+        '<h2 id="ranking">Ranking of the measures</h2>', *secs["rank"],
+        '<h2 id="psi">Granulated τ (ψ) per axis</h2>', *secs["psi"],
+        '<h2 id="cmi">Conditional mutual information</h2>', *secs["cmi"],
+        '<h2 id="scatter">Leading measures against the gap</h2>', *secs["scatter"],
+        '<h2 id="hessian">Hessian spectra</h2>', _artifact_section(pop, "hessian"),
+        '<h2 id="landscape">Loss landscape</h2>', _artifact_section(pop, "landscape"),
+    ]
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    return _atomic_write(Path(out_path), page)
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

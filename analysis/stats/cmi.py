@@ -1,0 +1,316 @@
+"""Conditional mutual information between a measure and the gap (Jiang et al. 2020, §5; ANALYSIS.md).
+
+Over ordered pairs of distinct runs ``(i, j)``: ``V_g = 1[g_i > g_j]``,
+``V_μ = 1[μ_i > μ_j]`` (a tie counts as 0) and, for a set ``S`` of axes,
+``U_S = (θ_S(i), θ_S(j))``. With ``p`` the empirical distribution over all
+ordered pairs, ``Î_S = Σ_u p(u) I(V_μ; V_g | u)``, ``Ĥ_S = Σ_u p(u) H(V_g | u)``
+and the score of ``S`` is ``Î_S / Ĥ_S`` (0 where ``Ĥ_S = 0``).
+
+Method. Group ``a`` of ``S`` is one value of ``θ_S``; ``u = (a, b)``. Per
+ordered group pair the four cells follow from three counts,
+``D[a,b] = #{i∈a, j∈b: g_i > g_j, μ_i > μ_j}``, ``G[a,b] = #{… g_i > g_j}``,
+``Mu[a,b] = #{… μ_i > μ_j}``, and the pair count ``N_u = n_a n_b − [a=b] n_a``.
+``D`` is a 2-D dominance count: sweep the runs in increasing ``g`` (ties in
+``g`` queried before any of them is inserted), keep a Fenwick tree over the
+ranks of ``μ`` whose nodes hold, for every conditioning set at once, the
+count of inserted runs per group; each run queries the prefix below its
+``μ`` (one vector of all groups of all sets) and adds it to its own group's
+row. ``G`` and ``Mu`` are running counts along the ``g`` and ``μ`` orders. All
+conditioning sets share one sweep: ``O(n log n · F)`` per measure for ``F``
+groups in all (211 for 7 axes of 3 values up to ``|S| = 2``); pairs are
+never materialised. Measures run in parallel (numba).
+
+Integer run weights (bootstrap multiplicities) are supported: a run of
+weight ``c`` is ``c`` copies, which pair with each other as ties.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
+
+TREE_BYTES = 128 * 2**20  # Fenwick tree budget per thread; sets are split into chunks to fit
+ACC_BYTES = 64 * 2**20  # accumulator budget per thread
+
+
+@nb.njit(cache=True, nogil=True)
+def _fold(acc, kgrp, goff, gsz, doff, out):
+    """out[doff_s + a·G_s + b] += Σ over keys k in group a of set s of acc[k, goff_s + b]."""
+    n_key = acc.shape[0]
+    for k in range(n_key):
+        for s in range(kgrp.shape[1]):
+            G = gsz[s]
+            fo = goff[s]
+            base = doff[s] + kgrp[k, s] * G
+            for b in range(G):
+                out[base + b] += acc[k, fo + b]
+
+
+@nb.njit(parallel=True, cache=True)
+def _cmi_counts(order_g, gr, mr, nrank, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c):
+    """Per measure: D, G, Mu (flattened per-set group-pair tables) and the group weights.
+
+    ``feat[i, s]``: run i's feature (set s's group, offset into the feature
+    vector); ``key[i]``: run i's row in the accumulators (its values on the
+    axes of the chunk's sets); ``kgrp[k, s]``: the group of key k in set s.
+    """
+    n = order_g.shape[0]
+    M = mr.shape[1]
+    nS = feat.shape[1]
+    n_key = kgrp.shape[0]
+    D = np.zeros((M, n_cells), dtype=np.int64)
+    GT = np.zeros((M, n_cells), dtype=np.int64)
+    MT = np.zeros((M, n_cells), dtype=np.int64)
+    NW = np.zeros((M, n_feat), dtype=np.int64)
+    for m in nb.prange(M):
+        R = nrank[m]
+        tree = np.zeros((R + 1, n_feat), dtype=np.int32)
+        below = np.zeros(n_feat, dtype=np.int64)
+        acc_d = np.zeros((n_key, n_feat), dtype=np.int64)
+        acc_g = np.zeros((n_key, n_feat), dtype=np.int64)
+        # sweep in increasing g: D (Fenwick tree over μ ranks) and G (running counts)
+        s0 = 0
+        while s0 < n:
+            e0 = s0
+            gcur = gr[order_g[s0]]
+            while e0 < n and gr[order_g[e0]] == gcur:
+                e0 += 1
+            for t in range(s0, e0):
+                i = order_g[t]
+                r = mr[i, m]
+                ci = c[i]
+                if r < 0 or ci == 0:
+                    continue
+                ad = acc_d[key[i]]
+                ag = acc_g[key[i]]
+                p = r
+                while p > 0:
+                    row = tree[p]
+                    for f in range(n_feat):
+                        ad[f] += ci * row[f]
+                    p -= p & (-p)
+                for f in range(n_feat):
+                    ag[f] += ci * below[f]
+            for t in range(s0, e0):
+                i = order_g[t]
+                r = mr[i, m]
+                ci = c[i]
+                if r < 0 or ci == 0:
+                    continue
+                fi = feat[i]
+                for s in range(nS):
+                    below[fi[s]] += ci
+                p = r + 1
+                while p <= R:
+                    row = tree[p]
+                    for s in range(nS):
+                        row[fi[s]] += ci
+                    p += p & (-p)
+            s0 = e0
+        NW[m] = below
+        _fold(acc_d, kgrp, goff, gsz, doff, D[m])
+        _fold(acc_g, kgrp, goff, gsz, doff, GT[m])
+        # sweep in increasing μ: Mu (running counts)
+        acc_d[:, :] = 0
+        run = np.zeros(n_feat, dtype=np.int64)
+        K = nkept[m]
+        s0 = 0
+        while s0 < K:
+            e0 = s0
+            rcur = mr[order_mu[s0, m], m]
+            while e0 < K and mr[order_mu[e0, m], m] == rcur:
+                e0 += 1
+            for t in range(s0, e0):
+                i = order_mu[t, m]
+                ci = c[i]
+                if ci == 0:
+                    continue
+                am = acc_d[key[i]]
+                for f in range(n_feat):
+                    am[f] += ci * run[f]
+            for t in range(s0, e0):
+                i = order_mu[t, m]
+                fi = feat[i]
+                for s in range(nS):
+                    run[fi[s]] += c[i]
+            s0 = e0
+        _fold(acc_d, kgrp, goff, gsz, doff, MT[m])
+    return D, GT, MT, NW
+
+
+def _xlogratio(n: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``n · log(num / den)``, 0 where ``n = 0``."""
+    pos = n > 0
+    ratio = np.where(pos, num / np.where(pos, den, 1.0), 1.0)
+    return np.where(pos, n * np.log(ratio), 0.0)
+
+
+def _scores_from_counts(D, GT, MT, nw):
+    """Score Î/Ĥ of one set from its ``(M, G, G)`` counts and ``(M, G)`` group weights."""
+    D, GT, MT = (x.astype(np.float64) for x in (D, GT, MT))
+    na = nw.astype(np.float64)
+    G = na.shape[1]
+    N = na[:, :, None] * na[:, None, :] - np.eye(G)[None] * na[:, :, None]
+    n11, n10, n01 = D, GT - D, MT - D
+    n00 = N - GT - MT + D
+    g1, g0, m1, m0 = GT, N - GT, MT, N - MT
+    info = (_xlogratio(n11, n11 * N, g1 * m1) + _xlogratio(n10, n10 * N, g1 * m0)
+            + _xlogratio(n01, n01 * N, g0 * m1) + _xlogratio(n00, n00 * N, g0 * m0)).sum(axis=(1, 2))
+    ent = (_xlogratio(g1, N, g1) + _xlogratio(g0, N, g0)).sum(axis=(1, 2))
+    info = np.maximum(info, 0.0)  # I ≥ 0; only rounding can make the sum negative
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ent > 0, info / np.where(ent > 0, ent, 1.0), 0.0)
+
+
+def conditioning_sets(n_axes: int, max_cond: int) -> list[tuple[int, ...]]:
+    """Every set of axis indices of size 0..max_cond, by size then lexicographically."""
+    return [s for k in range(min(max_cond, n_axes) + 1) for s in itertools.combinations(range(n_axes), k)]
+
+
+@dataclass
+class CMIResult:
+    """Score ``Î_S/Ĥ_S`` of every measure (rows) for every conditioning set (columns)."""
+
+    sets: list[tuple[int, ...]]
+    scores: np.ndarray
+    n_kept: np.ndarray
+
+    def min_over_size(self, size: int) -> np.ndarray:
+        """Minimum over the sets of exactly ``size`` axes (NaN where there is none)."""
+        cols = [q for q, s in enumerate(self.sets) if len(s) == size]
+        if not cols:
+            return np.full(self.scores.shape[0], np.nan)
+        sub = self.scores[:, cols]
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isnan(sub).all(axis=1), np.nan, np.nanmin(np.where(np.isnan(sub), np.inf, sub), axis=1))
+
+    def best(self) -> tuple[np.ndarray, list[tuple[int, ...] | None]]:
+        """Minimum over all sets and the minimising set (the first of the ties; None when undefined)."""
+        vals = np.full(self.scores.shape[0], np.nan)
+        which: list[tuple[int, ...] | None] = []
+        for m in range(self.scores.shape[0]):
+            row = self.scores[m]
+            if np.isnan(row).all():
+                which.append(None)
+                continue
+            q = int(np.nanargmin(row))
+            vals[m] = row[q]
+            which.append(self.sets[q])
+        return vals, which
+
+
+def _key_of(ax: np.ndarray, axes: list[int]) -> np.ndarray:
+    """Dense codes of the runs' values on ``axes`` (all zero for no axes)."""
+    if not axes or ax.shape[0] == 0:
+        return np.zeros(ax.shape[0], dtype=np.int64)
+    radix = ax[:, axes].max(axis=0).astype(np.float64) + 1
+    if np.prod(radix) < 2.0**62:
+        mixed = np.zeros(ax.shape[0], dtype=np.int64)
+        for k in axes:
+            mixed = mixed * (int(ax[:, k].max()) + 1) + ax[:, k]
+        return np.unique(mixed, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return row_codes(ax[:, axes].astype(np.int64))
+
+
+class CMIPlan:
+    """Ranks, groups and sweep orders of one table, reusable for many weightings.
+
+    The conditioning sets are split into chunks, each swept once, so that a
+    thread's Fenwick tree (``ranks × groups`` int32) fits ``tree_bytes`` and its
+    accumulators (``keys × groups`` int64, a key being a run's values on the
+    chunk's axes) fit ``acc_bytes``.
+    """
+
+    def __init__(self, rk: Ranked, ax: np.ndarray, max_cond: int = 2, tree_bytes: int = TREE_BYTES,
+                 acc_bytes: int = ACC_BYTES, axis_names: list[str] | None = None):
+        if max_cond < 0:
+            raise ValueError(f"max_cond must be ≥ 0, got {max_cond}")
+        self.rk = rk
+        self.sets = conditioning_sets(ax.shape[1], max_cond)
+        names = axis_names or [f"axis {k}" for k in range(ax.shape[1])]
+        grp = np.zeros((rk.n, len(self.sets)), dtype=np.int32)
+        gsz = np.zeros(len(self.sets), dtype=np.int64)
+        for q, s in enumerate(self.sets):
+            codes = _key_of(ax, list(s))
+            grp[:, q] = codes
+            gsz[q] = int(codes.max()) + 1 if rk.n else 1
+        self.grp, self.gsz = grp, gsz
+        rows = int(rk.nrank.max()) + 1 if rk.n_measures else 1
+        self.chunks: list[tuple[list[int], np.ndarray, int]] = []
+        cur: list[int] = []
+        for q, s in enumerate(self.sets):
+            trial = cur + [q]
+            width = int(gsz[trial].sum())
+            axes = sorted({k for j in trial for k in self.sets[j]})
+            n_key = int(_key_of(ax, axes).max()) + 1 if rk.n else 1
+            if rows * width * 4 <= tree_bytes and 2 * n_key * width * 8 <= acc_bytes:
+                cur = trial
+                continue
+            if not cur:
+                raise ValueError(
+                    f"CMI: conditioning on {'+'.join(names[k] for k in s)} makes {gsz[q]} groups, too many "
+                    f"for {rows} distinct measure values; lower max_cond or give such axes fewer values")
+            self._add_chunk(ax, cur)
+            cur = [q]
+            if rows * int(gsz[q]) * 4 > tree_bytes or 2 * int(gsz[q]) ** 2 * 8 > acc_bytes:
+                raise ValueError(
+                    f"CMI: conditioning on {'+'.join(names[k] for k in s)} makes {gsz[q]} groups, too many "
+                    f"for {rows} distinct measure values; lower max_cond or give such axes fewer values")
+        if cur:
+            self._add_chunk(ax, cur)
+
+    def _add_chunk(self, ax: np.ndarray, sets: list[int]) -> None:
+        axes = sorted({k for j in sets for k in self.sets[j]})
+        key = _key_of(ax, axes)
+        n_key = int(key.max()) + 1 if len(key) else 1
+        self.chunks.append((sets, key, n_key))
+
+    def run(self, weights: np.ndarray | None = None) -> CMIResult:
+        """Scores of every measure and set; ``weights`` are integer run multiplicities (default 1)."""
+        rk = self.rk
+        c = np.ones(rk.n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+        scores = np.full((rk.n_measures, len(self.sets)), np.nan)
+        for chunk, key, n_key in self.chunks:
+            gsz = self.gsz[chunk]
+            goff = np.r_[0, np.cumsum(gsz)[:-1]].astype(np.int64)
+            doff = np.r_[0, np.cumsum(gsz * gsz)[:-1]].astype(np.int64)
+            n_feat = int(gsz.sum())
+            n_cells = int((gsz * gsz).sum())
+            grp = self.grp[:, chunk]
+            feat = np.ascontiguousarray((grp + goff[None, :]).astype(np.int32))
+            kgrp = np.zeros((n_key, len(chunk)), dtype=np.int64)
+            kgrp[key] = grp
+            D, GT, MT, NW = _cmi_counts(rk.order_g, rk.gr, rk.mr, rk.nrank, rk.order_mu, rk.nkept,
+                                        feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c)
+            for j, q in enumerate(chunk):
+                G = int(gsz[j])
+                cells = slice(doff[j], doff[j] + G * G)
+                shape = (rk.n_measures, G, G)
+                nw = NW[:, goff[j]:goff[j] + G]
+                scores[:, q] = _scores_from_counts(D[:, cells].reshape(shape), GT[:, cells].reshape(shape),
+                                                   MT[:, cells].reshape(shape), nw)
+        kept = np.array([c[rk.mr[:, m] >= 0].sum() for m in range(rk.n_measures)])
+        scores[kept < 2, :] = np.nan
+        return CMIResult(self.sets, scores, kept)
+
+
+def cmi_scores(g: np.ndarray, mu: np.ndarray, axes: np.ndarray, max_cond: int = 2,
+               weights: np.ndarray | None = None) -> CMIResult:
+    """Score ``Î_S/Ĥ_S`` for every set ``S`` of at most ``max_cond`` axes, for every measure.
+
+    ``axes``: ``(n, K)`` axis values (any integer codes). NaN/inf measure
+    values leave the run out for that measure; a non-finite gap leaves it out
+    everywhere. Measures with fewer than two runs get NaN. ``weights``:
+    integer run multiplicities. Summaries: ``result.min_over_size(k)`` and
+    ``result.best()``.
+    """
+    rk = rank_inputs(g, mu)
+    ax = axis_codes(axes, len(np.asarray(g).reshape(-1)))[rk.keep]
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.int64)[rk.keep]
+    return CMIPlan(rk, ax, max_cond).run(weights)

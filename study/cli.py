@@ -1,0 +1,97 @@
+"""Command line: ``python -m study run|status|consolidate STUDY.toml``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+
+from .spec import StudyError, load_study
+from .storage import StorageError, Store
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="study", description="Train a grid of networks and measure them.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run every network of the study not yet stored")
+    r.add_argument("study", help="the study file (TOML)")
+    r.add_argument("--out", help="output path or URI (overrides [study] out)")
+    r.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
+    r.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
+    r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
+    r.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = sub.add_parser("status", help="done / failed / left, per axis value")
+    s.add_argument("study")
+    s.add_argument("--out")
+    c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
+    c.add_argument("study")
+    c.add_argument("--out")
+    return p
+
+
+def _load(args):
+    study = load_study(args.study)
+    return study.with_out(args.out) if args.out else study
+
+
+def cmd_run(args) -> int:
+    from .fanout import run_study
+    study = _load(args)
+    s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
+                  max_in_flight=args.max_in_flight, progress=not args.no_progress)
+    if s.ran == 0 and not s.interrupted:
+        print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
+        return 0
+    rate = s.ran / s.seconds * 60 if s.seconds else 0.0
+    print(f"{study.name}: ran {s.ran} ({s.ok} ok, {s.failed} failed, {s.diverged} diverged) "
+          f"in {s.seconds:.0f} s ({rate:.1f} runs/min); {s.total - s.left}/{s.total} stored "
+          f"in {s.runs_dir}")
+    for f in s.failures[:10]:
+        print(f"  failed {f}")
+    if s.interrupted:
+        print(f"interrupted: {s.left} runs left; run the same command again to continue")
+        return 130
+    return 1 if s.failed else 0
+
+
+def cmd_status(args) -> int:
+    study = _load(args)
+    store = Store(study.out, study.name)
+    stored = store.statuses()
+    specs = study.runs()
+    count = Counter(stored.get(s.run_id, "left") for s in specs)
+    print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: "
+          f"{count['ok']} done, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
+    width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
+    print(f"  {'axis value':<{width}}  {'done':>5} {'failed':>6} {'diverged':>8} {'left':>5}")
+    for axis, values in study.grid.items():
+        for v in values:
+            c = Counter(stored.get(s.run_id, "left") for s in specs if s.hp[axis] == v)
+            print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['failed']:>6} {c['diverged']:>8} {c['left']:>5}")
+    extra = len(set(stored) - {s.run_id for s in specs})
+    if extra:
+        print(f"  ({extra} stored runs are not in this study file's grid)")
+    return 0
+
+
+def cmd_consolidate(args) -> int:
+    study = _load(args)
+    path, n = Store(study.out, study.name).consolidate()
+    print(f"{study.name}: {n} rows consolidated into {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate}[args.cmd](args)
+    except (StudyError, StorageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

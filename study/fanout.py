@@ -1,0 +1,169 @@
+"""The driver: run every missing network of a study, on Ray or serially in-process.
+
+The driver expands the grid, lists what is stored, and submits only what is
+missing, keeping a bounded number of Ray tasks in flight and taking results
+as they finish (`ray.wait`). Each task trains, measures and writes its own
+row (so a dying driver loses nothing that finished) and returns a small
+record. Ray retries a task lost with its worker or node; a task finding its
+row already stored does nothing, so retries and reruns never run a network
+twice. Run the same command again to resume after any interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from .runner import execute, pick_device
+from .spec import RunSpec, Study
+from .storage import Store
+
+log = logging.getLogger("study.fanout")
+
+
+@dataclass
+class Summary:
+    total: int
+    stored_before: int
+    ran: int = 0
+    ok: int = 0
+    failed: int = 0
+    diverged: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    runs_dir: str = ""
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        return self.total - self.stored_before - self.ran
+
+
+def plan(study: Study, store: Store, retry_failed: bool = False) -> tuple[list[RunSpec], dict]:
+    """The runs still to do, and the stored statuses."""
+    stored = store.statuses()
+    todo = [s for s in study.runs()
+            if s.run_id not in stored or (retry_failed and stored[s.run_id] != "ok")]
+    return todo, stored
+
+
+def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed: bool) -> dict:
+    """Train, measure and store one run, unless its row is already stored."""
+    spec = RunSpec.from_json(spec_json)
+    store = Store(out, study)
+    prior = store.statuses_of([spec.run_id]).get(spec.run_id)
+    if prior is not None and (prior == "ok" or not retry_failed):
+        return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
+    row = execute(spec, pick_device(num_gpus))
+    store.write_row(row)
+    return {"run_id": spec.run_id, "status": row["status"],
+            "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
+
+
+def _failed_row(spec: RunSpec, error: str) -> dict:
+    from .runner import base_row
+    row = base_row(spec)
+    row.update(status="failed", error=error, config=spec.to_json())
+    return row
+
+
+def run_study(study: Study, *, address: str | None = None, retry_failed: bool = False,
+              serial: bool = False, max_in_flight: int | None = None,
+              progress: bool = True) -> Summary:
+    """Run what is missing; returns counts. Ctrl-C stops cleanly (rows are whole files)."""
+    store = Store(study.out, study.name)
+    store.check_writable()
+    store.clean_tmp()
+    todo, stored = plan(study, store, retry_failed)
+    total = len(study.runs())
+    summary = Summary(total=total, stored_before=total - len(todo), runs_dir=store.uri(store.runs_dir))
+    if not todo:
+        return summary
+    bar = tqdm(total=total, initial=summary.stored_before, unit="run", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, mininterval=0.5,
+               desc=f"{study.name}")
+    t0 = time.perf_counter()
+
+    def record(res: dict) -> None:
+        summary.ran += 1
+        status = res["status"]
+        if status == "ok":
+            summary.ok += 1
+        elif status == "diverged":
+            summary.diverged += 1
+        else:
+            summary.failed += 1
+            summary.failures.append(f"{res['run_id']}: {res['error']}")
+        bar.set_postfix(ok=summary.ok, failed=summary.failed, diverged=summary.diverged,
+                        left=summary.left, refresh=False)
+        bar.update(1)
+
+    try:
+        if serial:
+            for spec in todo:
+                record(run_one(spec.to_json(), study.out, study.name, study.resources["num_gpus"],
+                               retry_failed))
+        else:
+            _run_ray(study, todo, store, address, retry_failed, max_in_flight, record)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run_ray(study: Study, todo: list[RunSpec], store: Store, address: str | None,
+             retry_failed: bool, max_in_flight: int | None, record) -> None:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=True)
+    try:
+        res = study.resources
+        task = ray.remote(run_one).options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
+                                           max_retries=3, retry_exceptions=False)
+        if not max_in_flight:
+            max_in_flight = res["max_in_flight"] or _auto_in_flight(ray, res)
+        pending: dict = {}
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < max_in_flight:
+                    spec = queue.pop(0)
+                    ref = task.remote(spec.to_json(), study.out, study.name, res["num_gpus"],
+                                      retry_failed)
+                    pending[ref] = spec
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+                for ref in done:
+                    spec = pending.pop(ref)
+                    try:
+                        record(ray.get(ref))
+                    except ray.exceptions.RayError as e:  # lost beyond retries: store the failure
+                        error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                        store.write_row(_failed_row(spec, error))
+                        record({"run_id": spec.run_id, "status": "failed", "error": error})
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _auto_in_flight(ray, res: dict) -> int:
+    """Twice the number of tasks the cluster can run at once (at least 2)."""
+    cluster = ray.cluster_resources()
+    slots = []
+    if res["num_cpus"]:
+        slots.append(cluster.get("CPU", 1) / res["num_cpus"])
+    if res["num_gpus"]:
+        slots.append(cluster.get("GPU", 0) / res["num_gpus"])
+    return max(2, int(2 * min(slots))) if slots else 8

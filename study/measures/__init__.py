@@ -1,0 +1,70 @@
+"""Generalization measures for any trained PyTorch classifier.
+
+    from study.measures import measure
+    values = measure(model, (x_train, y_train), init=initial_state_dict)
+
+`measure` returns ``{name: float}`` for the selected measures (all by
+default); NaN where a measure is undefined, the reason in the log. Names and
+definitions: ../shared/MEASURES.md. `measure_full` also returns the seconds
+each measure took and the NaN reasons.
+
+Requirements on the model: modules are registered in forward order (as in
+``nn.Sequential``), each BatchNorm directly after the conv or linear layer
+it normalises, activations are ``nn.ReLU`` modules.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .compute import MeasureResult, compute
+from .context import MeasureContext, TrainLog, stable_seed
+from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select
+
+__all__ = ["measure", "measure_full", "MeasureContext", "MeasureResult", "TrainLog",
+           "REGISTRY", "KNOBS", "FAMILIES", "Undefined", "select", "compute"]
+
+
+def _as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+        return data[0], data[1]
+    xs, ys = [], []
+    for xb, yb in data:  # a DataLoader or any iterable of batches
+        xs.append(xb)
+        ys.append(yb)
+    if not xs:
+        raise ValueError("the training data is empty")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def measure_full(model: nn.Module, data, *, init=None, names=("all",), exclude=(),
+                 train_log: TrainLog | None = None, seed: int = 0, device=None,
+                 knobs: dict | None = None, subset: int | None = None,
+                 n_train: int | None = None) -> MeasureResult:
+    """Measures of a trained classifier on its training data.
+
+    data: ``(x, y)`` tensors or a DataLoader. init: the initial weights (a
+    state dict or a module of the same architecture), needed by the
+    ``*_init`` measures. subset: measure on a seeded subset of this many
+    examples (``n_train`` defaults to the full set's size, used as ``m``).
+    """
+    x, y = _as_tensors(data)
+    m = n_train if n_train is not None else len(x)
+    if subset is not None and subset < len(x):
+        g = torch.Generator().manual_seed(stable_seed(seed, "measure_set"))
+        idx = torch.randperm(len(x), generator=g)[:subset]
+        x, y = x[idx], y[idx]
+    if isinstance(init, nn.Module):
+        init = init.state_dict()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ctx = MeasureContext(copy.deepcopy(model), x, y, init_state=init, train_log=train_log,
+                         seed=seed, knobs=knobs, n_train=m, device=device)
+    return compute(ctx, select(names, exclude))
+
+
+def measure(model: nn.Module, data, **kw) -> dict[str, float]:
+    """``{name: value}`` of the selected measures; see `measure_full`."""
+    return measure_full(model, data, **kw).values

@@ -1,0 +1,331 @@
+"""Curvature at the minimum (MEASURES.md, "Sharpness and curvature at the minimum"):
+the Hessian's top eigenvalue, trace, Frobenius norm and spectral shares, the
+empirical Fisher, and the mini-batch gradient variance.
+
+All Hessian measures share one cached computation (`hessian_spectrum`): a batch
+of Rademacher probes, one batched Hessian-vector product for Hutchinson's trace
+and ‖H‖_F, and a batched Lanczos run with full reorthogonalisation on the first
+probes that gives both the top eigenvalue (run until the residual of the top
+Ritz pair is within the relative tolerance) and the stochastic Lanczos quadrature
+(SLQ) density. HVPs are reverse-over-reverse (``vjp`` of ``grad``), vmapped
+over probes; per-example gradients are ``vmap(grad(·))``; every batch is sized
+by the ``curv_memory_mb`` budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.func import grad, vjp, vmap
+
+from .context import MeasureContext
+from .registry import Undefined, knob, register
+from .sharpness import (MEMORY_MB, _itemsize, act_per_example, batch_loss, batch_losses_and_grads,
+                        fit, flat_w, loss_and_grad)
+
+log = logging.getLogger("study.measures")
+
+H_EXAMPLES = knob("hessian_examples", 0,
+                  "examples of the Hessian measures (a seeded subset; 0: the whole measure set)")
+H_PROBES = knob("hutchinson_probes", 32, "Rademacher probes of hessian_trace and hessian_fro")
+SLQ_PROBES = knob("slq_probes", 4, "Lanczos probes of the SLQ density (and of hessian_max_eig)")
+SLQ_STEPS = knob("slq_steps", 24, "least Lanczos steps of the SLQ density")
+LANCZOS_MAX = knob("lanczos_max_steps", 80, "most Lanczos steps (hessian_max_eig stops earlier "
+                   "once the top Ritz value is within lanczos_tol)")
+LANCZOS_TOL = knob("lanczos_tol", 1e-3, "relative tolerance of hessian_max_eig (Ritz residual)")
+FISHER_N = knob("fisher_examples", 512,
+                "examples of the Fisher measures (a seeded subset; 0: the whole measure set)")
+GV_BATCH = knob("grad_var_batch_size", 128,
+                "mini-batch size of grad_variance when the training log gives none")
+GV_BATCHES = knob("grad_var_batches", 64, "most mini-batches averaged by grad_variance")
+
+SHARE = 1e-3  # |λ| ≤ SHARE·λ_max is "near zero"; λ < −SHARE·λ_max is "negative"
+
+# -- Hessian-vector products and Lanczos -------------------------------------------
+
+
+def subset(ctx: MeasureContext, size: int, name: str) -> torch.Tensor:
+    """Sorted indices of a seeded subset of ``size`` examples (all when size ≤ 0 or ≥ n)."""
+    n = len(ctx.x)
+    if size <= 0 or size >= n:
+        return torch.arange(n, device=ctx.device)
+    idx = torch.randperm(n, generator=ctx.generator(name))[:size]
+    return idx.sort().values.to(ctx.device)
+
+
+def make_hvp(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """V (k × P) ↦ rows of ∇²L(w)·V, L the mean cross-entropy on (x, y) at the trained w.
+
+    Reverse-over-reverse: ``vjp`` of ``grad`` per chunk of ``eval_batch`` examples, the
+    probes vmapped in groups that fit the memory budget. With one chunk the linearisation
+    is kept between calls.
+    """
+    w = flat_w(ctx)
+    b = int(ctx.knob("eval_batch"))
+    chunks = [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
+
+    def linearise(xb, yb):
+        return vjp(grad(lambda v: batch_loss(ctx, v, xb, yb, "sum")), w)[1]
+
+    kept = [linearise(*chunks[0])] if len(chunks) == 1 else None
+    per_probe = (4 * w.numel() + 6 * min(b, len(x)) * act_per_example(ctx)) * _itemsize(ctx)
+    k = fit(ctx, per_probe)
+
+    def hvp(V: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(V)
+        for i, (xb, yb) in enumerate(chunks):
+            fn = kept[0] if kept else linearise(xb, yb)
+            for r in range(0, len(V), k):
+                out[r:r + k] += vmap(fn)(V[r:r + k])[0].detach()
+        return out / len(x)
+
+    return hvp
+
+
+def _top_ritz(alphas: np.ndarray, betas: np.ndarray, length: int) -> tuple[float, float]:
+    """Top Ritz value of one probe's tridiagonal T (first ``length`` steps) and the
+    residual bound β_length·|s_last| of its Ritz pair."""
+    a, bt = alphas[:length], betas[:length]
+    T = np.diag(a) + np.diag(bt[:length - 1], 1) + np.diag(bt[:length - 1], -1)
+    theta, S = np.linalg.eigh(T)
+    return float(theta[-1]), abs(float(bt[length - 1] * S[-1, -1]))
+
+
+def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], Q0: torch.Tensor, HQ0: torch.Tensor,
+            min_steps: int, max_steps: int, tol: float) -> dict:
+    """Batched Lanczos with full reorthogonalisation from the unit rows of ``Q0`` (k × P),
+    ``HQ0`` = hvp(Q0) given.
+
+    Runs at least ``min_steps`` and at most ``max_steps`` steps (capped at P); stops after
+    ``min_steps`` once the largest top Ritz value over the probes has residual
+    ≤ tol·|θ|. A probe whose β falls below ε^(2/3)·max|T| has found an invariant
+    subspace: it stops (its T is cut there). Returns the per-probe tridiagonals
+    ``alpha``/``beta`` (lists of numpy arrays), ``lam_max``, ``residual``, ``converged``.
+    """
+    k, P = Q0.shape
+    max_steps = max(1, min(int(max_steps), P))
+    min_steps = min(int(min_steps), max_steps)
+    thresh = torch.finfo(Q0.dtype).eps ** (2 / 3)
+    Qs, alphas, betas = [Q0], [], []
+    lengths = [max_steps] * k
+    active = torch.ones(k, dtype=torch.bool, device=Q0.device)
+    scale = torch.zeros(k, dtype=Q0.dtype, device=Q0.device)
+    q_prev, b_prev, q = torch.zeros_like(Q0), torch.zeros(k, dtype=Q0.dtype, device=Q0.device), Q0
+    lam, res, converged = -math.inf, math.inf, False
+    for j in range(max_steps):
+        wv = HQ0 if j == 0 else hvp(q)
+        a = (wv * q).sum(1)
+        wv = wv - a[:, None] * q - b_prev[:, None] * q_prev
+        Qm = torch.stack(Qs, 1)  # k × (j+1) × P
+        for _ in range(2):
+            wv = wv - torch.einsum("kj,kjp->kp", torch.einsum("kjp,kp->kj", Qm, wv), Qm)
+        b = wv.norm(dim=1)
+        scale = torch.maximum(scale, torch.maximum(a.abs(), b))
+        broke = active & (b <= thresh * scale)
+        for p in torch.nonzero(broke).flatten().tolist():
+            lengths[p] = j + 1
+        active = active & ~broke
+        b = torch.where(active, b, torch.zeros_like(b))
+        alphas.append(a.double().cpu().numpy())
+        betas.append(b.double().cpu().numpy())
+        steps = j + 1
+        A, B = np.stack(alphas), np.stack(betas)
+        tops = [_top_ritz(A[:, p], B[:, p], min(lengths[p], steps)) for p in range(k)]
+        lam, res = max(tops)
+        converged = res <= tol * abs(lam)
+        if steps >= max_steps or (steps >= min_steps and (converged or not bool(active.any()))):
+            break
+        q_prev, q = q, torch.where(active[:, None], wv / b.clamp_min(torch.finfo(b.dtype).tiny)[:, None],
+                                   torch.zeros_like(wv))
+        b_prev = b
+        Qs.append(q)
+    steps = len(alphas)
+    A, B = np.stack(alphas), np.stack(betas)
+    cut = [min(lengths[p], steps) for p in range(k)]
+    return {
+        "alpha": [A[:cut[p], p] for p in range(k)],
+        "beta": [B[:cut[p] - 1, p] for p in range(k)],
+        "lam_max": lam, "residual": res, "converged": converged, "steps": steps,
+    }
+
+
+def slq_density(alpha: list, beta: list) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-quadrature nodes (Ritz values) and weights (squared first components of the
+    Ritz vectors, averaged over probes) of the per-probe tridiagonals; weights sum to 1."""
+    nodes, weights = [], []
+    for a, bt in zip(alpha, beta):
+        T = np.diag(a) + np.diag(bt, 1) + np.diag(bt, -1)
+        theta, S = np.linalg.eigh(T)
+        nodes.append(theta)
+        weights.append(S[0] ** 2 / len(alpha))
+    nodes, weights = np.concatenate(nodes), np.concatenate(weights)
+    order = np.argsort(nodes, kind="stable")
+    return nodes[order], weights[order]
+
+
+def hessian_spectrum(ctx: MeasureContext) -> dict:
+    """Shared Hessian estimates (cached): Hutchinson's trace and ‖H‖_F from
+    ``hutchinson_probes`` Rademacher probes v (tr H ≈ mean vᵀHv, ‖H‖_F² ≈ mean ‖Hv‖²), and
+    a Lanczos run on the first ``slq_probes`` of them for λ_max and the SLQ density."""
+    def compute():
+        idx = subset(ctx, int(ctx.knob(H_EXAMPLES)), "hessian")
+        hvp = make_hvp(ctx, ctx.x[idx], ctx.y[idx])
+        w = flat_w(ctx)
+        n_h, n_s = int(ctx.knob(H_PROBES)), int(ctx.knob(SLQ_PROBES))
+        if n_h < 1 or n_s < 1:
+            raise ValueError("hutchinson_probes and slq_probes must be at least 1")
+        gen = ctx.generator("hessian")
+        V = ctx.rademacher(gen, max(n_h, n_s), w.numel()).to(w.dtype)
+        HV = hvp(V)
+        vHv = (V * HV).sum(1)[:n_h].double()
+        hv2 = (HV * HV).sum(1)[:n_h].double()
+        root = math.sqrt(w.numel())
+        lz = lanczos(hvp, V[:n_s] / root, HV[:n_s] / root, int(ctx.knob(SLQ_STEPS)),
+                     int(ctx.knob(LANCZOS_MAX)), float(ctx.knob(LANCZOS_TOL)))
+        if not lz["converged"]:
+            log.warning("hessian_max_eig: Lanczos stopped after %d steps with residual %.3g "
+                        "(tolerance %.3g·|λ|); raise lanczos_max_steps", lz["steps"],
+                        lz["residual"], float(ctx.knob(LANCZOS_TOL)))
+        nodes, weights = slq_density(lz["alpha"], lz["beta"])
+        ctx.artifacts["hessian_density_nodes"] = nodes.tolist()
+        ctx.artifacts["hessian_density_weights"] = weights.tolist()
+        return {"trace": float(vHv.mean()), "fro": math.sqrt(float(hv2.mean())),
+                "lam_max": lz["lam_max"], "converged": lz["converged"],
+                "nodes": nodes, "weights": weights}
+    return ctx.cached("curvature.hessian", compute)
+
+
+_H_KNOBS = (H_EXAMPLES, H_PROBES, SLQ_PROBES, SLQ_STEPS, LANCZOS_MAX, LANCZOS_TOL, MEMORY_MB)
+_H_CITE = "Hutchinson 1989; Lanczos 1950; Ghorbani et al. 2019 (SLQ)"
+
+
+@register("hessian_max_eig", "curvature", cite="Keskar et al. 2017; " + _H_CITE, knobs=_H_KNOBS)
+def hessian_max_eig(ctx):
+    """Largest algebraic eigenvalue of ∇²L(w), Lanczos on HVPs to relative tolerance lanczos_tol."""
+    return hessian_spectrum(ctx)["lam_max"]
+
+
+@register("hessian_trace", "curvature", cite=_H_CITE, knobs=_H_KNOBS)
+def hessian_trace(ctx):
+    """tr ∇²L(w), Hutchinson's estimator with Rademacher probes (Hutchinson 1989)."""
+    return hessian_spectrum(ctx)["trace"]
+
+
+@register("hessian_fro", "curvature", cite=_H_CITE, knobs=_H_KNOBS)
+def hessian_fro(ctx):
+    """‖∇²L(w)‖_F = sqrt(E_v ‖∇²L(w)v‖²), v Rademacher."""
+    return hessian_spectrum(ctx)["fro"]
+
+
+def _shares(ctx) -> tuple[float, float]:
+    s = hessian_spectrum(ctx)
+    lam = s["lam_max"]
+    if not lam > 0:
+        raise Undefined(f"λ_max = {lam:.4g} ≤ 0: the spectral shares are relative to λ_max")
+    nodes, weights = s["nodes"], s["weights"]
+    near = float(weights[np.abs(nodes) <= SHARE * lam].sum())
+    neg = float(weights[nodes < -SHARE * lam].sum())
+    return near, neg
+
+
+@register("hessian_near_zero_frac", "curvature",
+          cite="Chaudhari et al. 2019; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS)
+def hessian_near_zero_frac(ctx):
+    """SLQ share of Hessian spectral mass with |λ| ≤ 1e-3·λ_max (Chaudhari et al. 2019).
+    The density is kept in artifacts hessian_density_nodes / hessian_density_weights."""
+    return _shares(ctx)[0]
+
+
+@register("hessian_neg_frac", "curvature",
+          cite="Dauphin et al. 2014; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS)
+def hessian_neg_frac(ctx):
+    """SLQ share of Hessian spectral mass with λ < −1e-3·λ_max (Dauphin et al. 2014)."""
+    return _shares(ctx)[1]
+
+
+# -- empirical Fisher ---------------------------------------------------------------
+
+
+def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Rows g_i = ∇_w ℓ(f_w(x_i), y_i) at the trained w, by ``vmap(grad(·))``."""
+    w = flat_w(ctx)
+    f = vmap(grad(lambda v, xi, yi: batch_loss(ctx, v, xi[None], yi[None])), in_dims=(None, 0, 0))
+    return f(w, x, y).detach()
+
+
+def fisher_gram(ctx: MeasureContext) -> np.ndarray:
+    """Gram matrix G_ij = g_i·g_j (float64) of the per-example gradients on the Fisher subset
+    (cached). Gradients come in blocks that fit the memory budget; with more than one
+    block, the inner blocks are recomputed rather than stored."""
+    def compute():
+        idx = subset(ctx, int(ctx.knob(FISHER_N)), "fisher")
+        x, y = ctx.x[idx], ctx.y[idx]
+        n, P = len(idx), flat_w(ctx).numel()
+        c = fit(ctx, (2 * P + 4 * act_per_example(ctx)) * _itemsize(ctx))
+        starts = list(range(0, n, c))
+        G = torch.zeros(n, n, dtype=torch.float64, device=ctx.device)
+        for bi, i in enumerate(starts):
+            gi = per_example_grads(ctx, x[i:i + c], y[i:i + c]).double()
+            for j in starts[:bi + 1]:
+                gj = gi if j == i else per_example_grads(ctx, x[j:j + c], y[j:j + c]).double()
+                blk = gi @ gj.T
+                G[i:i + c, j:j + c] = blk
+                G[j:j + c, i:i + c] = blk.T
+        return G.cpu().numpy()
+    return ctx.cached("curvature.fisher_gram", compute)
+
+
+_F_KNOBS = (FISHER_N, MEMORY_MB)
+
+
+@register("fisher_trace", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+def fisher_trace(ctx):
+    """tr F = (1/n) Σ_i ‖g_i‖², F the empirical Fisher (Wu et al. 2023)."""
+    G = fisher_gram(ctx)
+    return float(np.trace(G)) / len(G)
+
+
+@register("fisher_fro", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+def fisher_fro(ctx):
+    """‖F‖_F = (1/n) sqrt(Σ_ij (g_i·g_j)²) (Wu et al. 2023)."""
+    G = fisher_gram(ctx)
+    return float(np.sqrt((G ** 2).sum())) / len(G)
+
+
+@register("fisher_max_eig", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+def fisher_max_eig(ctx):
+    """λ_max(F) = λ_max(G)/n, G the Gram matrix of per-example gradients (Wu et al. 2023)."""
+    G = fisher_gram(ctx)
+    return float(np.linalg.eigvalsh(G)[-1]) / len(G)
+
+
+# -- gradient noise -----------------------------------------------------------------
+
+
+def grad_variance_batches(ctx: MeasureContext) -> torch.Tensor:
+    """nb × B indices: the first nb = min(⌊n/B⌋, grad_var_batches) batches of a seeded
+    shuffle of the measure set, B the run's batch size (else grad_var_batch_size)."""
+    B = int(ctx.train_log.batch_size) if ctx.train_log is not None else int(ctx.knob(GV_BATCH))
+    n = len(ctx.x)
+    nb = min(n // B, int(ctx.knob(GV_BATCHES)))
+    if nb < 1:
+        raise Undefined(f"the measure set ({n} examples) holds no full mini-batch of {B}")
+    perm = torch.randperm(n, generator=ctx.generator("grad_variance"))
+    return perm[:nb * B].view(nb, B).to(ctx.device)
+
+
+@register("grad_variance", "curvature", cite="Jiang et al. 2020",
+          knobs=(GV_BATCH, GV_BATCHES, MEMORY_MB))
+def grad_variance(ctx):
+    """E_B ‖g_B − ḡ‖² over seeded mini-batches of the run's batch size, ḡ the gradient on
+    the whole measure set (Jiang et al. 2020's gradient noise)."""
+    idx = grad_variance_batches(ctx)
+    w = flat_w(ctx)
+    _, gbar = loss_and_grad(ctx, w)
+    _, G = batch_losses_and_grads(ctx, w, ctx.x[idx], ctx.y[idx])
+    return float(((G - gbar) ** 2).sum(1).mean())

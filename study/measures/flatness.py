@@ -1,0 +1,460 @@
+"""Flatness found by search (Jiang et al. 2020, §C "sharpness/PAC-Bayes"): the
+largest perturbation scale the network tolerates, and the bound-shaped
+numbers made from it. Definitions: ../shared/MEASURES.md.
+
+Four scales are searched, each once per context (``ctx.cached``) and shared
+by the measures that use it:
+
+- ``σ``  : ``E_{u∼N(0,σ²I)} err(w+u) − err(w) ≤ δ``            (``sigma``)
+- ``σ'`` : the same with ``u_i ∼ N(0, σ'²w_i² + ε²)``           (``sigma_mag``)
+- ``α``  : ``max_{|v_i|≤α} err(w+v) − err(w) ≤ δ``               (``alpha``)
+- ``α'`` : the same in the box ``|v_i| ≤ α'|w_i| + ε``           (``alpha_mag``)
+
+with ``δ = 0.1`` and ``ε = 1e-3``. Every trainable parameter is perturbed
+(biases and BatchNorm affine parameters included; BN running statistics are
+buffers and stay fixed). ``err`` is the error on the measure set.
+
+Search. Bisection on ``[0, s_max]``: the criterion is evaluated at ``s_max``
+first; if it holds there the upper end is doubled (at most ``flat_expand``
+times, else the measure is `Undefined`). Then the bracket ``[lo, hi]`` is
+halved until ``hi − lo ≤ flat_rtol·hi`` or ``flat_depth`` halvings. The
+returned scale is ``lo``, the largest scale *at which the criterion was
+seen to hold* (``0`` is never returned: `Undefined` instead). Comparisons
+``… ≤ δ`` allow ``1e-9`` for rounding.
+
+Common random numbers. Every criterion evaluation restarts the generator
+``ctx.generator("flatness.<scale>")``, so all candidate scales see the same
+draws, only rescaled; the search is deterministic.
+
+- Monte Carlo (``σ``, ``σ'``): draw ``k`` (``k = 0 … M−1``) is the k-th
+  ``torch.randn(ω_all)`` from that generator, ``z_k``, in the order of
+  ``ctx.params`` (`ctx.flat`), and ``u_k = s·z_k`` or
+  ``u_k = z_k ⊙ sqrt(s²w² + ε²)``. Draws are evaluated in chunks batched with
+  ``torch.func.vmap`` (chunk size from the memory budget ``flat_chunk_mb``).
+  The mean stops early once the errors already counted exceed the target:
+  errors are non-negative, so the decision is exact.
+- Worst case (``α``, ``α'``): the box is ``|v| ≤ b`` with ``b = s`` or
+  ``b = s|w| + ε``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^ω_all``. Restart ``r``
+  starts at ``t = 2·torch.rand(ω_all) − 1`` (the r-th draw of that
+  generator) and takes ``flat_steps`` steps of projected sign-gradient ascent
+  on the mean cross-entropy of the measure set,
+  ``t ← clip(t + (2.5/steps)·sign(∇_v L(w + b⊙t)), −1, 1)``. The inner maximum
+  is the largest error among all visited points (start, every iterate, end;
+  the error of each comes with the forward pass of its gradient step, so it is
+  free), and the ascent stops as soon as one point violates the criterion.
+
+Quantities in the bound-shaped measures. ``‖w‖`` and ``‖w − w0‖`` in
+``pacbayes_{init,orig}``, ``sharpness_{init,orig}`` and ``pacbayes_bound``
+are over *all* trainable parameters: the vector that was perturbed, whose
+Gaussian posterior/prior KL the bounds describe (no BN folding: folding would
+change the parameterisation the search perturbed). In the magnitude-aware
+measures the sum over ``i``, ``ω`` and the norm inside the log are over the
+weight scalars only: the parameters with ``ndim ≥ 2`` (conv kernels and
+linear matrices; biases and normalisation parameters are 1-D), so that
+``‖·‖²/ω`` is the mean of the summed terms. ``ω`` in ``sharpness_*`` is the
+same weight-scalar count. ``m`` is ``ctx.m``.
+
+``pacbayes_bound``'s ``ê`` is the Monte-Carlo error found at ``σ`` during
+the search (the same ``M`` draws; no new ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from .context import MeasureContext
+from .registry import Undefined, knob, register
+
+log = logging.getLogger("study.measures.flatness")
+
+DELTA = 0.1    # allowed rise of the training error
+EPS = 1e-3     # ε of the magnitude-aware scales and measures
+TOL = 1e-9     # rounding slack of the criterion "≤ δ"
+
+CITE = "Jiang et al. 2020, Fantastic generalization measures (Sec. 7, App. C.3-C.4)"
+
+SAMPLES = knob("flat_samples", 10, "Monte-Carlo draws M per evaluation of the σ, σ' criteria")
+DEPTH = knob("flat_depth", 15, "at most this many bisection halvings per searched scale")
+RTOL = knob("flat_rtol", 0.01, "stop bisecting when the bracket [lo, hi] has hi − lo ≤ rtol·hi")
+EXPAND = knob("flat_expand", 6, "times s_max may be doubled while the criterion still holds there")
+STEPS = knob("flat_steps", 10, "projected gradient-ascent steps per restart (α, α')")
+RESTARTS = knob("flat_restarts", 1, "random starts of the ascent (α, α')")
+CHUNK_MB = knob("flat_chunk_mb", 256, "memory budget (MiB) for one vmapped chunk of MC draws")
+SIGMA_MAX = knob("flat_sigma_max", 0.5, "s_max of the σ search (absolute standard deviation)")
+SIGMA_MAG_MAX = knob("flat_sigma_mag_max", 2.0, "s_max of the σ' search (relative to |w_i|)")
+ALPHA_MAX = knob("flat_alpha_max", 0.5, "s_max of the α search (absolute box half-width)")
+ALPHA_MAG_MAX = knob("flat_alpha_mag_max", 2.0, "s_max of the α' search (relative to |w_i|)")
+
+_MAX_KNOB = {"sigma": SIGMA_MAX, "sigma_mag": SIGMA_MAG_MAX,
+             "alpha": ALPHA_MAX, "alpha_mag": ALPHA_MAG_MAX}
+
+
+@dataclass(frozen=True)
+class Search:
+    """Outcome of one searched scale."""
+    scale: float      # lo: the criterion held here (the returned scale)
+    hi: float         # the criterion failed here (or was never tried below it)
+    stat: float       # mean (MC) or max (worst case) perturbed error at `scale`
+    err0: float       # err(w)
+    evaluations: int  # criterion evaluations spent
+
+
+# -- shared pieces -------------------------------------------------------------
+
+def err0(ctx: MeasureContext) -> tuple[int, int]:
+    """(wrong, n) of the unperturbed network on the measure set."""
+    def compute():
+        with torch.no_grad():
+            wrong = sum(int((ctx.forward(ctx.params, xb).argmax(1) != yb).sum())
+                        for xb, yb in ctx.batches())
+        return wrong, len(ctx.y)
+    return ctx.cached("flatness.err0", compute)
+
+
+def weight_names(ctx: MeasureContext) -> list[str]:
+    """Parameters that are weights (ndim ≥ 2): conv kernels and linear matrices."""
+    return [n for n, p in ctx.params.items() if p.ndim >= 2]
+
+
+def _weights(params: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([params[n].reshape(-1) for n in names]).double()
+
+
+def _acts_per_example(ctx: MeasureContext) -> int:
+    """Floats of every module output for one example (sizes a vmapped chunk)."""
+    def compute():
+        total = 0
+
+        def hook(_m, _i, out):
+            nonlocal total
+            if torch.is_tensor(out):
+                total += out[0].numel()
+
+        hs = [mod.register_forward_hook(hook) for mod in ctx.model.modules()]
+        try:
+            with torch.no_grad():
+                ctx.forward(ctx.params, ctx.x[:1])
+        finally:
+            for h in hs:
+                h.remove()
+        return max(total, 1)
+    return ctx.cached("flatness.acts", compute)
+
+
+def _chunk_size(ctx: MeasureContext, total: int) -> int:
+    bsz = min(int(ctx.knob("eval_batch")), len(ctx.x))
+    per_draw = 4 * (ctx.omega_all + bsz * _acts_per_example(ctx))
+    return max(1, min(total, int(ctx.knob(CHUNK_MB)) * 2**20 // per_draw))
+
+
+def _bisect(crit: Callable[[float], tuple[bool, float]], s_max: float, depth: int,
+            rtol: float, expand: int, what: str) -> tuple[float, float, float, int]:
+    """Largest scale seen to meet ``crit``: (lo, hi, stat at lo, evaluations)."""
+    hi = float(s_max)
+    ok, stat = crit(hi)
+    n = 1
+    lo, stat_lo = 0.0, math.nan
+    while ok:
+        if n > expand:
+            raise Undefined(f"{what}: criterion still met at scale {hi:.4g} after "
+                            f"{expand} doublings of s_max; raise flat_{what}_max")
+        lo, stat_lo = hi, stat
+        hi *= 2
+        ok, stat = crit(hi)
+        n += 1
+    for _ in range(depth):
+        if hi - lo <= rtol * hi:
+            break
+        mid = 0.5 * (lo + hi)
+        ok, stat = crit(mid)
+        n += 1
+        if ok:
+            lo, stat_lo = mid, stat
+        else:
+            hi = mid
+    if lo <= 0:
+        raise Undefined(f"{what}: no scale in (0, {hi:.4g}] meets the criterion "
+                        f"(err rises by more than δ={DELTA} everywhere tried); "
+                        f"lower flat_{what}_max or raise flat_depth")
+    return lo, hi, stat_lo, n
+
+
+def _check_room(what: str, wrong0: int, n: int) -> None:
+    if wrong0 / n + DELTA >= 1.0:
+        raise Undefined(f"{what}: training error err(w) = {wrong0 / n:.3f} leaves no room "
+                        f"for a rise of δ = {DELTA} (any perturbation meets the criterion)")
+
+
+# -- Monte-Carlo scales σ, σ' ---------------------------------------------------
+
+def _mc_wrong(ctx: MeasureContext, noise: Callable[[torch.Tensor], torch.Tensor],
+              gen_name: str, samples: int, budget: float) -> int:
+    """Total wrong predictions over the ``samples`` draws ``w + noise(z_k)``.
+
+    Stops early, returning the partial count, once it exceeds ``budget``.
+    """
+    gen = ctx.generator(gen_name)
+    w = ctx.flat()
+    chunk = _chunk_size(ctx, samples)
+    wrong, done = 0, 0
+    while done < samples:
+        k = min(chunk, samples - done)
+        z = torch.stack([torch.randn(ctx.omega_all, generator=gen) for _ in range(k)])
+        pert = w + noise(z.to(ctx.device, w.dtype))          # k × ω_all
+        pb = {n: t.reshape(k, *ctx.params[n].shape) for n, t in
+              _split(ctx, pert, dim=1).items()}
+        with torch.no_grad():
+            for xb, yb in ctx.batches():
+                logits = _batched_forward(ctx, pb, xb, k)    # k × B × C
+                wrong += int((logits.argmax(-1) != yb).sum())
+        done += k
+        if wrong > budget:
+            break
+    return wrong
+
+
+def _split(ctx: MeasureContext, vec: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
+    out, i = {}, 0
+    for n, p in ctx.params.items():
+        out[n] = vec.narrow(dim, i, p.numel())
+        i += p.numel()
+    return out
+
+
+def _batched_forward(ctx: MeasureContext, pb: dict[str, torch.Tensor],
+                     xb: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits for k parameter sets at once (vmap; a plain loop where vmap fails)."""
+    use = ctx.cached("flatness.vmap", lambda: {"ok": True})
+    if k > 1 and use["ok"]:
+        try:
+            return vmap(lambda p: ctx.forward(p, xb))(pb)
+        except Exception as e:  # an op without a batching rule: same values, slower
+            log.debug("vmap unavailable for this model (%s); looping over draws", e)
+            use["ok"] = False
+    return torch.stack([ctx.forward({n: t[j] for n, t in pb.items()}, xb)
+                        for j in range(k)])
+
+
+def _search_mc(ctx: MeasureContext, what: str) -> Search:
+    wrong0, n = err0(ctx)
+    _check_room(what, wrong0, n)
+    samples = int(ctx.knob(SAMPLES))
+    if samples < 1:
+        raise ValueError("flat_samples must be ≥ 1")
+    w = ctx.flat()
+    total = samples * n
+    limit = (DELTA + TOL) * total + samples * wrong0      # wrong > limit ⇔ violated
+
+    def crit(s: float) -> tuple[bool, float]:
+        if what == "sigma":
+            noise = lambda z: s * z                                   # noqa: E731
+        else:
+            std = torch.sqrt(s * s * w * w + EPS * EPS)
+            noise = lambda z: z * std                                 # noqa: E731
+        wrong = _mc_wrong(ctx, noise, f"flatness.{what}", samples, limit)
+        return wrong <= limit, wrong / total
+
+    lo, hi, stat, evals = _bisect(crit, ctx.knob(_MAX_KNOB[what]), int(ctx.knob(DEPTH)),
+                                  float(ctx.knob(RTOL)), int(ctx.knob(EXPAND)), what)
+    return Search(lo, hi, stat, wrong0 / n, evals)
+
+
+# -- worst-case scales α, α' ----------------------------------------------------
+
+def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int,
+                 restarts: int, budget: int) -> int:
+    """Most wrong predictions at any point of the projected ascent in ``|v| ≤ b``.
+
+    Stops early once a point exceeds ``budget``.
+    """
+    gen = ctx.generator(gen_name)
+    w = ctx.params
+    n = len(ctx.y)
+    step = 2.5 / max(steps, 1)
+    worst = 0
+    for _ in range(restarts):
+        t = (2 * torch.rand(ctx.omega_all, generator=gen) - 1).to(ctx.device, b.dtype)
+        for it in range(steps + 1):
+            v = (b * t).detach()
+            wrong = 0
+            if it < steps:
+                v.requires_grad_(True)
+                for xb, yb in ctx.batches():
+                    vp = _split(ctx, v, dim=0)
+                    params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
+                    logits = ctx.forward(params, xb)
+                    (F.cross_entropy(logits, yb, reduction="sum") / n).backward()
+                    wrong += int((logits.detach().argmax(1) != yb).sum())
+            else:
+                with torch.no_grad():
+                    vp = _split(ctx, v, dim=0)
+                    params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
+                    wrong = sum(int((ctx.forward(params, xb).argmax(1) != yb).sum())
+                                for xb, yb in ctx.batches())
+            worst = max(worst, wrong)
+            if worst > budget:
+                return worst
+            if it < steps:
+                t = (t + step * torch.sign(v.grad)).clamp_(-1.0, 1.0)
+    return worst
+
+
+def _search_worst(ctx: MeasureContext, what: str) -> Search:
+    wrong0, n = err0(ctx)
+    _check_room(what, wrong0, n)
+    steps, restarts = int(ctx.knob(STEPS)), int(ctx.knob(RESTARTS))
+    if steps < 0 or restarts < 1:
+        raise ValueError("flat_steps must be ≥ 0 and flat_restarts ≥ 1")
+    w = ctx.flat()
+    limit = (DELTA + TOL) * n + wrong0
+
+    def crit(s: float) -> tuple[bool, float]:
+        b = torch.full_like(w, s) if what == "alpha" else s * w.abs() + EPS
+        wrong = _worst_wrong(ctx, b, f"flatness.{what}", steps, restarts, limit)
+        return wrong <= limit, wrong / n
+
+    lo, hi, stat, evals = _bisect(crit, ctx.knob(_MAX_KNOB[what]), int(ctx.knob(DEPTH)),
+                                  float(ctx.knob(RTOL)), int(ctx.knob(EXPAND)), what)
+    return Search(lo, hi, stat, wrong0 / n, evals)
+
+
+def search(ctx: MeasureContext, what: str) -> Search:
+    """The searched scale ``what`` ∈ {sigma, sigma_mag, alpha, alpha_mag}, memoised."""
+    if what in ("sigma", "sigma_mag"):
+        return ctx.cached(f"flatness.{what}", lambda: _search_mc(ctx, what))
+    if what in ("alpha", "alpha_mag"):
+        return ctx.cached(f"flatness.{what}", lambda: _search_worst(ctx, what))
+    raise ValueError(f"unknown searched scale {what!r}; one of {', '.join(_MAX_KNOB)}")
+
+
+# -- the bound-shaped measures ----------------------------------------------------
+
+def _sq_norm(ctx: MeasureContext, init: bool) -> float:
+    """‖w − w0‖² (init) or ‖w‖² over all trainable parameters, in float64."""
+    d = ctx.flat().double()
+    if init:
+        d = d - ctx.flat(ctx.init_params).double()
+    return float(d.pow(2).sum())
+
+
+def _omega(ctx: MeasureContext) -> int:
+    names = weight_names(ctx)
+    if not names:
+        raise Undefined("the network has no weight tensors (no parameter with ndim ≥ 2)")
+    return sum(ctx.params[n].numel() for n in names)
+
+
+def _mag_term(ctx: MeasureContext, s: float, init: bool) -> float:
+    """¼ Σ_i log((ε² + (s²+1)‖d‖²/ω) / (ε² + s²d_i²)) + log(m/s) + 10, d = w − w0 or w,
+    i over the weight scalars."""
+    names = weight_names(ctx)
+    _omega(ctx)
+    d = _weights(ctx.params, names)
+    if init:
+        d = d - _weights(ctx.init_params, names)
+    num = EPS**2 + (s * s + 1) * float(d.pow(2).sum()) / d.numel()
+    terms = torch.log(num / (EPS**2 + s * s * d.pow(2)))
+    return 0.25 * float(terms.sum()) + math.log(ctx.m / s) + 10
+
+
+def _pac(ctx: MeasureContext, s: float, init: bool) -> float:
+    return _sq_norm(ctx, init) / (4 * s * s) + math.log(ctx.m / s) + 10
+
+
+def _sharp(ctx: MeasureContext, a: float, init: bool) -> float:
+    return _sq_norm(ctx, init) * math.log(2 * _omega(ctx)) / (4 * a * a) + math.log(ctx.m / a) + 10
+
+
+_MC = (SAMPLES, DEPTH, RTOL, EXPAND, CHUNK_MB)
+_WC = (STEPS, RESTARTS, DEPTH, RTOL, EXPAND)
+
+
+@register("pacbayes_init", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), needs=("init",))
+def pacbayes_init(ctx: MeasureContext) -> float:
+    """‖w − w0‖²/(4σ²) + log(m/σ) + 10, σ the searched PAC-Bayes scale."""
+    return _pac(ctx, search(ctx, "sigma").scale, init=True)
+
+
+@register("pacbayes_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAX,))
+def pacbayes_orig(ctx: MeasureContext) -> float:
+    """‖w‖²/(4σ²) + log(m/σ) + 10, σ the searched PAC-Bayes scale."""
+    return _pac(ctx, search(ctx, "sigma").scale, init=False)
+
+
+@register("pacbayes_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAX,))
+def pacbayes_flatness(ctx: MeasureContext) -> float:
+    """1/σ², σ the searched PAC-Bayes scale."""
+    return 1.0 / search(ctx, "sigma").scale ** 2
+
+
+@register("pacbayes_mag_init", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,), needs=("init",))
+def pacbayes_mag_init(ctx: MeasureContext) -> float:
+    """¼ Σ_i log((ε² + (σ'²+1)‖w−w0‖²/ω)/(ε² + σ'²(w_i−w0_i)²)) + log(m/σ') + 10."""
+    return _mag_term(ctx, search(ctx, "sigma_mag").scale, init=True)
+
+
+@register("pacbayes_mag_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,))
+def pacbayes_mag_orig(ctx: MeasureContext) -> float:
+    """¼ Σ_i log((ε² + (σ'²+1)‖w‖²/ω)/(ε² + σ'²w_i²)) + log(m/σ') + 10."""
+    return _mag_term(ctx, search(ctx, "sigma_mag").scale, init=False)
+
+
+@register("pacbayes_mag_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,))
+def pacbayes_mag_flatness(ctx: MeasureContext) -> float:
+    """1/σ'², σ' the searched magnitude-aware PAC-Bayes scale."""
+    return 1.0 / search(ctx, "sigma_mag").scale ** 2
+
+
+@register("sharpness_init", "flatness", CITE, knobs=_WC + (ALPHA_MAX,), needs=("init",))
+def sharpness_init(ctx: MeasureContext) -> float:
+    """‖w − w0‖² log(2ω)/(4α²) + log(m/α) + 10, α the searched worst-case scale."""
+    return _sharp(ctx, search(ctx, "alpha").scale, init=True)
+
+
+@register("sharpness_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAX,))
+def sharpness_orig(ctx: MeasureContext) -> float:
+    """‖w‖² log(2ω)/(4α²) + log(m/α) + 10, α the searched worst-case scale."""
+    return _sharp(ctx, search(ctx, "alpha").scale, init=False)
+
+
+@register("sharpness_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAX,))
+def sharpness_flatness(ctx: MeasureContext) -> float:
+    """1/α², α the searched worst-case scale."""
+    return 1.0 / search(ctx, "alpha").scale ** 2
+
+
+@register("sharpness_mag_init", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), needs=("init",))
+def sharpness_mag_init(ctx: MeasureContext) -> float:
+    """pacbayes_mag_init's formula with the magnitude-aware worst-case scale α' for σ'."""
+    return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=True)
+
+
+@register("sharpness_mag_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,))
+def sharpness_mag_orig(ctx: MeasureContext) -> float:
+    """pacbayes_mag_orig's formula with the magnitude-aware worst-case scale α' for σ'."""
+    return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=False)
+
+
+@register("sharpness_mag_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,))
+def sharpness_mag_flatness(ctx: MeasureContext) -> float:
+    """1/α'², α' the searched magnitude-aware worst-case scale."""
+    return 1.0 / search(ctx, "alpha_mag").scale ** 2
+
+
+@register("pacbayes_bound", "flatness",
+          "Dziugaite & Roy 2017 (PAC-Bayes bound); Jiang et al. 2020 (searched σ)",
+          knobs=_MC + (SIGMA_MAX,), needs=("init",))
+def pacbayes_bound(ctx: MeasureContext) -> float:
+    """ê + sqrt((‖w−w0‖²/(2σ²) + log(2√m/0.05)) / (2m)): posterior N(w, σ²I), prior
+    N(w0, σ²I), ê the Monte-Carlo training error of the posterior at the searched σ."""
+    s = search(ctx, "sigma")
+    m = ctx.m
+    kl = _sq_norm(ctx, init=True) / (2 * s.scale ** 2)
+    return s.stat + math.sqrt((kl + math.log(2 * math.sqrt(m) / 0.05)) / (2 * m))

@@ -1,0 +1,407 @@
+"""Sharpness at the minimum (MEASURES.md, "Sharpness and curvature at the minimum"):
+Keskar's ζ, expected sharpness, adaptive worst-case sharpness,
+filter-normalised sharpness and Entropy-SGD's local energy.
+
+Every quantity is a function of the flat parameter vector ``w`` and the mean
+cross-entropy ``L`` on the measure set, the network in eval mode. The
+functional helpers at the top (loss and gradient of a flat vector, batched
+losses of many perturbed networks, mini-batch gradients, the memory budget
+that sizes every vmapped batch) are shared with `curvature`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import Bounds, minimize
+from torch.func import grad_and_value, vmap
+
+from .context import MeasureContext
+from .registry import Undefined, knob, register
+
+MEMORY_MB = knob("curv_memory_mb", 512,
+                 "memory budget (MiB) that sizes the vmapped batches of the sharpness "
+                 "and curvature measures")
+
+# -- functional helpers (shared with curvature.py) ------------------------------
+
+
+def dtype(ctx: MeasureContext) -> torch.dtype:
+    return next(iter(ctx.params.values())).dtype
+
+
+def flat_w(ctx: MeasureContext) -> torch.Tensor:
+    """The trained parameters as one vector (cached)."""
+    return ctx.cached("sharpness.w", ctx.flat)
+
+
+def randn(ctx: MeasureContext, gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """Standard normal draws from ``gen`` (on the CPU), in the parameters' dtype and device."""
+    return ctx.randn(gen, *shape).to(dtype(ctx))
+
+
+def act_per_example(ctx: MeasureContext) -> int:
+    """Scalars of all module outputs for one example: the size unit of the memory budget."""
+    def count():
+        total = [0]
+        hooks = [m.register_forward_hook(lambda _m, _i, o: total.__setitem__(0, total[0] + o.numel()))
+                 for m in ctx.model.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                ctx.forward(ctx.params, ctx.x[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+        return max(total[0], 1)
+    return ctx.cached("sharpness.act_per_example", count)
+
+
+def fit(ctx: MeasureContext, bytes_per_item: float) -> int:
+    """How many items of ``bytes_per_item`` fit the memory budget (at least 1)."""
+    budget = float(ctx.knob(MEMORY_MB)) * 2**20
+    return max(1, int(budget // max(bytes_per_item, 1.0)))
+
+
+def _itemsize(ctx) -> int:
+    return torch.empty((), dtype=dtype(ctx)).element_size()
+
+
+def batch_loss(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the network with flat parameters ``w`` on ``(x, y)`` (functional)."""
+    return F.cross_entropy(ctx.forward(ctx.unflat(w), x), y, reduction=reduction)
+
+
+def loss_and_grad(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor | None = None,
+                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy on ``(x, y)`` (default: the measure set) and its gradient in ``w``,
+    accumulated over chunks of ``eval_batch`` examples."""
+    x = ctx.x if x is None else x
+    y = ctx.y if y is None else y
+    b = int(ctx.knob("eval_batch"))
+    gv = grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb, "sum"))
+    total, g = torch.zeros((), dtype=w.dtype, device=w.device), torch.zeros_like(w)
+    for i in range(0, len(x), b):
+        gi, li = gv(w, x[i:i + b], y[i:i + b])
+        total, g = total + li.detach(), g + gi.detach()
+    return total / len(x), g / len(x)
+
+
+@torch.no_grad()
+def losses_at(ctx: MeasureContext, W: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy on the measure set of each row of ``W`` (K × P), vmapped over rows."""
+    b = int(ctx.knob("eval_batch"))
+    per_row = (W.shape[1] + 3 * min(b, len(ctx.x)) * act_per_example(ctx)) * _itemsize(ctx)
+    k = fit(ctx, per_row)
+    f = vmap(lambda v, xb, yb: batch_loss(ctx, v, xb, yb, "sum"), in_dims=(0, None, None))
+    out = []
+    for r in range(0, len(W), k):
+        Wr = W[r:r + k]
+        out.append(sum(f(Wr, xb, yb) for xb, yb in ctx.batches()) / len(ctx.x))
+    return torch.cat(out)
+
+
+def loss_w(ctx: MeasureContext) -> torch.Tensor:
+    """L(w) on the measure set, by the same batched path as the perturbed losses (cached)."""
+    return ctx.cached("sharpness.loss_w", lambda: losses_at(ctx, flat_w(ctx)[None])[0])
+
+
+def batch_losses_and_grads(ctx: MeasureContext, W: torch.Tensor, X: torch.Tensor,
+                           Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of each mini-batch ``(X[j], Y[j])`` and its gradient, at ``W[j]``
+    (nb × P) or at one shared ``W`` (P,), vmapped over batches and chunked by memory."""
+    shared = W.dim() == 1
+    per_batch = (3 * W.shape[-1] + 4 * X.shape[1] * act_per_example(ctx)) * _itemsize(ctx)
+    k = fit(ctx, per_batch)
+    f = vmap(grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb)),
+             in_dims=(None if shared else 0, 0, 0))
+    grads, losses = [], []
+    for r in range(0, len(X), k):
+        g, l = f(W if shared else W[r:r + k], X[r:r + k], Y[r:r + k])
+        grads.append(g.detach())
+        losses.append(l.detach())
+    return torch.cat(losses), torch.cat(grads)
+
+
+def minibatch_index(ctx: MeasureContext, gen: torch.Generator, batch_size: int,
+                    n_batches: int) -> torch.Tensor:
+    """``n_batches`` × ``batch_size`` example indices: consecutive slices of seeded
+    permutations of the measure set (a fresh permutation when one is used up). A measure
+    set smaller than ``batch_size`` gives whole-set batches."""
+    n = len(ctx.x)
+    if n <= batch_size:
+        return torch.arange(n).repeat(n_batches, 1).to(ctx.device)
+    per_perm = n // batch_size
+    rows = []
+    while len(rows) < n_batches:
+        perm = torch.randperm(n, generator=gen)
+        rows += [perm[i * batch_size:(i + 1) * batch_size] for i in range(per_perm)]
+    return torch.stack(rows[:n_batches]).to(ctx.device)
+
+
+# -- Keskar et al. 2017 -----------------------------------------------------------
+
+KESKAR_ITERS = knob("keskar_maxiter", 10, "L-BFGS-B iterations of Keskar's sharpness")
+
+
+def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
+    """ζ(w; ε) = 100 (max_{|v_i| ≤ ε(|w_i|+1)} L(w+v) − L(w)) / (1 + L(w)); the maximum by
+    scipy's L-BFGS-B (box bounds, ``maxiter`` iterations, start v = 0, float64 on the
+    scipy side, gradient by autograd)."""
+    w = flat_w(ctx)
+    bound = (eps * (w.abs() + 1)).double().cpu().numpy()
+    seen = {}
+
+    def neg_loss(v: np.ndarray):
+        L, g = loss_and_grad(ctx, w + torch.as_tensor(v, dtype=w.dtype, device=w.device))
+        seen.setdefault("L0", float(L))
+        return -float(L), -g.double().cpu().numpy()
+
+    res = minimize(neg_loss, np.zeros(len(bound)), jac=True, method="L-BFGS-B",
+                   bounds=Bounds(-bound, bound), options={"maxiter": int(maxiter)})
+    L0 = seen["L0"]  # the first evaluation is at v = 0
+    return 100.0 * (max(-float(res.fun), L0) - L0) / (1.0 + L0)
+
+
+@register("keskar_sharpness_1e-3", "curvature", cite="Keskar et al. 2017",
+          knobs=(KESKAR_ITERS,))
+def keskar_sharpness_1e3(ctx):
+    """Keskar's ζ(w; 1e-3) by L-BFGS-B in the box |v_i| ≤ 1e-3(|w_i|+1) (Keskar et al. 2017)."""
+    return keskar(ctx, 1e-3, ctx.knob(KESKAR_ITERS))
+
+
+@register("keskar_sharpness_5e-4", "curvature", cite="Keskar et al. 2017",
+          knobs=(KESKAR_ITERS,))
+def keskar_sharpness_5e4(ctx):
+    """Keskar's ζ(w; 5e-4) by L-BFGS-B in the box |v_i| ≤ 5e-4(|w_i|+1) (Keskar et al. 2017)."""
+    return keskar(ctx, 5e-4, ctx.knob(KESKAR_ITERS))
+
+
+# -- expected sharpness (Neyshabur et al. 2017) -----------------------------------
+
+ES_RHO = knob("expected_sharpness_rho", 0.01,
+              "ρ of expected_sharpness: u ~ N(0, ρ²I)")
+ES_MAG_RHO = knob("expected_sharpness_mag_rho", 0.1,
+                  "ρ of expected_sharpness_mag: u_i ~ N(0, ρ²w_i²)")
+ES_DRAWS = knob("expected_sharpness_draws", 32,
+                "Monte-Carlo draws of the expected sharpness measures")
+
+
+def expected_sharpness_value(ctx: MeasureContext, name: str, scale: torch.Tensor,
+                             draws: int) -> float:
+    """mean_d L(w + scale ⊙ z_d) − L(w), z_d ~ N(0, I) drawn one vector at a time, in order,
+    from ``ctx.generator(name)``; the perturbed losses batched with vmap."""
+    w = flat_w(ctx)
+    gen = ctx.generator(name)
+    k = fit(ctx, 4 * w.numel() * _itemsize(ctx))  # draws held at once
+    total, done = 0.0, 0
+    while done < draws:
+        c = min(k, draws - done)
+        U = torch.stack([randn(ctx, gen, w.numel()) for _ in range(c)]) * scale
+        total += float(losses_at(ctx, w + U).sum())
+        done += c
+    return total / draws - float(loss_w(ctx))
+
+
+@register("expected_sharpness", "curvature", cite="Neyshabur et al. 2017",
+          knobs=(ES_RHO, ES_DRAWS, MEMORY_MB))
+def expected_sharpness(ctx):
+    """E_{u~N(0,ρ²I)} L(w+u) − L(w), Monte-Carlo (Neyshabur et al. 2017)."""
+    w = flat_w(ctx)
+    return expected_sharpness_value(ctx, "expected_sharpness",
+                                    torch.full_like(w, float(ctx.knob(ES_RHO))),
+                                    int(ctx.knob(ES_DRAWS)))
+
+
+@register("expected_sharpness_mag", "curvature", cite="Neyshabur et al. 2017",
+          knobs=(ES_MAG_RHO, ES_DRAWS, MEMORY_MB))
+def expected_sharpness_mag(ctx):
+    """E L(w+u) − L(w), u_i ~ N(0, ρ²w_i²), Monte-Carlo (Neyshabur et al. 2017)."""
+    w = flat_w(ctx)
+    return expected_sharpness_value(ctx, "expected_sharpness_mag",
+                                    float(ctx.knob(ES_MAG_RHO)) * w.abs(),
+                                    int(ctx.knob(ES_DRAWS)))
+
+
+# -- adaptive worst-case sharpness (Andriushchenko et al. 2023) -------------------
+
+AS_RHO_LINF = knob("adaptive_rho_linf", 0.01, "ρ of adaptive_sharpness_linf: |v_i| ≤ ρ|w_i|")
+AS_RHO_L2 = knob("adaptive_rho_l2", 0.5, "ρ of adaptive_sharpness_l2: ‖v/|w|‖₂ ≤ ρ")
+AS_STEPS = knob("adaptive_steps", 20, "projected gradient-ascent steps of adaptive sharpness")
+AS_BATCHES = knob("adaptive_batches", 4, "mini-batches averaged by adaptive sharpness")
+AS_BATCH = knob("adaptive_batch_size", 128, "mini-batch size of adaptive sharpness")
+
+
+def _project(Z: torch.Tensor, p: float, rho: float) -> torch.Tensor:
+    if p == math.inf:
+        return Z.clamp(-rho, rho)
+    norm = Z.norm(dim=1, keepdim=True)
+    return Z * (rho / norm.clamp_min(rho))
+
+
+def adaptive_sharpness(ctx: MeasureContext, p: float, rho: float, steps: int,
+                       n_batches: int, batch_size: int, name: str):
+    """Worst-case adaptive sharpness, one ascent per mini-batch, all batches vmapped.
+
+    In z = v/|w| (v_i = 0 where w_i = 0) each batch runs ``steps`` projected gradient-ascent
+    steps from z = 0 with step 2.5ρ/steps (sign of the gradient for p = ∞, the normalised
+    gradient for p = 2), keeping its best iterate. Returns (mean over batches of
+    max_z L_B(w+|w|z) − L_B(w), the best z per batch, the batch indices).
+    """
+    if p not in (2, math.inf):
+        raise ValueError(f"adaptive sharpness supports p = 2 or inf, got {p}")
+    w = flat_w(ctx)
+    c = w.abs()
+    idx = minibatch_index(ctx, ctx.generator(name), batch_size, n_batches)
+    X, Y = ctx.x[idx], ctx.y[idx]
+    Z = torch.zeros(len(idx), w.numel(), dtype=w.dtype, device=w.device)
+    best_z, best = Z.clone(), torch.zeros(len(idx), dtype=w.dtype, device=w.device)
+    step = 2.5 * rho / max(steps, 1)
+    L0 = None
+    for t in range(steps + 1):
+        L, G = batch_losses_and_grads(ctx, w + c * Z, X, Y)
+        if L0 is None:
+            L0 = L
+        gain = L - L0
+        better = gain > best
+        best = torch.where(better, gain, best)
+        best_z[better] = Z[better]
+        if t == steps:
+            break
+        Gz = c * G
+        if p == math.inf:
+            Z = Z + step * Gz.sign()
+        else:
+            Z = Z + step * Gz / Gz.norm(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        Z = _project(Z, p, rho)
+    return float(best.mean()), best_z, idx
+
+
+@register("adaptive_sharpness_linf", "curvature", cite="Andriushchenko et al. 2023",
+          knobs=(AS_RHO_LINF, AS_STEPS, AS_BATCHES, AS_BATCH, MEMORY_MB))
+def adaptive_sharpness_linf(ctx):
+    """max_{‖v/|w|‖_∞ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
+    return adaptive_sharpness(ctx, math.inf, float(ctx.knob(AS_RHO_LINF)), int(ctx.knob(AS_STEPS)),
+                              int(ctx.knob(AS_BATCHES)), int(ctx.knob(AS_BATCH)),
+                              "adaptive_sharpness_linf")[0]
+
+
+@register("adaptive_sharpness_l2", "curvature", cite="Andriushchenko et al. 2023",
+          knobs=(AS_RHO_L2, AS_STEPS, AS_BATCHES, AS_BATCH, MEMORY_MB))
+def adaptive_sharpness_l2(ctx):
+    """max_{‖v/|w|‖₂ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
+    return adaptive_sharpness(ctx, 2, float(ctx.knob(AS_RHO_L2)), int(ctx.knob(AS_STEPS)),
+                              int(ctx.knob(AS_BATCHES)), int(ctx.knob(AS_BATCH)),
+                              "adaptive_sharpness_l2")[0]
+
+
+# -- filter-normalised sharpness (Li et al. 2018) ---------------------------------
+
+FS_DIRS = knob("filter_directions", 8, "random filter-normalised directions of filter_sharpness")
+FS_RADIUS = knob("filter_radius", 0.1, "radius r of filter_sharpness: L(w + r·δ) − L(w)")
+FILTER_T = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # curve grid, in units of r
+
+
+def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torch.Tensor:
+    """``k`` random directions (k × P), filter-normalised as in Li et al. 2018.
+
+    For each parameter tensor with two or more dimensions (conv kernel, linear matrix) a
+    Gaussian tensor is drawn and each filter (slice along the output dimension 0) is
+    rescaled to the norm of the same filter of w. One-dimensional parameters (biases, BN
+    scales and shifts) get direction 0, as in Li et al.'s experiments.
+    """
+    rows = []
+    for _ in range(k):
+        parts = []
+        for p in ctx.params.values():
+            if p.dim() < 2:
+                parts.append(torch.zeros(p.numel(), dtype=p.dtype, device=p.device))
+                continue
+            d = randn(ctx, gen, *p.shape).reshape(len(p), -1)
+            wn = p.reshape(len(p), -1).norm(dim=1, keepdim=True)
+            dn = d.norm(dim=1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+            parts.append((d * (wn / dn)).reshape(-1))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+def filter_sharpness_curves(ctx: MeasureContext, k: int, r: float):
+    """(directions, t grid, K × T losses L(w + t·δ_k)) with t = r·FILTER_T; t = 0 is L(w)."""
+    w = flat_w(ctx)
+    D = filter_directions(ctx, k, ctx.generator("filter_sharpness"))
+    t = torch.tensor(FILTER_T, dtype=w.dtype, device=w.device) * r
+    nz = t != 0
+    W = (w + t[nz][None, :, None] * D[:, None, :]).reshape(-1, w.numel())
+    curves = torch.empty(k, len(t), dtype=w.dtype, device=w.device)
+    curves[:, nz] = losses_at(ctx, W).reshape(k, -1)
+    curves[:, ~nz] = loss_w(ctx)
+    return D, t, curves
+
+
+@register("filter_sharpness", "curvature", cite="Li et al. 2018",
+          knobs=(FS_DIRS, FS_RADIUS, MEMORY_MB))
+def filter_sharpness(ctx):
+    """mean_k L(w + r·δ_k) − L(w) over random filter-normalised directions δ_k (Li et al. 2018).
+    Keeps the 1-D curves in ``artifacts["filter_sharpness_t"]`` and
+    ``artifacts["filter_sharpness_curves"]`` (K × T, row-major)."""
+    k, r = int(ctx.knob(FS_DIRS)), float(ctx.knob(FS_RADIUS))
+    _, t, curves = filter_sharpness_curves(ctx, k, r)
+    ctx.artifacts["filter_sharpness_t"] = t.tolist()
+    ctx.artifacts["filter_sharpness_curves"] = curves.reshape(-1).tolist()
+    at_r = FILTER_T.index(1.0)
+    return float(curves[:, at_r].mean() - loss_w(ctx))
+
+
+# -- local entropy (Chaudhari et al. 2019) ----------------------------------------
+
+LE_GAMMA = knob("local_entropy_gamma", 1e4, "scope γ of local_entropy's coupling (γ/2)‖w'−w‖²")
+LE_TEMP = knob("local_entropy_temperature", 1e-3, "temperature T of local_entropy")
+LE_STEPS = knob("local_entropy_steps", 20, "SGLD steps of local_entropy")
+LE_LR = knob("local_entropy_lr", 2e-5, "SGLD step size η of local_entropy (stable for η(γ + λ_max/T) < 2)")
+LE_BURNIN = knob("local_entropy_burnin", 5, "SGLD steps of local_entropy left out of the mean")
+LE_BATCH = knob("local_entropy_batch_size", 128, "mini-batch size of local_entropy's SGLD")
+
+
+def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float, steps: int,
+                   lr: float, burnin: int, noise) -> float:
+    """Mean of L(w'_k), k = burnin+1 … steps, along the SGLD chain w'_0 = w,
+    w'_{k+1} = w'_k − η (∇L(w'_k)/T + γ(w'_k − w)) + √(2η) ξ_k,
+    which samples p(w') ∝ exp(−L(w')/T − (γ/2)‖w' − w‖²) as η → 0.
+
+    ``loss_grad(v, k)`` gives (L, ∇L) at v for step k (a mini-batch estimate);
+    ``noise(k)`` gives ξ_k ~ N(0, I).
+    """
+    if not 0 <= burnin < steps:
+        raise ValueError(f"local entropy needs 0 ≤ burnin < steps, got burnin={burnin}, steps={steps}")
+    v, total = w.clone(), 0.0
+    for k in range(steps + 1):
+        L, g = loss_grad(v, k)
+        if k > burnin:
+            total += float(L)
+        if k < steps:
+            v = v - lr * (g / temperature + gamma * (v - w)) + math.sqrt(2 * lr) * noise(k)
+    return total / (steps - burnin)
+
+
+@register("local_entropy", "curvature", cite="Chaudhari et al. 2019",
+          knobs=(LE_GAMMA, LE_TEMP, LE_STEPS, LE_LR, LE_BURNIN, LE_BATCH))
+def local_entropy(ctx):
+    """Local energy E[L(w')] − L(w) under p(w') ∝ exp(−L(w')/T − (γ/2)‖w'−w‖²), the mean
+    over a seeded SGLD chain on mini-batches started at w (Chaudhari et al. 2019)."""
+    w = flat_w(ctx)
+    steps = int(ctx.knob(LE_STEPS))
+    gen = ctx.generator("local_entropy")
+    idx = minibatch_index(ctx, gen, int(ctx.knob(LE_BATCH)), steps + 1)
+
+    def loss_grad(v, k):
+        return loss_and_grad(ctx, v, ctx.x[idx[k]], ctx.y[idx[k]])
+
+    mean = sgld_mean_loss(loss_grad, w, float(ctx.knob(LE_GAMMA)), float(ctx.knob(LE_TEMP)),
+                          steps, float(ctx.knob(LE_LR)), int(ctx.knob(LE_BURNIN)),
+                          lambda k: randn(ctx, gen, w.numel()))
+    if not math.isfinite(mean):
+        raise Undefined(f"the SGLD chain diverged (mean loss {mean}); lower local_entropy_lr")
+    return mean - float(loss_w(ctx))

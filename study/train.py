@@ -1,0 +1,130 @@
+"""Train one network to a target training cross-entropy.
+
+The whole training set's cross-entropy (eval mode) is checked once per epoch
+while it is far from the next threshold (0.1, then the target), and every
+tenth of an epoch once it is within twice that threshold, so the stop
+overshoots the target by little. NaN or infinite loss stops training as
+diverged. The initial weights are kept for the measures.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .measures.context import TrainLog
+
+MOMENTUM = 0.9
+
+
+@dataclass
+class TrainResult:
+    init_state: dict[str, torch.Tensor]
+    log: TrainLog
+    converged: bool
+    diverged: bool
+    final_train_loss: float
+    seconds: float
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; optimizers: sgd, momentum, adam")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode; restores the previous mode."""
+    was = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        z = model(x[i:i + batch])
+        loss += F.cross_entropy(z, y[i:i + batch], reduction="sum").item()
+        correct += (z.argmax(1) == y[i:i + batch]).sum().item()
+    model.train(was)
+    return loss / len(x), correct / len(x)
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer: str, lr: float,
+          batch_size: int, weight_decay: float, target_loss: float, max_epochs: int,
+          seed: int, on_epoch=None) -> TrainResult:
+    """Train ``model`` in place on (x, y), already on the model's device."""
+    t0 = time.perf_counter()
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / batch_size)
+    fine = max(1, steps_per_epoch // 10)
+    log = TrainLog(optimizer=optimizer, lr=lr, batch_size=batch_size,
+                   momentum=MOMENTUM if optimizer == "momentum" else 0.0)
+    thresholds = [0.1, target_loss] if target_loss < 0.1 else [target_loss]
+    loss, _ = evaluate(model, x, y)
+    converged = diverged = False
+
+    def check() -> bool:
+        """Record thresholds reached; True when the target is reached."""
+        nonlocal loss
+        loss, _ = evaluate(model, x, y)
+        if not math.isfinite(loss):
+            return False
+        if log.steps_to_loss_01 is None and loss <= 0.1:
+            log.steps_to_loss_01 = log.steps
+        if loss <= target_loss:
+            log.steps_to_target = log.steps
+            return True
+        return False
+
+    if check():
+        converged = True
+    model.train()
+    epoch = 0
+    while not converged and not diverged and epoch < max_epochs:
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        total, count = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            batch_loss = F.cross_entropy(model(x[idx]), y[idx])
+            if not torch.isfinite(batch_loss):
+                diverged = True
+                break
+            batch_loss.backward()
+            opt.step()
+            log.steps += 1
+            log.step_size_sum += lr
+            total += batch_loss.item() * len(idx)
+            count += len(idx)
+            nxt = next((t for t in thresholds if loss > t), None)
+            near = nxt is not None and loss <= 2 * nxt
+            last = b == steps_per_epoch - 1
+            if (near and log.steps % fine == 0) or last:
+                if check():
+                    converged = True
+                    break
+                if not math.isfinite(loss):
+                    diverged = True
+                    break
+                model.train()
+        epoch += 1
+        if count:
+            log.epoch_losses.append(total / count)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+    model.eval()
+    log.epochs = epoch
+    if diverged:
+        loss = math.nan
+    return TrainResult(init_state, log, converged, diverged, loss, time.perf_counter() - t0)
+

@@ -1,0 +1,333 @@
+"""The HTML report: written from a runs folder, checked as HTML, and opened in headless Chromium.
+
+Chromium is the Debian package ``chromium`` (``apt-get install -y chromium``);
+the Chromium tests skip, saying so, where it is missing.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from analysis import figures
+from analysis.load import load_runs, population
+from analysis.report import write_report
+from analysis.synthetic import synthetic_runs
+from analysis.table import rank_table
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium); the CI script must install it")
+
+ALL_FIGURES = {"gap", "psi", "cmi", "scatter", "hessian", "landscape"}
+RANK = {"n_boot": 20}  # a short bootstrap keeps the tests fast
+
+
+# ------------------------------------------------------------ runs on disk
+
+
+def add_artifacts(df: pl.DataFrame) -> pl.DataFrame:
+    """Give each run a Hessian density on a grid and two loss-landscape curves (list columns)."""
+    grid = np.linspace(-1.0, 5.0, 40)
+    t = np.linspace(-1.0, 1.0, 11)
+    gap = np.nan_to_num(df["gap"].to_numpy(), nan=0.1)
+    dens = [(np.exp(-((grid - 10 * g) ** 2)) + 1e-4).tolist() for g in gap]
+    curves = [np.concatenate([(1 + g) * t ** 2, (2 + g) * t ** 2]).tolist() for g in gap]
+    return df.with_columns(
+        pl.Series("artifact.hessian_density_grid", [grid.tolist()] * df.height, dtype=pl.List(pl.Float64)),
+        pl.Series("artifact.hessian_density", dens, dtype=pl.List(pl.Float64)),
+        pl.Series("artifact.filter_t", [t.tolist()] * df.height, dtype=pl.List(pl.Float64)),
+        pl.Series("artifact.filter_curves", curves, dtype=pl.List(pl.Float64)),
+    )
+
+
+def study_frame(*, artifacts: bool = True, seed: int = 0) -> pl.DataFrame:
+    """54 synthetic runs (3 axes × 3 values × 2 seeds): some failed, unconverged, diverged, NaN measures."""
+    df = synthetic_runs(54, 8, n_axes=3, n_values=3, seed=seed, nan_frac=0.1, failed_frac=0.08,
+                        unconverged_frac=0.1, n_test=2000, study="demo")
+    diverged = pl.Series([i in (3, 17) for i in range(df.height)])
+    df = df.with_columns(
+        status=pl.when(diverged).then(pl.lit("diverged")).otherwise(pl.col("status")),
+        diverged=diverged, converged=pl.col("converged") & ~diverged)
+    return add_artifacts(df) if artifacts else df
+
+
+def write_runs_folder(df: pl.DataFrame, folder: Path) -> Path:
+    """One Parquet file per run, ``<run_id>.parquet``, as the study writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(df.height):
+        row = df.slice(i, 1)
+        row.write_parquet(folder / f"{row['run_id'][0]}.parquet")
+    return folder
+
+
+# ------------------------------------------------------------ reading the page
+
+
+class Page(HTMLParser):
+    """The parts of the report the tests look at: images, scripts, links, table cells."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.images: list[dict] = []
+        self.tags: set[str] = set()
+        self.urls: list[str] = []
+        self.rank_rows: list[list[str]] = []
+        self._in_rank = self._in_cell = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.add(tag)
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v is not None]
+        if tag == "img":
+            self.images.append(a)
+        if tag == "table" and a.get("class") == "rank":
+            self._in_rank = True
+        if self._in_rank and tag == "tr":
+            self.rank_rows.append([])
+        if self._in_rank and tag == "td":
+            self._in_cell = True
+            self.rank_rows[-1].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_rank = False
+        if tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.rank_rows[-1][-1] += data
+
+
+def decode_png(src: str) -> np.ndarray:
+    assert src.startswith("data:image/png;base64,"), src[:40]
+    img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+    img.load()
+    return np.asarray(img)
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp / 'chromium-profile'}",
+           "--enable-logging=stderr", "--v=0", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+# Test-only probe: records failed resource loads (capture phase) and, after load, every image's
+# decoded size into a <pre> that --dump-dom prints. The report itself has no script.
+_PROBE_HEAD = ("<script>window.__errs=[];addEventListener('error',function(e){var t=e.target;"
+               "__errs.push(t&&t.tagName?('failed '+t.tagName+' '+String(t.src||t.href||'').slice(0,80))"
+               ":String(e.message));},true);</script>")
+_PROBE_TAIL = ("<script>addEventListener('load',function(){var r={errors:__errs,images:[]};"
+               "document.querySelectorAll('img').forEach(function(i){r.images.push({fig:i.dataset.fig||null,"
+               "complete:i.complete,w:i.naturalWidth,h:i.naturalHeight});});"
+               "var p=document.createElement('pre');p.id='__probe';p.textContent=JSON.stringify(r);"
+               "document.body.appendChild(p);});</script>")
+
+
+def probe(page: Path, tmp: Path) -> tuple[dict, list[str]]:
+    """Load ``page`` (with the probe added) in Chromium: (probe result, console messages)."""
+    text = page.read_text(encoding="utf-8")
+    assert "<head>" in text and "</body>" in text
+    probed = tmp / f"probe-{page.name}"
+    probed.write_text(text.replace("<head>", "<head>" + _PROBE_HEAD, 1)
+                      .replace("</body>", _PROBE_TAIL + "</body>", 1), encoding="utf-8")
+    p = chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), tmp=tmp)
+    m = re.search(r'<pre id="__probe">(.*?)</pre>', p.stdout, re.S)
+    assert m, f"chromium did not load the page (rc {p.returncode}): {p.stderr[-2000:]}"
+    console = [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln]
+    return json.loads(html.unescape(m.group(1))), console
+
+
+def check_in_chromium(report: Path, tmp: Path, expected: set[str]) -> None:
+    """Every expected figure decodes in Chromium at the size PIL reads; no load error, no console message."""
+    result, console = probe(report, tmp)
+    assert result["errors"] == [], result["errors"]
+    assert console == [], console
+    page = Page(report.read_text(encoding="utf-8"))
+    widths = {im["data-fig"]: decode_png(im["src"]).shape[1] for im in page.images}
+    seen = {im["fig"]: im for im in result["images"]}
+    assert set(seen) == expected
+    for name, im in seen.items():
+        assert im["complete"] and im["w"] > 0 and im["h"] > 0, im
+        assert im["w"] == widths[name], (name, im["w"], widths[name])
+
+
+# ------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def runs_folder(tmp_path_factory) -> tuple[pl.DataFrame, Path]:
+    df = study_frame()
+    return df, write_runs_folder(df, tmp_path_factory.mktemp("study") / "runs")
+
+
+@pytest.fixture(scope="module")
+def report(runs_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "nested" / "report.html"
+    path = write_report(runs_folder[1], out, top=4, **RANK)
+    assert path == out
+    return out
+
+
+# ------------------------------------------------------------ tests
+
+
+def test_report_is_self_contained_and_its_figures_decode(report):
+    text = report.read_text(encoding="utf-8")
+    page = Page(text)
+    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    assert all(u.startswith(("data:image/png;base64,", "#")) for u in page.urls), \
+        [u[:60] for u in page.urls if not u.startswith(("data:", "#"))]
+    assert {im["data-fig"] for im in page.images} == ALL_FIGURES
+    for im in page.images:
+        px = decode_png(im["src"])
+        assert px.shape[0] > 50 and px.shape[1] > 50
+        assert px.reshape(-1, px.shape[-1]).std(axis=0).max() > 0, f"{im['data-fig']} is a blank image"
+    assert [p.name for p in report.parent.iterdir()] == ["report.html"], "a temporary file was left behind"
+
+
+def test_report_shows_the_counts_and_the_rank_table(report, runs_folder):
+    df, folder = runs_folder
+    text = html.unescape(report.read_text(encoding="utf-8"))
+    status = df["status"].to_list()
+    assert f"<td>runs stored</td><td>{df.height}</td>" in text
+    n_failed, n_div = status.count("failed"), status.count("diverged")
+    assert f"<td>failed</td><td>{n_failed} ({100 * n_failed / df.height:.0f} %)</td>" in text
+    assert f"<td>diverged</td><td>{n_div} ({100 * n_div / df.height:.0f} %)</td>" in text
+    n_pop = df.filter((pl.col("status") == "ok") & pl.col("converged")).height
+    assert f"<td>enter the analysis</td><td>{n_pop} (" in text
+
+    table = rank_table(population(load_runs(folder)), **RANK)
+    rows = Page(report.read_text(encoding="utf-8")).rank_rows[1:]  # the first row holds the headers
+    shown = {r[0]: r for r in rows}
+    assert set(shown) == {m.removeprefix("measure.") for m in table["measure"]}
+    for t in table.iter_rows(named=True):
+        r = shown[t["measure"].removeprefix("measure.")]
+        assert r[1] == str(t["n_models"])
+        assert r[2] == ("–" if not np.isfinite(t["tau"]) else f"{t['tau']:+.3f}")
+    # sorted by CMI, highest first, undefined last
+    cmi = [float(r[5 + sum(c.startswith("psi_") for c in table.columns)].replace("–", "nan")) for r in rows]
+    finite = [c for c in cmi if np.isfinite(c)]
+    assert finite == sorted(finite, reverse=True) and cmi[:len(finite)] == finite
+
+
+@needs_chromium
+def test_report_loads_in_chromium(report, tmp_path):
+    # The probe must see what it is for: a broken image and a console message on a control page.
+    control = tmp_path / "control.html"
+    control.write_text('<!DOCTYPE html><html><head></head><body><img data-fig="x" src="missing.png">'
+                       '<script>console.error("control message")</script></body></html>')
+    result, console = probe(control, tmp_path)
+    assert result["images"][0]["w"] == 0 and len(result["errors"]) == 1
+    assert len(console) == 1 and "control message" in console[0]
+
+    check_in_chromium(report, tmp_path, ALL_FIGURES)
+    shot = tmp_path / "report.png"
+    chromium("--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri(), tmp=tmp_path)
+    px = np.asarray(Image.open(shot).convert("L"))
+    assert px.shape == (2400, 1280) and px.std() > 10, "the rendered page is blank"
+
+
+def test_report_says_what_is_missing(tmp_path):
+    """No stored curves and no converged run: the page says so instead of drawing."""
+    df = study_frame(artifacts=False).with_columns(converged=pl.lit(False))
+    out = write_report(write_runs_folder(df, tmp_path / "runs"), tmp_path / "r.html", **RANK)
+    text = out.read_text(encoding="utf-8")
+    assert "stored no Hessian spectral density" in text and "stored no loss-landscape curve" in text
+    assert "No ranking" in text and "at least 2 are needed" in text
+    assert {im["data-fig"] for im in Page(text).images} == {"gap"}
+
+
+def test_report_per_dataset(tmp_path):
+    a = study_frame(artifacts=False, seed=1)
+    b = study_frame(artifacts=False, seed=2).with_columns(
+        dataset=pl.lit("other"), run_id=pl.col("run_id") + "b")
+    out = write_report(write_runs_folder(pl.concat([a, b]), tmp_path / "runs"), tmp_path / "r.html",
+                       top=2, **RANK)
+    page = Page(out.read_text(encoding="utf-8"))
+    figs = {im["data-fig"] for im in page.images}
+    assert figs == {f"{f}-{d}" for f in ("gap", "psi", "cmi", "scatter") for d in ("synthetic", "other")}
+    # one table row per measure and dataset
+    assert len(page.rank_rows) == 2 * (1 + sum(c.startswith("measure.") for c in a.columns))
+
+
+def test_a_failed_write_keeps_the_old_report(runs_folder, tmp_path, monkeypatch):
+    out = tmp_path / "r.html"
+    out.write_text("old report")
+
+    def broken(*a, **k):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(figures, "measure_scatter", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        write_report(runs_folder[1], out, **RANK)
+    assert out.read_text() == "old report" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_artifact_series_pairs_values_with_their_grid():
+    lst = pl.List(pl.Float64)
+    df = pl.DataFrame({"artifact.hessian_density": [[1.0, 2.0]], "artifact.hessian_density_grid": [[0.0, 1.0]],
+                       "artifact.filter_t": [[0.0, 1.0]], "artifact.filter_curves": [[1.0, 2.0, 3.0, 4.0]],
+                       "artifact.filter_other": [[5.0]], "measure.x": [1.0]},
+                      schema_overrides={c: lst for c in ["artifact.hessian_density", "artifact.hessian_density_grid",
+                                                         "artifact.filter_t", "artifact.filter_curves",
+                                                         "artifact.filter_other"]})
+    assert figures.artifact_series(df, figures.HESSIAN_PREFIX) == [
+        figures.Series("artifact.hessian_density", "artifact.hessian_density_grid")]
+    assert figures.artifact_series(df, figures.LANDSCAPE_PREFIX) == [
+        figures.Series("artifact.filter_curves", "artifact.filter_t"),
+        figures.Series("artifact.filter_other", "artifact.filter_t")]
+    # a list K grids long is K curves on that grid; any other length is drawn against its index
+    curves = figures._curves([1.0, 2.0, 3.0, 4.0], [0.0, 1.0])
+    assert [c[1].tolist() for c in curves] == [[1.0, 2.0], [3.0, 4.0]]
+    assert figures._curves([5.0, 6.0, 7.0], [0.0, 1.0])[0][0].tolist() == [0.0, 1.0, 2.0]
+    assert figures.hessian_spectra(df.drop("artifact.hessian_density")) is None
+
+
+def test_leading_measures_by_cmi_then_tau():
+    t = pl.DataFrame({"measure": ["a", "b", "c", "d"], "cmi": [0.1, float("nan"), 0.3, 0.1],
+                      "tau": [0.2, 0.9, -0.1, -0.5]})
+    assert figures.leading_measures(t, 3) == ["c", "d", "a"]
+    assert figures.leading_measures(t, 2, by="tau") == ["b", "d"]
+
+
+def test_analysis_report_imports_neither_torch_nor_ray():
+    code = ("import sys, matplotlib; b = matplotlib.get_backend(); import analysis.report, analysis.figures; "
+            "assert matplotlib.get_backend() == b; "
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_report_from_the_mini_study(request, tmp_path):
+    try:
+        mini = request.getfixturevalue("mini_runs")
+    except pytest.FixtureLookupError:
+        pytest.skip("no mini_runs fixture in tests/conftest.py")
+    if isinstance(mini, pl.DataFrame):
+        mini = write_runs_folder(mini, tmp_path / "runs")
+    out = write_report(mini, tmp_path / "mini.html", **RANK)
+    text = out.read_text(encoding="utf-8")
+    assert {"gap", "psi", "cmi", "scatter"} <= {im["data-fig"] for im in Page(text).images}
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the CI script must install it")
+    expected = {im["data-fig"] for im in Page(text).images}
+    check_in_chromium(out, tmp_path, expected)

@@ -71,8 +71,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _short(name: str) -> str:
-    """Column name without its schema prefix (``measure.``, ``hp.``, ``psi_``)."""
+def short_name(name: str) -> str:
+    """A column name without its schema prefix (``measure.``, ``hp.``, ``psi_``, ``artifact.``)."""
     for p in ("measure.", "hp.", "psi_", "artifact."):
         if name.startswith(p):
             return name[len(p):]
@@ -134,7 +134,7 @@ def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str
                            color="#1f77b4", linewidths=0)
             ax.set_xticks(pos, [_fmt(v) for v in values],
                           rotation=30 if len(values) > 5 else 0)
-            ax.set_xlabel(_short(axis))
+            ax.set_xlabel(short_name(axis))
             if k % cols == 0:
                 ax.set_ylabel(outcome)
         if title:
@@ -168,7 +168,7 @@ def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt:
 
 
 def _measure_labels(table: pl.DataFrame) -> list[str]:
-    return [_short(m) for m in table["measure"].to_list()]
+    return [short_name(m) for m in table["measure"].to_list()]
 
 
 def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
@@ -178,7 +178,7 @@ def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
         return _empty("no ψ to show (no measures, or no axis takes two values)")
     cols = axes + (["psi"] if "psi" in table.columns else [])
     data = table.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy()
-    labels = [_short(c) for c in axes] + (["Ψ (mean)"] if "psi" in table.columns else [])
+    labels = [short_name(c) for c in axes] + (["Ψ (mean)"] if "psi" in table.columns else [])
     with _style():
         fig = _figure(1.6 + 0.62 * len(cols) + 1.3, 1.3 + 0.26 * table.height)
         ax = fig.add_subplot()
@@ -285,7 +285,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
     stats = {}
     if table is not None and table.height:
         for row in table.iter_rows(named=True):
-            stats[_short(row["measure"])] = row
+            stats[short_name(row["measure"])] = row
     with _style():
         rows, cols = _grid_shape(len(measures), 3)
         fig = _figure(3.3 * cols, 2.75 * rows + (0.5 if colour_by else 0.1))
@@ -309,7 +309,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
             xs = x[ok]
             if xs.size and xs.min() > 0 and xs.max() / xs.min() > 100:
                 ax.set_xscale("log")
-            name = _short(m)
+            name = short_name(m)
             s = stats.get(name)
             sub = []
             if s is not None:
@@ -327,7 +327,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
             from matplotlib.lines import Line2D
             items = [Line2D([], [], marker="o", ls="", color=col, label=_fmt(v))
                      for v, col in list(handles.items())[:12]]
-            fig.legend(handles=items, title=_short(colour_by), loc="outside lower center",
+            fig.legend(handles=items, title=short_name(colour_by), loc="outside lower center",
                        ncols=min(len(items), 8), frameon=False)
         if title:
             fig.suptitle(title)
@@ -420,8 +420,8 @@ def _curve_figure(df: pl.DataFrame, series: list[Series], *, xlabel: str, ylabel
                     positive &= bool(np.all(yv[np.isfinite(yv)] > 0))
             if log_y == "auto" and positive and idx:
                 ax.set_yscale("log")
-            ax.set_title(f"{_short(s.values)}  ({len(idx)} of {df.height} runs)", fontsize=9)
-            ax.set_xlabel(f"{xlabel}  ({_short(s.grid)})" if s.grid else "index in the stored list")
+            ax.set_title(f"{short_name(s.values)}  ({len(idx)} of {df.height} runs)", fontsize=9)
+            ax.set_xlabel(f"{xlabel}  ({short_name(s.grid)})" if s.grid else "index in the stored list")
             ax.set_ylabel(ylabel)
         fig.colorbar(_scalar_mappable(norm, cmap), ax=list(panels[:len(series)]),
                      shrink=0.8, label=outcome)

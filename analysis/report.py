@@ -21,28 +21,28 @@ from analysis import figures
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
-     color:#222;max-width:1180px;margin:0 auto;padding:18px 28px 60px;background:#fff}
+     color:#222;max-width:1240px;margin:0 auto;padding:18px 28px 60px;background:#fff}
 h1{font-size:24px;margin:8px 0 2px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #ddd;
    padding-bottom:3px}h3{font-size:16px;margin:22px 0 6px}
 .meta{color:#666;font-size:12.5px}.note{color:#555;font-size:13px;max-width:900px}
 nav{margin:10px 0 0;font-size:13px}nav a{margin-right:14px;color:#2a5db0;text-decoration:none}
-table{border-collapse:collapse;font-size:12.5px;margin:6px 0 10px}
-th,td{padding:3px 7px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:12px;margin:6px 0 10px}
+th,td{padding:3px 5px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f6f6f6;border-bottom:1px solid #ccc;font-weight:600}
 td.l,th.l{text-align:left}.wrap{overflow-x:auto}
 .kv td{text-align:left;border:none;padding:1px 14px 1px 0}.kv td:first-child{color:#555}
 figure{margin:10px 0 18px}figure img{max-width:100%;height:auto}
 figcaption{color:#555;font-size:12.5px;max-width:900px}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
-.err{color:#a33}
+.err{color:#a33}td.ci,th.ci{color:#777;font-size:11px}
 """
 
 _LEGEND = (
     "τ: Kendall's τ-a between the measure and the gap over all runs, with a seeded bootstrap "
-    "interval. Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
+    "interval (95 % CI). Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
     "groups of runs that differ only in that axis). CMI: the minimum over conditioning sets S "
     "(|S| ≤ 2) of the normalised conditional mutual information between the measure's and the "
-    "gap's pairwise order; S is the minimising set; k0 / k1 / k2: S = ∅ and the minima over "
+    "gap's pairwise order, with its bootstrap interval; S is the minimising set; k0 / k1 / k2: S = ∅ and the minima over "
     "|S| = 1 and |S| = 2. Robust: weighted sign-error over environments (pairs of grid points "
     "that differ in one axis), max / mean / 90th percentile, and the number of environments "
     "kept (lower is better; ½ is chance). Sorted by CMI. Definitions: ANALYSIS.md."
@@ -72,6 +72,10 @@ def _num(v, fmt: str = ".3f") -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     return format(v, fmt)
+
+
+def _ci(lo, hi, fmt: str) -> str:
+    return "–" if lo is None or hi is None else f"[{_num(lo, fmt)}, {_num(hi, fmt)}]"
 
 
 def _bg(v, cmap: str, lo: float, hi: float) -> str:
@@ -167,20 +171,21 @@ def _rank_html(table: pl.DataFrame) -> str:
     psi_axes = [c for c in table.columns if c.startswith("psi_")]
     cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
         if "cmi" in table.columns else 0.0
-    head = (['<th class="l">measure</th>', "<th>n</th>", "<th>τ</th>", "<th>τ 95 % interval</th>",
+    head = (['<th class="l">measure</th>', "<th>n</th>", "<th>τ</th>", '<th class="ci">95 % CI</th>',
              "<th>Ψ</th>"] + [f"<th>ψ<sub>{_esc(c[4:])}</sub></th>" for c in psi_axes]
-            + ["<th>CMI</th>", '<th class="l">S</th>', "<th>k0</th>", "<th>k1</th>", "<th>k2</th>",
+            + ["<th>CMI</th>", '<th class="ci">95 % CI</th>', '<th class="l">S</th>', "<th>k0</th>", "<th>k1</th>", "<th>k2</th>",
                "<th>robust max</th>", "<th>mean</th>", "<th>p90</th>", "<th>envs</th>"])
     body = []
     for r in table.iter_rows(named=True):
         g = r.get
-        cells = [f'<td class="l">{_esc(figures._short(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
+        cells = [f'<td class="l">{_esc(figures.short_name(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
                  f"<td{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
-                 f"<td>[{_num(g('tau_lo'), '+.2f')}, {_num(g('tau_hi'), '+.2f')}]</td>",
+                 f'<td class="ci">{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>',
                  f"<td{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
         cells += [f"<td{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
         cset = g("cmi_set")
         cells += [f"<td{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
+                  f'<td class="ci">{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
                   f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>',
                   f"<td>{_num(g('cmi_k0'))}</td>", f"<td>{_num(g('cmi_k1'))}</td>",
                   f"<td>{_num(g('cmi_k2'))}</td>", f"<td>{_num(g('robust_max'))}</td>",
@@ -243,10 +248,10 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     from analysis.load import load_runs, population
     from analysis.table import rank_table
 
+    source = os.fspath(source) if isinstance(source, os.PathLike) else source
     runs = load_runs(source, include_unconverged=True, include_failed=True)
     pop = population(runs, include_unconverged=include_unconverged)
     datasets = sorted(pop["dataset"].drop_nulls().unique().to_list()) if "dataset" in pop.columns else []
-    multi = len(datasets) > 1
     table, error = None, None
     if pop.height < 2:
         error = (f"{pop.height} run(s) enter the analysis; at least 2 are needed"
@@ -256,12 +261,12 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
             table = rank_table(pop, include_unconverged=include_unconverged, **rank_options)
         except (ValueError, KeyError) as e:
             error = f"the ranking failed: {e}"
+    names = table["dataset"].unique(maintain_order=True).to_list() if table is not None else datasets
+    multi = len(names) > 1
     secs: dict[str, list[str]] = {k: [] for k in ("gap", "rank", "psi", "cmi", "scatter")}
-    for ds in (datasets if multi else [None]):
-        p = pop.filter(pl.col("dataset") == ds) if ds is not None else pop
-        t = table
-        if ds is not None and table is not None and "dataset" in table.columns:
-            t = table.filter(pl.col("dataset") == ds)
+    for ds in (names if multi else [None]):
+        p = pop.filter(pl.col("dataset") == ds) if ds in datasets else pop
+        t = table.filter(pl.col("dataset") == ds) if ds is not None and table is not None else table
         for k, v in _dataset_sections(ds, p, t, error, top).items():
             secs[k].append((f"<h3>{_esc(ds)}</h3>" if multi else "") + v)
 

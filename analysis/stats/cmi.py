@@ -36,6 +36,7 @@ from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 
 TREE_BYTES = 128 * 2**20  # Fenwick tree budget per thread; sets are split into chunks to fit
 ACC_BYTES = 64 * 2**20  # accumulator budget per thread
+BUCKET = 16  # runs per bucket of μ order: the Fenwick tree holds one row per bucket
 
 
 @nb.njit(cache=True, nogil=True)
@@ -51,16 +52,62 @@ def _fold(acc, kgrp, goff, gsz, doff, out):
                 out[base + b] += acc[k, fo + b]
 
 
+@nb.njit(cache=True, nogil=True)
+def _buckets(mr, order, K, bucket, bk, bstart, pure):
+    """Cut the μ order into buckets; returns their number.
+
+    Runs are taken in increasing μ (``order[:K]``), tie groups whole; a bucket
+    closes once it holds ``bucket`` runs, and a tie group of ``bucket`` runs
+    or more is a bucket of its own (``pure``: no strict μ order inside).
+    ``bk[t]``: the bucket of run ``t``; bucket ``β`` spans ``bstart[β]:bstart[β+1]``.
+    """
+    B = 0
+    cur = 0
+    s0 = 0
+    bstart[0] = 0
+    while s0 < K:
+        e0 = s0
+        rcur = mr[order[s0]]
+        while e0 < K and mr[order[e0]] == rcur:
+            e0 += 1
+        if e0 - s0 >= bucket:
+            if cur > 0:
+                B += 1
+                bstart[B] = s0
+                cur = 0
+            pure[B] = True
+            for t in range(s0, e0):
+                bk[order[t]] = B
+            B += 1
+            bstart[B] = e0
+        else:
+            for t in range(s0, e0):
+                bk[order[t]] = B
+            cur += e0 - s0
+            if cur >= bucket:
+                B += 1
+                bstart[B] = e0
+                cur = 0
+        s0 = e0
+    if cur > 0:
+        B += 1
+        bstart[B] = K
+    return B
+
+
 @nb.njit(parallel=True, cache=True)
-def _cmi_counts(order_g, gr, mr, nrank, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c):
+def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c, bucket):
     """Per measure: D, G, Mu (flattened per-set group-pair tables) and the group weights.
 
-    ``feat[i, s]``: run i's feature (set s's group, offset into the feature
-    vector); ``key[i]``: run i's row in the accumulators (its values on the
-    axes of the chunk's sets); ``kgrp[k, s]``: the group of key k in set s.
+    Runs are indexed in increasing-gap order. ``gr[t]``: gap rank;
+    ``mr[m, t]``: measure m's rank (-1: left out); ``order_mu[m, :nkept[m]]``:
+    the kept runs by increasing μ; ``feat[t, s]``: run t's feature (its group
+    in set s, offset into the feature vector); ``key[t]``: its row in the
+    accumulators (its values on the axes of the chunk's sets); ``kgrp[k, s]``:
+    the group of key k in set s; ``c[t]``: its weight.
     """
-    n = order_g.shape[0]
-    M = mr.shape[1]
+    n = gr.shape[0]
+    M = mr.shape[0]
     nS = feat.shape[1]
     n_key = kgrp.shape[0]
     D = np.zeros((M, n_cells), dtype=np.int64)
@@ -68,76 +115,95 @@ def _cmi_counts(order_g, gr, mr, nrank, order_mu, nkept, feat, key, kgrp, goff, 
     MT = np.zeros((M, n_cells), dtype=np.int64)
     NW = np.zeros((M, n_feat), dtype=np.int64)
     for m in nb.prange(M):
-        R = nrank[m]
-        tree = np.zeros((R + 1, n_feat), dtype=np.int32)
+        K = nkept[m]
+        mrm = mr[m]
+        om = order_mu[m]
+        bk = np.full(n, -1, dtype=np.int64)
+        bstart = np.zeros(K + 2, dtype=np.int64)
+        pure = np.zeros(K + 2, dtype=np.bool_)
+        B = _buckets(mrm, om, K, bucket, bk, bstart, pure)
+        tree = np.zeros((B + 1, n_feat), dtype=np.int32)
+        in_t = np.empty(max(K, 1), dtype=np.int64)
+        in_r = np.empty(max(K, 1), dtype=np.int64)
+        bfill = bstart[:B].copy()
         below = np.zeros(n_feat, dtype=np.int64)
         acc_d = np.zeros((n_key, n_feat), dtype=np.int64)
         acc_g = np.zeros((n_key, n_feat), dtype=np.int64)
-        # sweep in increasing g: D (Fenwick tree over μ ranks) and G (running counts)
+        # sweep in increasing g (a tie block is queried before any of it is inserted):
+        # D from the Fenwick tree over buckets plus the pairs inside a bucket, G from running counts
         s0 = 0
         while s0 < n:
             e0 = s0
-            gcur = gr[order_g[s0]]
-            while e0 < n and gr[order_g[e0]] == gcur:
+            while e0 < n and gr[e0] == gr[s0]:
                 e0 += 1
             for t in range(s0, e0):
-                i = order_g[t]
-                r = mr[i, m]
-                ci = c[i]
-                if r < 0 or ci == 0:
+                r = mrm[t]
+                ct = c[t]
+                if r < 0 or ct == 0:
                     continue
-                ad = acc_d[key[i]]
-                ag = acc_g[key[i]]
-                p = r
+                ad = acc_d[key[t]]
+                ag = acc_g[key[t]]
+                b = bk[t]
+                p = b
                 while p > 0:
                     row = tree[p]
                     for f in range(n_feat):
-                        ad[f] += ci * row[f]
+                        ad[f] += ct * row[f]
                     p -= p & (-p)
+                if not pure[b]:
+                    for u in range(bstart[b], bfill[b]):
+                        if in_r[u] < r:
+                            j = in_t[u]
+                            w = ct * c[j]
+                            fj = feat[j]
+                            for s in range(nS):
+                                ad[fj[s]] += w
                 for f in range(n_feat):
-                    ag[f] += ci * below[f]
+                    ag[f] += ct * below[f]
             for t in range(s0, e0):
-                i = order_g[t]
-                r = mr[i, m]
-                ci = c[i]
-                if r < 0 or ci == 0:
+                r = mrm[t]
+                ct = c[t]
+                if r < 0 or ct == 0:
                     continue
-                fi = feat[i]
+                ft = feat[t]
                 for s in range(nS):
-                    below[fi[s]] += ci
-                p = r + 1
-                while p <= R:
+                    below[ft[s]] += ct
+                b = bk[t]
+                if not pure[b]:
+                    in_t[bfill[b]] = t
+                    in_r[bfill[b]] = r
+                    bfill[b] += 1
+                p = b + 1
+                while p <= B:
                     row = tree[p]
                     for s in range(nS):
-                        row[fi[s]] += ci
+                        row[ft[s]] += ct
                     p += p & (-p)
             s0 = e0
         NW[m] = below
         _fold(acc_d, kgrp, goff, gsz, doff, D[m])
         _fold(acc_g, kgrp, goff, gsz, doff, GT[m])
-        # sweep in increasing μ: Mu (running counts)
+        # sweep in increasing μ: Mu from running counts
         acc_d[:, :] = 0
         run = np.zeros(n_feat, dtype=np.int64)
-        K = nkept[m]
         s0 = 0
         while s0 < K:
             e0 = s0
-            rcur = mr[order_mu[s0, m], m]
-            while e0 < K and mr[order_mu[e0, m], m] == rcur:
+            while e0 < K and mrm[om[e0]] == mrm[om[s0]]:
                 e0 += 1
-            for t in range(s0, e0):
-                i = order_mu[t, m]
-                ci = c[i]
-                if ci == 0:
+            for u in range(s0, e0):
+                t = om[u]
+                ct = c[t]
+                if ct == 0:
                     continue
-                am = acc_d[key[i]]
+                am = acc_d[key[t]]
                 for f in range(n_feat):
-                    am[f] += ci * run[f]
-            for t in range(s0, e0):
-                i = order_mu[t, m]
-                fi = feat[i]
+                    am[f] += ct * run[f]
+            for u in range(s0, e0):
+                t = om[u]
+                ft = feat[t]
                 for s in range(nS):
-                    run[fi[s]] += c[i]
+                    run[ft[s]] += c[t]
             s0 = e0
         _fold(acc_d, kgrp, goff, gsz, doff, MT[m])
     return D, GT, MT, NW
@@ -227,10 +293,20 @@ class CMIPlan:
     """
 
     def __init__(self, rk: Ranked, ax: np.ndarray, max_cond: int = 2, tree_bytes: int = TREE_BYTES,
-                 acc_bytes: int = ACC_BYTES, axis_names: list[str] | None = None):
+                 acc_bytes: int = ACC_BYTES, axis_names: list[str] | None = None, bucket: int = BUCKET):
         if max_cond < 0:
             raise ValueError(f"max_cond must be ≥ 0, got {max_cond}")
+        if bucket < 1:
+            raise ValueError(f"bucket must be ≥ 1, got {bucket}")
         self.rk = rk
+        self.bucket = bucket
+        perm = rk.order_g
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(len(perm))
+        self.perm = perm
+        self.gr_s = np.ascontiguousarray(rk.gr[perm])
+        self.mr_s = np.ascontiguousarray(rk.mr[perm].T)
+        self.order_mu_s = np.ascontiguousarray(inv[rk.order_mu].T)
         self.sets = conditioning_sets(ax.shape[1], max_cond)
         names = axis_names or [f"axis {k}" for k in range(ax.shape[1])]
         grp = np.zeros((rk.n, len(self.sets)), dtype=np.int32)
@@ -240,7 +316,7 @@ class CMIPlan:
             grp[:, q] = codes
             gsz[q] = int(codes.max()) + 1 if rk.n else 1
         self.grp, self.gsz = grp, gsz
-        rows = int(rk.nrank.max()) + 1 if rk.n_measures else 1
+        rows = (int(rk.nkept.max()) if rk.n_measures else 0) // bucket + 2
         self.chunks: list[tuple[list[int], np.ndarray, int]] = []
         cur: list[int] = []
         for q, s in enumerate(self.sets):
@@ -268,12 +344,13 @@ class CMIPlan:
         axes = sorted({k for j in sets for k in self.sets[j]})
         key = _key_of(ax, axes)
         n_key = int(key.max()) + 1 if len(key) else 1
-        self.chunks.append((sets, key, n_key))
+        self.chunks.append((sets, np.ascontiguousarray(key[self.perm]), n_key))
 
     def run(self, weights: np.ndarray | None = None) -> CMIResult:
         """Scores of every measure and set; ``weights`` are integer run multiplicities (default 1)."""
         rk = self.rk
         c = np.ones(rk.n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+        c_s = np.ascontiguousarray(c[self.perm])
         scores = np.full((rk.n_measures, len(self.sets)), np.nan)
         for chunk, key, n_key in self.chunks:
             gsz = self.gsz[chunk]
@@ -281,12 +358,12 @@ class CMIPlan:
             doff = np.r_[0, np.cumsum(gsz * gsz)[:-1]].astype(np.int64)
             n_feat = int(gsz.sum())
             n_cells = int((gsz * gsz).sum())
-            grp = self.grp[:, chunk]
+            grp = self.grp[self.perm][:, chunk]
             feat = np.ascontiguousarray((grp + goff[None, :]).astype(np.int32))
             kgrp = np.zeros((n_key, len(chunk)), dtype=np.int64)
             kgrp[key] = grp
-            D, GT, MT, NW = _cmi_counts(rk.order_g, rk.gr, rk.mr, rk.nrank, rk.order_mu, rk.nkept,
-                                        feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c)
+            D, GT, MT, NW = _cmi_counts(self.gr_s, self.mr_s, self.order_mu_s, rk.nkept,
+                                        feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c_s, self.bucket)
             for j, q in enumerate(chunk):
                 G = int(gsz[j])
                 cells = slice(doff[j], doff[j] + G * G)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._ranks import axis_codes, rank_inputs, row_codes
+from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 from .tau import tau_unsorted
 
 
@@ -59,12 +59,18 @@ def granulated_tau(g: np.ndarray, mu: np.ndarray, axes: np.ndarray,
     rk = rank_inputs(g, mu)
     n_all = len(np.asarray(g).reshape(-1))
     ax = axis_codes(axes, n_all)[rk.keep]
-    K = ax.shape[1]
     extra = np.zeros((rk.n, 0), dtype=np.int64)
     if keys is not None:
-        kk = np.asarray(keys)
-        kk = kk[:, None] if kk.ndim == 1 else kk
-        extra = axis_codes(kk, n_all)[rk.keep].astype(np.int64)
+        extra = axis_codes(keys, n_all)[rk.keep]
+    psi, psi_k = granulated_ranked(rk, ax, extra)
+    if rk.squeeze:
+        return float(psi[0]), psi_k[0]
+    return psi, psi_k
+
+
+def granulated_ranked(rk: Ranked, ax: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`granulated_tau` on prepared ranks and codes (runs with a finite gap only)."""
+    K = ax.shape[1]
     M = rk.n_measures
     psi_k = np.full((M, K), np.nan)
     multi = np.zeros(K, dtype=bool)
@@ -72,19 +78,16 @@ def granulated_tau(g: np.ndarray, mu: np.ndarray, axes: np.ndarray,
         multi[k] = rk.n > 0 and len(np.unique(ax[:, k])) >= 2
         if not multi[k]:
             continue
-        others = np.concatenate([np.delete(ax, k, axis=1).astype(np.int64), extra], axis=1)
+        others = np.concatenate([np.delete(ax, k, axis=1).astype(np.int64), extra.astype(np.int64)], axis=1)
         gid = row_codes(others)
         order = np.argsort(gid, kind="stable")
         starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1], True])
         sums, counts = _psi_kernel(order.astype(np.int64), starts.astype(np.int64), rk.gr, rk.mr)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            psi_k[:, k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        psi_k[:, k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     psi = np.full(M, np.nan)
     if multi.any():
         sel = psi_k[:, multi]
         ok = np.isfinite(sel)
         cnt = ok.sum(axis=1)
         psi = np.where(cnt > 0, np.where(ok, sel, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
-    if rk.squeeze:
-        return float(psi[0]), psi_k[0]
     return psi, psi_k

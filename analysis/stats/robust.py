@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from ._ranks import axis_codes, rank_inputs, row_codes
+from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 
 
 @nb.njit(parallel=True, cache=True)
@@ -124,16 +124,23 @@ def robust_sign_error(g: np.ndarray, mu: np.ndarray, axes: np.ndarray, n_test, m
     """
     g_all = np.asarray(g, dtype=np.float64).reshape(-1)
     rk = rank_inputs(g_all, mu)
-    ax = axis_codes(axes, len(g_all))[rk.keep].astype(np.int64)
+    ax = axis_codes(axes, len(g_all))[rk.keep]
     nt = np.broadcast_to(np.asarray(n_test, dtype=np.float64), g_all.shape)[rk.keep]
+    return robust_ranked(rk, ax, nt, min_ess)
+
+
+def robust_ranked(rk: Ranked, ax: np.ndarray, n_test: np.ndarray, min_ess: float = 12.0) -> RobustResult:
+    """:func:`robust_sign_error` on prepared ranks and codes (runs with a finite gap only)."""
+    nt = np.ascontiguousarray(np.broadcast_to(np.asarray(n_test, dtype=np.float64), (rk.n,)))
     if not np.all(np.isfinite(nt) & (nt > 0)):
         raise ValueError("the test-set size must be a positive number for every run (n_test column or robust_n)")
+    ax = np.asarray(ax, dtype=np.int64)
     K = ax.shape[1]
     M = rk.n_measures
     cid, ea, eb, ek = environments(ax)
     corder = np.argsort(cid, kind="stable").astype(np.int64)
     cstart = np.searchsorted(cid[corder], np.arange(int(cid.max()) + 2 if len(cid) else 1)).astype(np.int64)
-    SW, SW2, SWE = _robust_kernel(ea, eb, cstart, corder, rk.g, np.ascontiguousarray(nt), rk.mr)
+    SW, SW2, SWE = _robust_kernel(ea, eb, cstart, corder, rk.g, nt, rk.mr)
     with np.errstate(invalid="ignore", divide="ignore"):
         ess = np.where(SW2 > 0, SW * SW / np.where(SW2 > 0, SW2, 1.0), 0.0).T
         loss = np.where(SW > 0, SWE / np.where(SW > 0, SW, 1.0), np.nan).T

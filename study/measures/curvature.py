@@ -19,7 +19,9 @@ import math
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 from torch.func import grad, vjp, vmap
 
 from .context import MeasureContext
@@ -29,12 +31,12 @@ from .sharpness import (MEMORY_MB, _itemsize, act_per_example, batch_loss, batch
 
 log = logging.getLogger("study.measures")
 
-H_EXAMPLES = knob("hessian_examples", 0,
+H_EXAMPLES = knob("hessian_examples", 512,
                   "examples of the Hessian measures (a seeded subset; 0: the whole measure set)")
-H_PROBES = knob("hutchinson_probes", 32, "Rademacher probes of hessian_trace and hessian_fro")
-SLQ_PROBES = knob("slq_probes", 4, "Lanczos probes of the SLQ density (and of hessian_max_eig)")
-SLQ_STEPS = knob("slq_steps", 24, "least Lanczos steps of the SLQ density")
-LANCZOS_MAX = knob("lanczos_max_steps", 80, "most Lanczos steps (hessian_max_eig stops earlier "
+H_PROBES = knob("hutchinson_probes", 8, "Rademacher probes of hessian_trace and hessian_fro")
+SLQ_PROBES = knob("slq_probes", 1, "Lanczos probes of the SLQ density (and of hessian_max_eig)")
+SLQ_STEPS = knob("slq_steps", 32, "least Lanczos steps of the SLQ density")
+LANCZOS_MAX = knob("lanczos_max_steps", 64, "most Lanczos steps (hessian_max_eig stops earlier "
                    "once the top Ritz value is within lanczos_tol)")
 LANCZOS_TOL = knob("lanczos_tol", 1e-3, "relative tolerance of hessian_max_eig (Ritz residual)")
 FISHER_N = knob("fisher_examples", 512,
@@ -111,7 +113,9 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], Q0: torch.Tensor, HQ0: 
     max_steps = max(1, min(int(max_steps), P))
     min_steps = min(int(min_steps), max_steps)
     thresh = torch.finfo(Q0.dtype).eps ** (2 / 3)
-    Qs, alphas, betas = [Q0], [], []
+    Q = torch.empty(k, max_steps, P, dtype=Q0.dtype, device=Q0.device)  # the Lanczos basis
+    Q[:, 0] = Q0
+    alphas, betas = [], []
     lengths = [max_steps] * k
     active = torch.ones(k, dtype=torch.bool, device=Q0.device)
     scale = torch.zeros(k, dtype=Q0.dtype, device=Q0.device)
@@ -121,7 +125,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], Q0: torch.Tensor, HQ0: 
         wv = HQ0 if j == 0 else hvp(q)
         a = (wv * q).sum(1)
         wv = wv - a[:, None] * q - b_prev[:, None] * q_prev
-        Qm = torch.stack(Qs, 1)  # k × (j+1) × P
+        Qm = Q[:, :j + 1]
         for _ in range(2):
             wv = wv - torch.einsum("kj,kjp->kp", torch.einsum("kjp,kp->kj", Qm, wv), Qm)
         b = wv.norm(dim=1)
@@ -134,16 +138,18 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], Q0: torch.Tensor, HQ0: 
         alphas.append(a.double().cpu().numpy())
         betas.append(b.double().cpu().numpy())
         steps = j + 1
-        A, B = np.stack(alphas), np.stack(betas)
-        tops = [_top_ritz(A[:, p], B[:, p], min(lengths[p], steps)) for p in range(k)]
-        lam, res = max(tops)
-        converged = res <= tol * abs(lam)
-        if steps >= max_steps or (steps >= min_steps and (converged or not bool(active.any()))):
-            break
+        all_broke = not bool(active.any())
+        if steps >= min_steps or all_broke:
+            A, B = np.stack(alphas), np.stack(betas)
+            tops = [_top_ritz(A[:, p], B[:, p], min(lengths[p], steps)) for p in range(k)]
+            lam, res = max(tops)
+            converged = res <= tol * abs(lam)
+            if steps >= max_steps or converged or all_broke:
+                break
         q_prev, q = q, torch.where(active[:, None], wv / b.clamp_min(torch.finfo(b.dtype).tiny)[:, None],
                                    torch.zeros_like(wv))
         b_prev = b
-        Qs.append(q)
+        Q[:, j + 1] = q
     steps = len(alphas)
     A, B = np.stack(alphas), np.stack(betas)
     cut = [min(lengths[p], steps) for p in range(k)]
@@ -222,15 +228,18 @@ def hessian_fro(ctx):
     return hessian_spectrum(ctx)["fro"]
 
 
+def spectral_shares(nodes: np.ndarray, weights: np.ndarray, lam_max: float) -> tuple[float, float]:
+    """(mass with |λ| ≤ 1e-3·λ_max, mass with λ < −1e-3·λ_max) of a discrete density."""
+    if not lam_max > 0:
+        raise Undefined(f"λ_max = {lam_max:.4g} ≤ 0: the spectral shares are relative to λ_max")
+    near = float(weights[np.abs(nodes) <= SHARE * lam_max].sum())
+    neg = float(weights[nodes < -SHARE * lam_max].sum())
+    return near, neg
+
+
 def _shares(ctx) -> tuple[float, float]:
     s = hessian_spectrum(ctx)
-    lam = s["lam_max"]
-    if not lam > 0:
-        raise Undefined(f"λ_max = {lam:.4g} ≤ 0: the spectral shares are relative to λ_max")
-    nodes, weights = s["nodes"], s["weights"]
-    near = float(weights[np.abs(nodes) <= SHARE * lam].sum())
-    neg = float(weights[nodes < -SHARE * lam].sum())
-    return near, neg
+    return spectral_shares(s["nodes"], s["weights"], s["lam_max"])
 
 
 @register("hessian_near_zero_frac", "curvature",
@@ -301,7 +310,9 @@ def fisher_fro(ctx):
 def fisher_max_eig(ctx):
     """λ_max(F) = λ_max(G)/n, G the Gram matrix of per-example gradients (Wu et al. 2023)."""
     G = fisher_gram(ctx)
-    return float(np.linalg.eigvalsh(G)[-1]) / len(G)
+    n = len(G)
+    with threadpool_limits(1):  # a small problem: BLAS threads only add overhead
+        return float(scipy.linalg.eigvalsh(G, subset_by_index=[n - 1, n - 1])[0]) / n
 
 
 # -- gradient noise -----------------------------------------------------------------

@@ -12,7 +12,10 @@ by the measures that use it:
 
 with ``δ = 0.1`` and ``ε = 1e-3``. Every trainable parameter is perturbed
 (biases and BatchNorm affine parameters included; BN running statistics are
-buffers and stay fixed). ``err`` is the error on the measure set.
+buffers and stay fixed). ``err`` is the error rate on the examples the
+searches use: a seeded subset of ``flat_subset`` examples of the measure set
+(generator ``flatness.subset``; all of it when smaller or ``flat_subset=0``),
+the same subset for ``err(w)``, every scale and every candidate.
 
 Search. Bisection on ``[0, s_max]``: the criterion is evaluated at ``s_max``
 first; if it holds there the upper end is doubled (at most ``flat_expand``
@@ -82,15 +85,17 @@ CITE = "Jiang et al. 2020, Fantastic generalization measures (Sec. 7, App. C.3-C
 
 SAMPLES = knob("flat_samples", 10, "Monte-Carlo draws M per evaluation of the σ, σ' criteria")
 DEPTH = knob("flat_depth", 15, "at most this many bisection halvings per searched scale")
-RTOL = knob("flat_rtol", 0.01, "stop bisecting when the bracket [lo, hi] has hi − lo ≤ rtol·hi")
+RTOL = knob("flat_rtol", 0.02, "stop bisecting when the bracket [lo, hi] has hi − lo ≤ rtol·hi")
 EXPAND = knob("flat_expand", 6, "times s_max may be doubled while the criterion still holds there")
-STEPS = knob("flat_steps", 10, "projected gradient-ascent steps per restart (α, α')")
+STEPS = knob("flat_steps", 5, "projected gradient-ascent steps per restart (α, α')")
 RESTARTS = knob("flat_restarts", 1, "random starts of the ascent (α, α')")
+SUBSET = knob("flat_subset", 512, "examples of the measure set the searches use (a seeded "
+              "subset; 0: all of it)")
 CHUNK_MB = knob("flat_chunk_mb", 256, "memory budget (MiB) for one vmapped chunk of MC draws")
 SIGMA_MAX = knob("flat_sigma_max", 0.5, "s_max of the σ search (absolute standard deviation)")
-SIGMA_MAG_MAX = knob("flat_sigma_mag_max", 2.0, "s_max of the σ' search (relative to |w_i|)")
-ALPHA_MAX = knob("flat_alpha_max", 0.5, "s_max of the α search (absolute box half-width)")
-ALPHA_MAG_MAX = knob("flat_alpha_mag_max", 2.0, "s_max of the α' search (relative to |w_i|)")
+SIGMA_MAG_MAX = knob("flat_sigma_mag_max", 1.0, "s_max of the σ' search (relative to |w_i|)")
+ALPHA_MAX = knob("flat_alpha_max", 0.1, "s_max of the α search (absolute box half-width)")
+ALPHA_MAG_MAX = knob("flat_alpha_mag_max", 0.5, "s_max of the α' search (relative to |w_i|)")
 
 _MAX_KNOB = {"sigma": SIGMA_MAX, "sigma_mag": SIGMA_MAG_MAX,
              "alpha": ALPHA_MAX, "alpha_mag": ALPHA_MAG_MAX}
@@ -100,7 +105,7 @@ _MAX_KNOB = {"sigma": SIGMA_MAX, "sigma_mag": SIGMA_MAG_MAX,
 class Search:
     """Outcome of one searched scale."""
     scale: float      # lo: the criterion held here (the returned scale)
-    hi: float         # the criterion failed here (or was never tried below it)
+    hi: float         # the criterion failed here (hi − lo ≤ rtol·hi unless depth ran out)
     stat: float       # mean (MC) or max (worst case) perturbed error at `scale`
     err0: float       # err(w)
     evaluations: int  # criterion evaluations spent
@@ -108,13 +113,29 @@ class Search:
 
 # -- shared pieces -------------------------------------------------------------
 
-def err0(ctx: MeasureContext) -> tuple[int, int]:
-    """(wrong, n) of the unperturbed network on the measure set."""
+def measure_batches(ctx: MeasureContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The examples the searches use, in batches of ``eval_batch``: the measure set, or
+    its seeded subset of ``flat_subset`` examples (generator ``flatness.subset``)."""
     def compute():
+        x, y = ctx.x, ctx.y
+        k = int(ctx.knob(SUBSET))
+        if 0 < k < len(x):
+            idx = torch.randperm(len(x), generator=ctx.generator("flatness.subset"))[:k]
+            idx = idx.to(ctx.device)
+            x, y = x[idx], y[idx]
+        b = int(ctx.knob("eval_batch"))
+        return [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
+    return ctx.cached("flatness.batches", compute)
+
+
+def err0(ctx: MeasureContext) -> tuple[int, int]:
+    """(wrong, n) of the unperturbed network on the examples the searches use."""
+    def compute():
+        data = measure_batches(ctx)
         with torch.no_grad():
             wrong = sum(int((ctx.forward(ctx.params, xb).argmax(1) != yb).sum())
-                        for xb, yb in ctx.batches())
-        return wrong, len(ctx.y)
+                        for xb, yb in data)
+        return wrong, sum(len(yb) for _, yb in data)
     return ctx.cached("flatness.err0", compute)
 
 
@@ -149,7 +170,11 @@ def _acts_per_example(ctx: MeasureContext) -> int:
 
 
 def _chunk_size(ctx: MeasureContext, total: int) -> int:
-    bsz = min(int(ctx.knob("eval_batch")), len(ctx.x))
+    """Draws per vmapped chunk: 1 on the CPU (a loop is as fast there and lets the
+    mean stop early), else as many as the memory budget holds."""
+    if ctx.device.type == "cpu":
+        return 1
+    bsz = max(len(yb) for _, yb in measure_batches(ctx))
     per_draw = 4 * (ctx.omega_all + bsz * _acts_per_example(ctx))
     return max(1, min(total, int(ctx.knob(CHUNK_MB)) * 2**20 // per_draw))
 
@@ -211,7 +236,7 @@ def _mc_wrong(ctx: MeasureContext, noise: Callable[[torch.Tensor], torch.Tensor]
         pb = {n: t.reshape(k, *ctx.params[n].shape) for n, t in
               _split(ctx, pert, dim=1).items()}
         with torch.no_grad():
-            for xb, yb in ctx.batches():
+            for xb, yb in measure_batches(ctx):
                 logits = _batched_forward(ctx, pb, xb, k)    # k × B × C
                 wrong += int((logits.argmax(-1) != yb).sum())
         done += k
@@ -276,7 +301,8 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
     """
     gen = ctx.generator(gen_name)
     w = ctx.params
-    n = len(ctx.y)
+    data = measure_batches(ctx)
+    n = sum(len(yb) for _, yb in data)
     step = 2.5 / max(steps, 1)
     worst = 0
     for _ in range(restarts):
@@ -286,7 +312,7 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
             wrong = 0
             if it < steps:
                 v.requires_grad_(True)
-                for xb, yb in ctx.batches():
+                for xb, yb in data:
                     vp = _split(ctx, v, dim=0)
                     params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
                     logits = ctx.forward(params, xb)
@@ -297,7 +323,7 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
                     vp = _split(ctx, v, dim=0)
                     params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
                     wrong = sum(int((ctx.forward(params, xb).argmax(1) != yb).sum())
-                                for xb, yb in ctx.batches())
+                                for xb, yb in data)
             worst = max(worst, wrong)
             if worst > budget:
                 return worst
@@ -372,8 +398,8 @@ def _sharp(ctx: MeasureContext, a: float, init: bool) -> float:
     return _sq_norm(ctx, init) * math.log(2 * _omega(ctx)) / (4 * a * a) + math.log(ctx.m / a) + 10
 
 
-_MC = (SAMPLES, DEPTH, RTOL, EXPAND, CHUNK_MB)
-_WC = (STEPS, RESTARTS, DEPTH, RTOL, EXPAND)
+_MC = (SAMPLES, DEPTH, RTOL, EXPAND, SUBSET, CHUNK_MB)
+_WC = (STEPS, RESTARTS, DEPTH, RTOL, EXPAND, SUBSET)
 
 
 @register("pacbayes_init", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), needs=("init",))

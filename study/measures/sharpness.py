@@ -186,7 +186,7 @@ ES_RHO = knob("expected_sharpness_rho", 0.01,
               "ρ of expected_sharpness: u ~ N(0, ρ²I)")
 ES_MAG_RHO = knob("expected_sharpness_mag_rho", 0.1,
                   "ρ of expected_sharpness_mag: u_i ~ N(0, ρ²w_i²)")
-ES_DRAWS = knob("expected_sharpness_draws", 32,
+ES_DRAWS = knob("expected_sharpness_draws", 16,
                 "Monte-Carlo draws of the expected sharpness measures")
 
 
@@ -300,9 +300,9 @@ def adaptive_sharpness_l2(ctx):
 
 # -- filter-normalised sharpness (Li et al. 2018) ---------------------------------
 
-FS_DIRS = knob("filter_directions", 8, "random filter-normalised directions of filter_sharpness")
+FS_DIRS = knob("filter_directions", 6, "random filter-normalised directions of filter_sharpness")
 FS_RADIUS = knob("filter_radius", 0.1, "radius r of filter_sharpness: L(w + r·δ) − L(w)")
-FILTER_T = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # curve grid, in units of r
+FILTER_T = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # curve grid, in units of r
 
 
 def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torch.Tensor:

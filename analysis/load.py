@@ -1,0 +1,185 @@
+"""Read a study's runs into one polars table, and select the population.
+
+Sources (DESIGN.md, "Storage"): a runs folder ``…/<study>/runs`` (one
+Parquet row per run), a study folder holding ``runs/`` and/or
+``runs.parquet``, a consolidated Parquet file, or any of these as a URI
+that ``pyarrow.fs`` opens (``s3://…``, ``gs://…``, ``file://…``).
+
+Choices:
+
+- A study folder with both: the consolidated ``runs.parquet`` is read when
+  it is at least as new as every run file, otherwise the ``runs/`` folder
+  (with a warning that the consolidated file is stale).
+- In a runs folder only ``*.parquet`` files whose names do not start with
+  ``.`` are rows (writers' temporary files are hidden).
+- Rows with differing column sets are stacked diagonally (a missing column
+  is null; numeric types are widened).
+- A corrupt or truncated Parquet file is an error naming the file
+  (:class:`RunsError`); ``on_corrupt="skip"`` leaves such files out with a
+  warning that names each one. Never silently.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+HP = "hp."
+MEASURE = "measure."
+
+
+class RunsError(ValueError):
+    """The runs cannot be read or analysed; the message says why and what to do."""
+
+
+def _open(source: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path, how to name it) for a local path or a URI."""
+    if "://" not in source:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source)), source
+    try:
+        fs, path = pafs.FileSystem.from_uri(source)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types here
+        raise RunsError(f"cannot open {source!r}: {e}") from None
+    return fs, path, source
+
+
+def _run_files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted((i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith(".")), key=lambda i: i.path)
+
+
+def _read_one(fs: pafs.FileSystem, path: str) -> pa.Table:
+    return pq.read_table(path, filesystem=fs)
+
+
+def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: str) -> pa.Table:
+    def attempt(p: str):
+        try:
+            return _read_one(fs, p)
+        except Exception as e:  # noqa: BLE001 - any failure to decode is "corrupt"
+            return e
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(paths)))) as pool:
+        results = list(pool.map(attempt, paths))
+    bad = [(p, r) for p, r in zip(paths, results) if isinstance(r, Exception)]
+    if bad:
+        listing = "; ".join(f"{p}: {type(e).__name__}: {e}" for p, e in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        if on_corrupt != "skip":
+            raise RunsError(f"cannot read {len(bad)} run file(s) under {name}: {listing}{more}. "
+                            "Delete or rerun those runs, or skip them (on_corrupt='skip', --skip-corrupt)")
+        warnings.warn(f"skipped {len(bad)} unreadable run file(s) under {name}: {listing}{more}", stacklevel=3)
+    tables = [r for r in results if not isinstance(r, Exception)]
+    if not tables:
+        raise RunsError(f"no readable run rows under {name}")
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
+    try:
+        return _read_one(fs, path)
+    except Exception as e:  # noqa: BLE001
+        raise RunsError(f"cannot read {name}: {type(e).__name__}: {e}. Consolidate the study again "
+                        "or point at its runs/ folder") from None
+
+
+def read_runs(source: str, *, on_corrupt: str = "error") -> pl.DataFrame:
+    """Every stored row of ``source`` (no filtering), as a polars DataFrame."""
+    if on_corrupt not in ("error", "skip"):
+        raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
+    fs, path, name = _open(source)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise RunsError(f"no such runs folder or file: {name}")
+    if info.type == pafs.FileType.File:
+        table = _read_consolidated(fs, path, name)
+    else:
+        base = path.rstrip("/")
+        runs_dir = fs.get_file_info(f"{base}/runs")
+        consolidated = fs.get_file_info(f"{base}/runs.parquet")
+        if runs_dir.type == pafs.FileType.Directory:
+            files = _run_files(fs, runs_dir.path)
+            if consolidated.type == pafs.FileType.File and (
+                    not files or all(f.mtime is not None and consolidated.mtime is not None
+                                     and f.mtime <= consolidated.mtime for f in files)):
+                table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
+            else:
+                if consolidated.type == pafs.FileType.File:
+                    warnings.warn(f"{name}/runs.parquet is older than some run files; reading {name}/runs/ "
+                                  "instead (consolidate the study again for faster reading)", stacklevel=2)
+                if not files:
+                    raise RunsError(f"no run files (*.parquet) in {name}/runs")
+                table = _read_files(fs, [f.path for f in files], f"{name}/runs", on_corrupt)
+        elif consolidated.type == pafs.FileType.File:
+            table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
+        else:
+            files = _run_files(fs, base)
+            if not files:
+                raise RunsError(f"no run files (*.parquet) in {name}: give a study's runs folder, "
+                                "its study folder or a consolidated runs.parquet")
+            table = _read_files(fs, [f.path for f in files], name, on_corrupt)
+    if table.num_rows == 0:
+        raise RunsError(f"{name} holds no rows")
+    return pl.from_arrow(table)
+
+
+def population(df: pl.DataFrame, include_unconverged: bool = False, include_failed: bool = False
+               ) -> pl.DataFrame:
+    """The runs that enter the analysis: ``status == "ok"`` and ``converged``, unless admitted.
+
+    A missing ``status`` column counts as "ok", a missing ``converged``
+    column as converged; a null ``converged`` as not converged.
+    """
+    cond = pl.lit(True)
+    if not include_failed and "status" in df.columns:
+        cond = cond & (pl.col("status") == "ok").fill_null(False)
+    if not include_unconverged and "converged" in df.columns:
+        cond = cond & pl.col("converged").cast(pl.Boolean, strict=False).fill_null(False)
+    return df.filter(cond)
+
+
+def load_runs(source: str, *, include_unconverged: bool = False, include_failed: bool = False,
+              on_corrupt: str = "error") -> pl.DataFrame:
+    """The population of ``source`` (module docstring): ok and converged rows unless admitted."""
+    return population(read_runs(source, on_corrupt=on_corrupt), include_unconverged, include_failed)
+
+
+def measure_columns(df: pl.DataFrame) -> list[str]:
+    """The ``measure.*`` columns that hold numbers, in table order."""
+    return [c for c in df.columns if c.startswith(MEASURE) and (df.schema[c].is_numeric() or df.schema[c] == pl.Null)]
+
+
+def axis_columns(df: pl.DataFrame) -> list[str]:
+    """The ``hp.*`` columns (the axes of the study grid), in table order."""
+    return [c for c in df.columns if c.startswith(HP)]
+
+
+def axis_name(column: str) -> str:
+    """``hp.lr`` → ``lr``."""
+    return column[len(HP):] if column.startswith(HP) else column
+
+
+def split_datasets(df: pl.DataFrame, dataset_axis: bool = False) -> list[tuple[str, pl.DataFrame]]:
+    """One ``(dataset, rows)`` per dataset, or a single table when the dataset is an axis.
+
+    The dataset is an axis when ``dataset_axis`` is set (the ``dataset``
+    column is then copied to ``hp.dataset``) or the table has ``hp.dataset``;
+    that single table's name joins the dataset names with ``+``. Rows
+    without a dataset are named ``unknown``.
+    """
+    if "dataset" not in df.columns:
+        df = df.with_columns(pl.lit("unknown").alias("dataset"))
+    df = df.with_columns(pl.col("dataset").cast(pl.String).fill_null("unknown"))
+    names = sorted(df["dataset"].unique().to_list())
+    if dataset_axis or f"{HP}dataset" in df.columns:
+        if f"{HP}dataset" not in df.columns:
+            df = df.with_columns(pl.col("dataset").alias(f"{HP}dataset"))
+        return [("+".join(names), df)]
+    return [(name, df.filter(pl.col("dataset") == name)) for name in names]

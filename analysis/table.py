@@ -1,0 +1,182 @@
+"""The ranking table: every statistic of ANALYSIS.md for every measure (and dataset).
+
+One row per measure and dataset, columns (in this order)::
+
+    dataset, measure, n_models, tau, tau_lo, tau_hi, psi, psi_<axis>…,
+    cmi, cmi_lo, cmi_hi, cmi_set, cmi_k0, cmi_k1, cmi_k2 (cmi_k3… if max_cond > 2),
+    robust_max, robust_mean, robust_p90, robust_envs,
+    robust_max_<axis>…, robust_mean_<axis>…, robust_p90_<axis>…, robust_envs_<axis>…
+
+``measure`` is the name without the ``measure.`` prefix, ``<axis>`` the axis
+name without ``hp.``. ``n_models`` counts the runs kept for the measure
+(finite value and finite gap). ``tau_lo/tau_hi`` and ``cmi_lo/cmi_hi`` are
+bootstrap percentile intervals (level ``ci``); with ``n_boot = 0`` they are
+null. ``cmi_k<j>`` is null for ``j > max_cond``. Statistics that are not
+defined (fewer than two runs, no environment kept) are NaN.
+
+Sorted by dataset, then by ``cmi`` descending (the measure that keeps the
+most information about the gap once the hyperparameters are controlled for
+comes first; NaN last), then by ``|tau|`` descending, then by name.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import polars as pl
+
+from .load import RunsError, axis_columns, axis_name, measure_columns, population, split_datasets
+from .stats._ranks import rank_inputs
+from .stats.bootstrap import bootstrap_plans
+from .stats.cmi import CMIPlan
+from .stats.psi import granulated_ranked
+from .stats.robust import robust_ranked
+from .stats.tau import TauPlan
+
+MEASURE_PREFIX = "measure."
+
+
+def codes(s: pl.Series) -> np.ndarray:
+    """Integer codes of a column's values (sorted order; null is a value of its own)."""
+    r = s.rank("dense")
+    top = int(r.max() or 0)
+    return (r.fill_null(top + 1) - 1).to_numpy().astype(np.int64)
+
+
+def table_columns(axes: list[str], max_cond: int = 2) -> list[str]:
+    """The column names of the ranking table for the given axis names (no ``hp.``)."""
+    cols = ["dataset", "measure", "n_models", "tau", "tau_lo", "tau_hi", "psi"]
+    cols += [f"psi_{a}" for a in axes]
+    cols += ["cmi", "cmi_lo", "cmi_hi", "cmi_set"] + [f"cmi_k{j}" for j in range(max(2, max_cond) + 1)]
+    cols += ["robust_max", "robust_mean", "robust_p90", "robust_envs"]
+    for stat in ("max", "mean", "p90", "envs"):
+        cols += [f"robust_{stat}_{a}" for a in axes]
+    return cols
+
+
+def _n_test(part: pl.DataFrame, robust_n: float | None, name: str) -> np.ndarray | None:
+    if robust_n is not None:
+        if not robust_n > 0:
+            raise RunsError(f"robust_n must be a positive test-set size, got {robust_n}")
+        return np.full(part.height, float(robust_n))
+    if "n_test" not in part.columns:
+        warnings.warn(f"dataset {name}: no n_test column, so the robust sign-error is left out; "
+                      "give the test-set size (robust_n, --robust-n)", stacklevel=3)
+        return None
+    nt = part["n_test"].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+    if not np.all(np.isfinite(nt) & (nt > 0)):
+        warnings.warn(f"dataset {name}: n_test is missing or not positive for some runs, so the robust "
+                      "sign-error is left out; give the test-set size (robust_n, --robust-n)", stacklevel=3)
+        return None
+    return nt
+
+
+def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_cond: int, robust_n,
+                  min_ess: float, n_boot: int, boot_seed: int, ci: float) -> pl.DataFrame:
+    axes = [c for c in axis_columns(part) if part[c].null_count() < part.height]
+    names = [axis_name(c) for c in axes]
+    g = part["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+    mu = np.column_stack([part[c].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+                          for c in measures])
+    ax = np.column_stack([codes(part[c]) for c in axes]) if axes else np.zeros((part.height, 0), np.int64)
+    extra = [codes(part[c]) for c in ("seed", "dataset") if c in part.columns]
+    keys = np.column_stack(extra) if extra else np.zeros((part.height, 0), np.int64)
+    M, K = len(measures), len(axes)
+
+    rk = rank_inputs(g, mu)
+    ax, keys = ax[rk.keep], keys[rk.keep]
+    tau_plan = TauPlan(rk)
+    tau = tau_plan.run()
+    psi, psi_k = granulated_ranked(rk, ax, keys)
+    cmi_plan = CMIPlan(rk, ax, max_cond, axis_names=names)
+    cmi_res = cmi_plan.run()
+    cmi, cmi_sets = cmi_res.best()
+    nt = _n_test(part, robust_n, name)
+    rob = robust_ranked(rk, ax, nt[rk.keep], min_ess) if nt is not None else None
+    boot = bootstrap_plans(tau_plan, cmi_plan, rk.n, n_boot, boot_seed, ci, M) if n_boot > 0 else None
+
+    cols: dict[str, object] = {
+        "dataset": [name] * M,
+        "measure": [c[len(MEASURE_PREFIX):] for c in measures],
+        "n_models": rk.nkept.astype(np.int64),
+        "tau": tau,
+        "tau_lo": boot.tau_lo if boot else [None] * M,
+        "tau_hi": boot.tau_hi if boot else [None] * M,
+        "psi": psi,
+    }
+    for k, a in enumerate(names):
+        cols[f"psi_{a}"] = psi_k[:, k]
+    cols["cmi"] = cmi
+    cols["cmi_lo"] = boot.cmi_lo if boot else [None] * M
+    cols["cmi_hi"] = boot.cmi_hi if boot else [None] * M
+    cols["cmi_set"] = ["+".join(names[k] for k in s) if s is not None else None for s in cmi_sets]
+    for j in range(max(2, max_cond) + 1):
+        cols[f"cmi_k{j}"] = cmi_res.min_over_size(j) if j <= max_cond else [None] * M
+    nan = np.full(M, np.nan)
+    overall = np.array(rob.overall, dtype=np.float64).reshape(M, 4) if rob else np.column_stack([nan] * 3 + [np.zeros(M)])
+    cols["robust_max"] = overall[:, 2]
+    cols["robust_mean"] = overall[:, 0]
+    cols["robust_p90"] = overall[:, 1]
+    cols["robust_envs"] = overall[:, 3].astype(np.int64)
+    per = (np.array(rob.per_axis, dtype=np.float64).reshape(M, K, 4) if rob
+           else np.concatenate([np.full((M, K, 3), np.nan), np.zeros((M, K, 1))], axis=2))
+    for idx, stat in ((2, "max"), (0, "mean"), (1, "p90"), (3, "envs")):
+        for k, a in enumerate(names):
+            v = per[:, k, idx]
+            cols[f"robust_{stat}_{a}"] = v.astype(np.int64) if stat == "envs" else v
+    schema = {c: (pl.Float64 if c not in ("dataset", "measure", "cmi_set", "n_models") and not c.startswith("robust_envs")
+                  else None) for c in cols}
+    df = pl.DataFrame({c: pl.Series(c, v, dtype=schema[c]) for c, v in cols.items()})
+    return df
+
+
+def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_failed: bool = False,
+               max_cond: int = 2, robust_n: float | None = None, min_ess: float = 12.0, n_boot: int = 200,
+               boot_seed: int = 0, ci: float = 0.95, dataset_axis: bool = False) -> pl.DataFrame:
+    """The ranking table of a runs table (module docstring for the columns and the order).
+
+    ``include_unconverged`` / ``include_failed`` admit those runs;
+    ``max_cond``: the largest conditioning set of CMI; ``robust_n``: the
+    test-set size of the robust weight (default: each run's ``n_test``);
+    ``min_ess``: the robust environments' minimum effective sample size;
+    ``n_boot``/``boot_seed``/``ci``: the bootstrap; ``dataset_axis``: analyse
+    all datasets together with the dataset as an axis. Raises
+    :class:`~analysis.load.RunsError` on input that cannot be ranked.
+    """
+    if df.height == 0:
+        raise RunsError("the runs table has no rows")
+    if max_cond < 0:
+        raise RunsError(f"max_cond must be 0 or more, got {max_cond}")
+    if n_boot < 0:
+        raise RunsError(f"the bootstrap count must be 0 or more, got {n_boot}")
+    if "gap" not in df.columns:
+        raise RunsError("the runs table has no gap column (train_acc − test_acc)")
+    pop = population(df, include_unconverged, include_failed)
+    if pop.height == 0:
+        raise RunsError(f"none of the {df.height} runs is ok and converged "
+                        "(admit unconverged runs with include_unconverged / --include-unconverged)")
+    if not axis_columns(pop) and not dataset_axis:
+        raise RunsError("the runs table has no hp.* columns: there are no hyperparameter axes to analyse")
+    measures = measure_columns(pop)
+    if not measures:
+        raise RunsError("the runs table has no measure.* columns")
+    finite = pop["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).is_finite()
+    if not finite.all():
+        warnings.warn(f"{int((~finite).sum())} run(s) with a missing or non-finite gap are left out", stacklevel=2)
+        pop = pop.filter(finite)
+        if pop.height == 0:
+            raise RunsError("no run in the population has a finite gap")
+    parts = [_rank_dataset(part, name, measures, max_cond=max_cond, robust_n=robust_n, min_ess=min_ess,
+                           n_boot=n_boot, boot_seed=boot_seed, ci=ci)
+             for name, part in split_datasets(pop, dataset_axis)]
+    out = pl.concat(parts, how="diagonal_relaxed") if len(parts) > 1 else parts[0]
+    axes: list[str] = []
+    for part in parts:
+        axes += [c[len("psi_"):] for c in part.columns if c.startswith("psi_") and c[len("psi_"):] not in axes]
+    out = out.select(table_columns(axes, max_cond))
+    return (out.with_columns(pl.col("cmi").fill_nan(None).alias("_cmi"),
+                             pl.col("tau").abs().fill_nan(None).alias("_abs_tau"))
+            .sort(["dataset", "_cmi", "_abs_tau", "measure"], descending=[False, True, True, False],
+                  nulls_last=True)
+            .drop("_cmi", "_abs_tau"))

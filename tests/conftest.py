@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny study files, and one real mini-study run once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tiny networks run much faster on one thread, above all on a loaded 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+try:
+    import torch
+    torch.set_num_threads(1)
+except ImportError:  # analysis-only environments
+    pass
+
+MINI_RUNS_STUDY = """
+[study]
+name = "minitest"
+dataset = "digits"
+model = "mlp"
+seeds = [0, 1]
+out = "{out}"
+
+[data]
+train_size = 400
+
+[train]
+target_loss = 0.05
+max_epochs = 80
+
+[grid]
+width = [16, 48]
+lr = [0.1, 0.2]
+batch_size = [32, 128]
+
+[measures]
+include = ["all"]
+exclude = ["keskar_sharpness_5e-4", "adaptive_sharpness_l2", "local_entropy"]
+"""
+
+
+@pytest.fixture(scope="session")
+def mini_runs(tmp_path_factory) -> Path:
+    """A real small study (16 networks, nearly every measure), run serially once per session.
+
+    Returns the study's folder (holding runs/). The report and notebook tests read it.
+    """
+    from study.fanout import run_study
+    from study.spec import load_study
+    d = tmp_path_factory.mktemp("mini_runs")
+    p = d / "minitest.toml"
+    p.write_text(MINI_RUNS_STUDY.format(out=d / "out"))
+    s = run_study(load_study(p), serial=True, progress=False)
+    assert s.failed == 0 and s.ran == 16, s
+    return d / "out" / "minitest"
+
+
+@pytest.fixture
+def py():
+    return sys.executable

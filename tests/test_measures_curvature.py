@@ -1,0 +1,273 @@
+"""Curvature measures against independent computations: explicit Hessians
+(torch.autograd.functional.hessian → numpy eigvalsh), per-example gradients from a
+plain autograd loop, and mini-batch gradients from an explicit loop."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.measures import MeasureContext, TrainLog, Undefined, measure_full, select
+from study.measures import curvature as C
+
+D, H, K = 4, 6, 3  # tiny MLP: 4 → 6 → 3, P = 51 parameters
+P = D * H + H + K * H + K
+
+CURVATURE = {
+    "keskar_sharpness_1e-3", "keskar_sharpness_5e-4", "hessian_max_eig", "hessian_trace",
+    "hessian_fro", "hessian_near_zero_frac", "hessian_neg_frac", "fisher_trace", "fisher_fro",
+    "fisher_max_eig", "grad_variance", "expected_sharpness", "expected_sharpness_mag",
+    "adaptive_sharpness_linf", "adaptive_sharpness_l2", "filter_sharpness", "local_entropy",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (10× slower on a busy box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(seed=0, n=40):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, H), nn.ReLU(), nn.Linear(H, K)).double()
+    g = torch.Generator().manual_seed(seed + 100)
+    x = torch.randn(n, D, generator=g, dtype=torch.float64)
+    y = torch.randint(0, K, (n,), generator=g)
+    return model, x, y
+
+
+def explicit_loss(flat, x, y):
+    """Mean cross-entropy of the tiny MLP written out by hand (parameters W1, b1, W2, b2)."""
+    W1 = flat[:H * D].view(H, D)
+    b1 = flat[H * D:H * D + H]
+    o = H * D + H
+    W2 = flat[o:o + K * H].view(K, H)
+    b2 = flat[o + K * H:]
+    return F.cross_entropy(torch.relu(x @ W1.T + b1) @ W2.T + b2, y)
+
+
+def flat_of(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def explicit_hessian(model, x, y):
+    w = flat_of(model)
+    Hm = torch.autograd.functional.hessian(lambda f: explicit_loss(f, x, y), w)
+    return Hm.numpy()
+
+
+def test_family_is_complete():
+    names = {m.name for m in select(["curvature"])}
+    assert names == CURVATURE
+
+
+def test_lanczos_finds_largest_algebraic_eigenvalue_of_negative_dominant_matrix():
+    rng = np.random.default_rng(0)
+    n = 60
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = np.concatenate([[-40.0, -25.0], rng.uniform(-5, 3, n - 3), [4.0]])
+    A = torch.tensor((Q * lam) @ Q.T)
+    v = torch.tensor(rng.choice([-1.0, 1.0], size=(2, n))) / math.sqrt(n)
+    out = C.lanczos(lambda V: V @ A, v, v @ A, min_steps=1, max_steps=n, tol=1e-3)
+    assert out["converged"]
+    assert abs(out["lam_max"] - 4.0) <= 1e-3 * 4.0
+
+
+def test_slq_shares_on_a_designed_spectrum():
+    """Eigenvalues on both sides of the ±1e-3·λ_max band edges, repeated (Lanczos breaks
+    down after the 8 distinct values): SLQ with many probes recovers the exact shares."""
+    rng = np.random.default_rng(1)
+    lam = np.repeat([0.0, 5e-4, -5e-4, 1.5e-3, -1.5e-3, -0.3, 0.5, 1.0], [10, 5, 5, 5, 5, 5, 4, 1])
+    n, k = len(lam), 200
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = torch.tensor((U * lam) @ U.T)
+    V = torch.tensor(rng.choice([-1.0, 1.0], size=(k, n))) / math.sqrt(n)
+    out = C.lanczos(lambda X: X @ A, V, V @ A, min_steps=n, max_steps=n, tol=1e-3)
+    assert abs(out["lam_max"] - 1.0) < 1e-9
+    assert all(len(a) == 8 for a in out["alpha"])  # stopped at the invariant subspace
+    nodes, weights = C.slq_density(out["alpha"], out["beta"])
+    near, neg = C.spectral_shares(nodes, weights, out["lam_max"])
+    for sel, got in [(np.abs(lam) <= 1e-3, near), (lam < -1e-3, neg)]:
+        Pi = U[:, sel] @ U[:, sel].T
+        sd = math.sqrt(2 * ((Pi ** 2).sum() - (np.diag(Pi) ** 2).sum()) / n ** 2 / k)
+        assert abs(got - sel.mean()) <= 4 * sd
+    with pytest.raises(Undefined):
+        C.spectral_shares(nodes, weights, -1.0)
+
+
+@pytest.fixture(scope="module")
+def spectrum_case():
+    model, x, y = tiny(0)
+    Hm = explicit_hessian(model, x, y)
+    knobs = dict(hessian_examples=0, hutchinson_probes=2000, slq_probes=60, slq_steps=P,
+                 lanczos_max_steps=P)
+    ctx = MeasureContext(model, x, y, knobs=knobs, seed=3)
+    return ctx, Hm
+
+
+def test_hessian_max_eig_trace_fro_against_explicit_hessian(spectrum_case):
+    ctx, Hm = spectrum_case
+    ev = np.linalg.eigvalsh(Hm)
+    assert ev[0] < 0 < ev[-1]  # a mixed spectrum: the test is not vacuous
+    assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 1e-6 * abs(ev[-1])
+    k = ctx.knob("hutchinson_probes")
+    # the same seeded probes through the explicit Hessian
+    V = ctx.rademacher(ctx.generator("hessian"), k, P).double().numpy()
+    HV = V @ Hm
+    assert C.hessian_trace(ctx) == pytest.approx((V * HV).sum(1).mean(), rel=1e-9)
+    assert C.hessian_fro(ctx) == pytest.approx(math.sqrt((HV ** 2).sum(1).mean()), rel=1e-9)
+    # Hutchinson with Rademacher probes: Var(vᵀMv) = 2(‖M‖_F² − Σ M_ii²); 4 standard errors.
+    sd_tr = math.sqrt(2 * ((Hm ** 2).sum() - (np.diag(Hm) ** 2).sum()) / k)
+    assert abs(C.hessian_trace(ctx) - np.trace(Hm)) <= 4 * sd_tr
+    H2 = Hm @ Hm
+    sd_f2 = math.sqrt(2 * ((H2 ** 2).sum() - (np.diag(H2) ** 2).sum()) / k)
+    assert abs(C.hessian_fro(ctx) ** 2 - (Hm ** 2).sum()) <= 4 * sd_f2
+
+
+def test_hessian_spectral_shares_against_explicit_hessian(spectrum_case):
+    ctx, Hm = spectrum_case
+    ev, U = np.linalg.eigh(Hm)
+    cut = 1e-3 * ev[-1]
+    assert np.min(np.abs(np.abs(ev) - cut)) > 1e-9  # no eigenvalue on the band's edge
+    k = ctx.knob("slq_probes")
+    for sel, got in [(np.abs(ev) <= cut, C.hessian_near_zero_frac(ctx)),
+                     (ev < -cut, C.hessian_neg_frac(ctx))]:
+        exact = sel.mean()
+        assert 0 < exact < 1
+        # per probe the share is vᵀΠv/P, Π the projector on the selected eigenvectors
+        Pi = U[:, sel] @ U[:, sel].T
+        sd = math.sqrt(2 * ((Pi ** 2).sum() - (np.diag(Pi) ** 2).sum()) / P ** 2 / k)
+        assert abs(got - exact) <= 4 * sd + 1e-9
+    nodes = np.array(ctx.artifacts["hessian_density_nodes"])
+    weights = np.array(ctx.artifacts["hessian_density_weights"])
+    assert len(nodes) == len(weights) and abs(weights.sum() - 1) < 1e-9
+    assert np.all(np.diff(nodes) >= 0)
+    assert nodes.min() >= ev[0] - 1e-8 and nodes.max() <= ev[-1] + 1e-8
+
+
+def test_hessian_max_eig_stops_at_tolerance():
+    model, x, y = tiny(1)
+    ev = np.linalg.eigvalsh(explicit_hessian(model, x, y))
+    ctx = MeasureContext(model, x, y, seed=0, knobs=dict(
+        hessian_examples=0, slq_probes=1, slq_steps=1, lanczos_max_steps=P))
+    assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 1e-3 * abs(ev[-1])
+
+
+def test_hessian_on_conv_bn_float32_against_explicit_hessian():
+    from study.models import nin
+    torch.manual_seed(0)
+    model = nin((1, 6, 6), 3, depth=1, width=3, batchnorm=True)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 1, 6, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    buffers = dict(model.named_buffers())
+
+    def loss(flat):  # the module's math through autograd.functional, in float64
+        parts, i = {}, 0
+        for n, s in zip(names, shapes):
+            parts[n] = flat[i:i + s.numel()].view(s)
+            i += s.numel()
+        bufs = {k: v.double() if v.is_floating_point() else v for k, v in buffers.items()}
+        out = torch.func.functional_call(model.double(), {**bufs, **parts}, (x.double(),))
+        model.float()
+        return F.cross_entropy(out, y)
+
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+    ev = np.linalg.eigvalsh(torch.autograd.functional.hessian(loss, w, vectorize=True).numpy())
+    ctx = MeasureContext(model.float(), x, y, seed=0, knobs=dict(hessian_examples=0))
+    assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 2e-3 * abs(ev[-1])
+
+
+def explicit_grads(model, x, y):
+    """Per-example gradients by plain autograd, one example at a time."""
+    rows = []
+    for i in range(len(x)):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    return torch.stack(rows).numpy()
+
+
+@pytest.mark.parametrize("memory_mb", [512, 0.0005])  # one block; one example per block
+def test_fisher_against_explicit_per_example_gradients(memory_mb):
+    model, x, y = tiny(2, n=25)
+    Gs = explicit_grads(model, x, y)
+    F_ = Gs.T @ Gs / len(x)
+    ctx = MeasureContext(model, x, y, knobs=dict(fisher_examples=0, curv_memory_mb=memory_mb))
+    assert C.fisher_trace(ctx) == pytest.approx(np.trace(F_), rel=1e-10)
+    assert C.fisher_fro(ctx) == pytest.approx(np.linalg.norm(F_, "fro"), rel=1e-10)
+    assert C.fisher_max_eig(ctx) == pytest.approx(np.linalg.eigvalsh(F_)[-1], rel=1e-9)
+
+
+def test_fisher_subset_is_a_seeded_subset():
+    model, x, y = tiny(2, n=25)
+    ctx = MeasureContext(model, x, y, seed=5, knobs=dict(fisher_examples=9))
+    idx = torch.randperm(25, generator=ctx.generator("fisher"))[:9].sort().values
+    Gs = explicit_grads(model, x[idx], y[idx])
+    assert C.fisher_trace(ctx) == pytest.approx((Gs ** 2).sum() / 9, rel=1e-10)
+
+
+def explicit_full_grad(model, x, y):
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+@pytest.mark.parametrize("with_log", [True, False])
+def test_grad_variance_against_explicit_loop(with_log):
+    model, x, y = tiny(3, n=50)
+    B = 7 if with_log else 8
+    log = TrainLog(optimizer="sgd", lr=0.1, batch_size=7) if with_log else None
+    ctx = MeasureContext(model, x, y, seed=11, train_log=log,
+                         knobs=dict(grad_var_batch_size=8, grad_var_batches=5))
+    got = C.grad_variance(ctx)
+    perm = torch.randperm(50, generator=ctx.generator("grad_variance"))
+    gbar = explicit_full_grad(model, x, y)
+    nb = min(50 // B, 5)
+    dev = [((explicit_full_grad(model, x[b], y[b]) - gbar) ** 2).sum().item()
+           for b in perm[:nb * B].view(nb, B)]
+    assert got == pytest.approx(np.mean(dev), rel=1e-10)
+    assert got > 0
+
+
+def test_grad_variance_undefined_without_a_full_batch():
+    model, x, y = tiny(3, n=10)
+    ctx = MeasureContext(model, x, y, train_log=TrainLog(optimizer="sgd", lr=0.1, batch_size=32))
+    with pytest.raises(Undefined):
+        C.grad_variance(ctx)
+
+
+CHEAP = dict(hutchinson_probes=4, slq_probes=2, slq_steps=8, lanczos_max_steps=20,
+             fisher_examples=20, expected_sharpness_draws=4, adaptive_steps=3,
+             adaptive_batches=2, adaptive_batch_size=16, filter_directions=2,
+             local_entropy_steps=6, local_entropy_burnin=2, local_entropy_batch_size=16,
+             local_entropy_lr=1e-6)
+
+
+def test_family_is_deterministic_and_seeded():
+    model, x, y = tiny(4, n=40)
+    log = TrainLog(optimizer="sgd", lr=0.1, batch_size=8)
+    runs = [measure_full(model, (x, y), names=["curvature"], train_log=log, seed=s, knobs=CHEAP)
+            for s in (0, 0, 1)]
+    a, b, c = runs
+    assert not a.reasons, a.reasons
+    assert set(a.values) == CURVATURE
+    assert a.values == b.values
+    assert a.artifacts == b.artifacts
+    assert {"hessian_density_nodes", "hessian_density_weights", "filter_sharpness_t",
+            "filter_sharpness_curves"} <= set(a.artifacts)
+    seeded = {"expected_sharpness", "expected_sharpness_mag", "filter_sharpness", "local_entropy",
+              "hessian_trace", "grad_variance"}
+    assert all(a.values[n] != c.values[n] for n in seeded)

@@ -1,0 +1,130 @@
+"""Study files: parsing, grid expansion, run identity, and every class of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from study.spec import StudyError, load_study, parse_study
+
+from tests.studyfiles import write_study
+
+
+def base(**over):
+    doc = {"study": {"name": "s", "dataset": "digits", "model": "mlp", "seeds": [0, 1]},
+           "train": {"target_loss": 0.05},
+           "grid": {"lr": [0.1, 0.01], "depth": [1, 2], "width": [8]}}
+    for k, v in over.items():
+        doc[k] = v
+    return doc
+
+
+def test_grid_is_the_cartesian_product_times_seeds():
+    runs = parse_study(base()).runs()
+    assert len(runs) == 2 * 2 * 1 * 2
+    assert len({r.run_id for r in runs}) == len(runs)
+    points = {(r.hp["lr"], r.hp["depth"], r.hp["width"], r.seed) for r in runs}
+    assert points == {(lr, d, 8, s) for lr in (0.1, 0.01) for d in (1, 2) for s in (0, 1)}
+    r = runs[0]
+    assert r.train["lr"] == r.hp["lr"] and r.model_options["depth"] == r.hp["depth"]
+
+
+def test_run_id_depends_on_results_only():
+    a = parse_study(base()).runs()
+    # output location and resources do not change results: same ids
+    b = parse_study({**base(), "study": {**base()["study"], "out": "elsewhere"},
+                     "resources": {"num_cpus": 2}}).runs()
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    # ints and floats written either way give the same id; a real change gives another
+    c = parse_study(base(grid={"lr": [0.1, 0.01], "depth": [1, 2], "width": [8]},
+                         train={"target_loss": 0.05})).runs()
+    assert [r.run_id for r in a] == [r.run_id for r in c]
+    d = parse_study(base(train={"target_loss": 0.06})).runs()
+    assert not {r.run_id for r in a} & {r.run_id for r in d}
+    e = parse_study(base(measures={"knobs": {"eval_batch": 64}})).runs()
+    assert not {r.run_id for r in a} & {r.run_id for r in e}
+
+
+def test_run_id_is_stable_across_processes():
+    code = ("from study.spec import parse_study; import json,sys;"
+            "print(parse_study(json.loads(sys.argv[1])).runs()[3].run_id)")
+    import json
+    out = {subprocess.run([sys.executable, "-c", code, json.dumps(base())], capture_output=True,
+                          text=True, env={"PYTHONHASHSEED": str(h), "PATH": ""}, check=True).stdout
+           for h in (1, 2)}
+    assert out == {parse_study(base()).runs()[3].run_id + "\n"}
+
+
+def test_spec_roundtrips_through_json():
+    from study.spec import RunSpec
+    r = parse_study(base()).runs()[5]
+    assert RunSpec.from_json(r.to_json()) == r and RunSpec.from_json(r.to_json()).run_id == r.run_id
+
+
+@pytest.mark.parametrize("doc, message", [
+    (base(extra={"x": 1}), "unknown key(s) extra"),
+    (base(train={"target_loss": 0.05, "epochs": 3}), "[train]: unknown key(s) epochs"),
+    (base(grid={"lr": [0.1], "colour": [1]}), "[grid]: unknown key(s) colour"),
+    (base(grid={}), "the grid is empty"),
+    (base(grid={"lr": []}), "axis lr = [] must be a non-empty list"),
+    (base(grid={"lr": [0.1, 0.1]}), "axis lr repeats a value"),
+    (base(grid={"lr": [-1.0]}), "lr = -1.0 must be > 0"),
+    (base(grid={"depth": [1.5]}), "depth = 1.5 must be int"),
+    (base(grid={"optimizer": ["rmsprop"]}), "must be one of sgd, momentum, adam"),
+    (base(train={"target_loss": 0}), "target_loss = 0 must be a number > 0"),
+    (base(train={"max_epochs": 0}), "max_epochs = 0 must be an integer ≥ 1"),
+    (base(study={"name": "s", "dataset": "imagenet", "model": "mlp"}), "unknown dataset 'imagenet'; datasets: digits"),
+    (base(study={"name": "s", "dataset": "digits", "model": "resnet"}), "unknown model 'resnet'; models: nin, mlp"),
+    (base(study={"name": "s", "dataset": "digits"}), "missing required key 'model'"),
+    (base(study={"name": "a b", "dataset": "digits", "model": "mlp"}), "name = 'a b' must be"),
+    (base(study={"name": "s", "dataset": "digits", "model": "mlp", "seeds": []}), "seeds = [] must be a non-empty list"),
+    (base(study={"name": "s", "dataset": "digits", "model": "nin"}, grid={"bias": [True, False]}), "model 'nin' has no option 'bias'"),
+    (base(model={"depth": 2}), "depth is both fixed here and an axis of [grid]"),
+    (base(measures={"include": ["sharpness_of_vibes"]}), "unknown measure or family 'sharpness_of_vibes'"),
+    (base(measures={"include": []}), "include is empty"),
+    (base(measures={"include": ["size"], "exclude": ["size"]}), "the selection is empty"),
+    (base(measures={"knobs": {"no_such_knob": 1}}), "unknown measure knob(s) no_such_knob"),
+    (base(data={"label_noise": 2.0}), "label_noise = 2.0 must be in [0, 1]"),
+    (base(data={"train_size": 10**7}), "train_size"),
+    (base(resources={"num_gpus": -1}), "num_gpus = -1 must be a number ≥ 0"),
+])
+def test_bad_input_names_the_problem(doc, message):
+    with pytest.raises(StudyError) as e:
+        parse_study(doc, "x.toml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("x.toml")
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[study\nname=")
+    with pytest.raises(StudyError, match="not valid TOML"):
+        load_study(p)
+    with pytest.raises(StudyError, match="no such study file"):
+        load_study(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('model = "mlp"', 'model = "transformer"'), "unknown model 'transformer'"),
+    (lambda t: t.replace("[grid]", "[grid]\nnonsense = [1]"), "unknown key(s) nonsense"),
+    (lambda t: t.replace('include = ["size", "norm", "optimisation"]', 'include = ["nope"]'), "unknown measure or family 'nope'"),
+])
+def test_cli_rejects_bad_study_before_any_work(tmp_path, edit, message):
+    p = write_study(tmp_path)
+    p.write_text(edit(p.read_text()))
+    r = subprocess.run([sys.executable, "-m", "study", "run", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.startswith("error: ")
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_cli_rejects_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    p = write_study(tmp_path, out=blocker / "sub")
+    r = subprocess.run([sys.executable, "-m", "study", "run", str(p), "--serial"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "is not writable" in r.stderr and "--out" in r.stderr

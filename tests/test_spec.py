@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from study.spec import StudyError, load_study, parse_study
 
+
+
 from tests.studyfiles import write_study
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def base(**over):
@@ -128,3 +133,12 @@ def test_cli_rejects_unwritable_output(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "is not writable" in r.stderr and "--out" in r.stderr
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    study = load_study(path)
+    runs = study.runs()
+    assert runs and len({r.run_id for r in runs}) == len(runs)
+    if path.name == "mini.toml":  # the default must vary ≥ 4 axes and give ≥ 24 networks
+        assert sum(len(v) > 1 for v in study.grid.values()) >= 4 and len(runs) >= 24

@@ -80,8 +80,8 @@ def test_lanczos_finds_largest_algebraic_eigenvalue_of_negative_dominant_matrix(
 
 
 def test_slq_shares_on_a_designed_spectrum():
-    """Eigenvalues on both sides of the ±1e-3·λ_max band edges, repeated (Lanczos breaks
-    down after the 8 distinct values): SLQ with many probes recovers the exact shares."""
+    """Repeated eigenvalues on both sides of the ±1e-3·λ_max band edges: SLQ with many
+    probes recovers the exact shares."""
     rng = np.random.default_rng(1)
     lam = np.repeat([0.0, 5e-4, -5e-4, 1.5e-3, -1.5e-3, -0.3, 0.5, 1.0], [10, 5, 5, 5, 5, 5, 4, 1])
     n, k = len(lam), 200
@@ -90,7 +90,6 @@ def test_slq_shares_on_a_designed_spectrum():
     V = torch.tensor(rng.choice([-1.0, 1.0], size=(k, n))) / math.sqrt(n)
     out = C.lanczos(lambda X: X @ A, V, V @ A, min_steps=n, max_steps=n, tol=1e-3)
     assert abs(out["lam_max"] - 1.0) < 1e-9
-    assert all(len(a) == 8 for a in out["alpha"])  # stopped at the invariant subspace
     nodes, weights = C.slq_density(out["alpha"], out["beta"])
     near, neg = C.spectral_shares(nodes, weights, out["lam_max"])
     for sel, got in [(np.abs(lam) <= 1e-3, near), (lam < -1e-3, neg)]:
@@ -99,6 +98,21 @@ def test_slq_shares_on_a_designed_spectrum():
         assert abs(got - sel.mean()) <= 4 * sd
     with pytest.raises(Undefined):
         C.spectral_shares(nodes, weights, -1.0)
+
+
+def test_lanczos_stops_at_an_invariant_subspace():
+    rng = np.random.default_rng(2)
+    lam = np.repeat([-1.0, 0.0, 2.0, 5.0], [3, 20, 3, 4])
+    U, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    A = torch.tensor((U * lam) @ U.T)
+    V = torch.tensor(rng.choice([-1.0, 1.0], size=(3, 30))) / math.sqrt(30)
+    out = C.lanczos(lambda X: X @ A, V, V @ A, min_steps=30, max_steps=30, tol=1e-3)
+    assert out["steps"] == 4 and all(len(a) == 4 for a in out["alpha"])
+    nodes, weights = C.slq_density(out["alpha"], out["beta"])
+    assert np.allclose(np.unique(nodes.round(9)), [-1, 0, 2, 5])
+    # each probe's weight on an eigenvalue is its squared projection on that eigenspace
+    want = sum(((V.numpy() @ U[:, lam == e]) ** 2).sum(1).mean() for e in [0.0])
+    assert weights[np.abs(nodes) < 1e-9].sum() == pytest.approx(want, rel=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from torch.func import grad, vjp, vmap
 
 from .context import MeasureContext
 from .registry import Undefined, knob, register
-from .sharpness import (MEMORY_MB, _itemsize, act_per_example, batch_loss, batch_losses_and_grads,
+from .sharpness import (MEMORY_MB, itemsize, act_per_example, batch_loss, batch_losses_and_grads,
                         fit, flat_w, loss_and_grad)
 
 log = logging.getLogger("study.measures")
@@ -75,7 +75,7 @@ def make_hvp(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor
         return vjp(grad(lambda v: batch_loss(ctx, v, xb, yb, "sum")), w)[1]
 
     kept = [linearise(*chunks[0])] if len(chunks) == 1 else None
-    per_probe = (4 * w.numel() + 6 * min(b, len(x)) * act_per_example(ctx)) * _itemsize(ctx)
+    per_probe = (4 * w.numel() + 6 * min(b, len(x)) * act_per_example(ctx)) * itemsize(ctx)
     k = fit(ctx, per_probe)
 
     def hvp(V: torch.Tensor) -> torch.Tensor:
@@ -275,7 +275,7 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
         idx = subset(ctx, int(ctx.knob(FISHER_N)), "fisher")
         x, y = ctx.x[idx], ctx.y[idx]
         n, P = len(idx), flat_w(ctx).numel()
-        c = fit(ctx, (2 * P + 4 * act_per_example(ctx)) * _itemsize(ctx))
+        c = fit(ctx, (2 * P + 4 * act_per_example(ctx)) * itemsize(ctx))
         starts = list(range(0, n, c))
         G = torch.zeros(n, n, dtype=torch.float64, device=ctx.device)
         for bi, i in enumerate(starts):

@@ -30,6 +30,7 @@ MEMORY_MB = knob("curv_memory_mb", 512,
 
 
 def dtype(ctx: MeasureContext) -> torch.dtype:
+    """The parameters' dtype."""
     return next(iter(ctx.params.values())).dtype
 
 
@@ -47,8 +48,11 @@ def act_per_example(ctx: MeasureContext) -> int:
     """Scalars of all module outputs for one example: the size unit of the memory budget."""
     def count():
         total = [0]
-        hooks = [m.register_forward_hook(lambda _m, _i, o: total.__setitem__(0, total[0] + o.numel()))
-                 for m in ctx.model.modules() if not list(m.children())]
+        def add(_m, _i, out):
+            if torch.is_tensor(out):
+                total[0] += out[0].numel()
+
+        hooks = [m.register_forward_hook(add) for m in ctx.model.modules() if not list(m.children())]
         try:
             with torch.no_grad():
                 ctx.forward(ctx.params, ctx.x[:1])
@@ -65,7 +69,8 @@ def fit(ctx: MeasureContext, bytes_per_item: float) -> int:
     return max(1, int(budget // max(bytes_per_item, 1.0)))
 
 
-def _itemsize(ctx) -> int:
+def itemsize(ctx: MeasureContext) -> int:
+    """Bytes per scalar of the parameters."""
     return torch.empty((), dtype=dtype(ctx)).element_size()
 
 
@@ -94,7 +99,7 @@ def loss_and_grad(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor | None =
 def losses_at(ctx: MeasureContext, W: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy on the measure set of each row of ``W`` (K × P), vmapped over rows."""
     b = int(ctx.knob("eval_batch"))
-    per_row = (W.shape[1] + 3 * min(b, len(ctx.x)) * act_per_example(ctx)) * _itemsize(ctx)
+    per_row = (W.shape[1] + 3 * min(b, len(ctx.x)) * act_per_example(ctx)) * itemsize(ctx)
     k = fit(ctx, per_row)
     f = vmap(lambda v, xb, yb: batch_loss(ctx, v, xb, yb, "sum"), in_dims=(0, None, None))
     out = []
@@ -114,7 +119,7 @@ def batch_losses_and_grads(ctx: MeasureContext, W: torch.Tensor, X: torch.Tensor
     """Mean cross-entropy of each mini-batch ``(X[j], Y[j])`` and its gradient, at ``W[j]``
     (nb × P) or at one shared ``W`` (P,), vmapped over batches and chunked by memory."""
     shared = W.dim() == 1
-    per_batch = (3 * W.shape[-1] + 4 * X.shape[1] * act_per_example(ctx)) * _itemsize(ctx)
+    per_batch = (3 * W.shape[-1] + 4 * X.shape[1] * act_per_example(ctx)) * itemsize(ctx)
     k = fit(ctx, per_batch)
     f = vmap(grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb)),
              in_dims=(None if shared else 0, 0, 0))
@@ -196,7 +201,7 @@ def expected_sharpness_value(ctx: MeasureContext, name: str, scale: torch.Tensor
     from ``ctx.generator(name)``; the perturbed losses batched with vmap."""
     w = flat_w(ctx)
     gen = ctx.generator(name)
-    k = fit(ctx, 4 * w.numel() * _itemsize(ctx))  # draws held at once
+    k = fit(ctx, 4 * w.numel() * itemsize(ctx))  # draws held at once
     total, done = 0.0, 0
     while done < draws:
         c = min(k, draws - done)
@@ -229,7 +234,7 @@ def expected_sharpness_mag(ctx):
 # -- adaptive worst-case sharpness (Andriushchenko et al. 2023) -------------------
 
 AS_RHO_LINF = knob("adaptive_rho_linf", 0.01, "ρ of adaptive_sharpness_linf: |v_i| ≤ ρ|w_i|")
-AS_RHO_L2 = knob("adaptive_rho_l2", 0.5, "ρ of adaptive_sharpness_l2: ‖v/|w|‖₂ ≤ ρ")
+AS_RHO_L2 = knob("adaptive_rho_l2", 0.2, "ρ of adaptive_sharpness_l2: ‖v/|w|‖₂ ≤ ρ")
 AS_STEPS = knob("adaptive_steps", 20, "projected gradient-ascent steps of adaptive sharpness")
 AS_BATCHES = knob("adaptive_batches", 4, "mini-batches averaged by adaptive sharpness")
 AS_BATCH = knob("adaptive_batch_size", 128, "mini-batch size of adaptive sharpness")

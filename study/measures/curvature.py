@@ -39,7 +39,7 @@ SLQ_STEPS = knob("slq_steps", 32, "least Lanczos steps of the SLQ density")
 LANCZOS_MAX = knob("lanczos_max_steps", 64, "most Lanczos steps (hessian_max_eig stops earlier "
                    "once the top Ritz value is within lanczos_tol)")
 LANCZOS_TOL = knob("lanczos_tol", 1e-3, "relative tolerance of hessian_max_eig (Ritz residual)")
-FISHER_N = knob("fisher_examples", 512,
+FISHER_N = knob("fisher_examples", 256,
                 "examples of the Fisher measures (a seeded subset; 0: the whole measure set)")
 GV_BATCH = knob("grad_var_batch_size", 128,
                 "mini-batch size of grad_variance when the training log gives none")
@@ -268,7 +268,7 @@ def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def fisher_gram(ctx: MeasureContext) -> np.ndarray:
-    """Gram matrix G_ij = g_i·g_j (float64) of the per-example gradients on the Fisher subset
+    """Gram matrix G_ij = g_i·g_j (returned as float64) of the per-example gradients on the Fisher subset
     (cached). Gradients come in blocks that fit the memory budget; with more than one
     block, the inner blocks are recomputed rather than stored."""
     def compute():
@@ -279,10 +279,10 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
         starts = list(range(0, n, c))
         G = torch.zeros(n, n, dtype=torch.float64, device=ctx.device)
         for bi, i in enumerate(starts):
-            gi = per_example_grads(ctx, x[i:i + c], y[i:i + c]).double()
+            gi = per_example_grads(ctx, x[i:i + c], y[i:i + c])
             for j in starts[:bi + 1]:
-                gj = gi if j == i else per_example_grads(ctx, x[j:j + c], y[j:j + c]).double()
-                blk = gi @ gj.T
+                gj = gi if j == i else per_example_grads(ctx, x[j:j + c], y[j:j + c])
+                blk = (gi @ gj.T).double()  # in the network's precision: n²·P is the cost
                 G[i:i + c, j:j + c] = blk
                 G[j:j + c, i:i + c] = blk.T
         return G.cpu().numpy()

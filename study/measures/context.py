@@ -94,6 +94,15 @@ class MeasureContext:
         """A CPU generator seeded from the run seed and ``name``."""
         return torch.Generator().manual_seed(stable_seed(self.seed, name))
 
+    def subset(self, size: int, name: str) -> torch.Tensor:
+        """Sorted indices of a seeded subset of ``size`` measure-set examples (all when
+        size ≤ 0 or ≥ n): the size knob of a costly measure."""
+        n = len(self.x)
+        if size <= 0 or size >= n:
+            return torch.arange(n, device=self.device)
+        idx = torch.randperm(n, generator=self.generator(name))[:size]
+        return idx.sort().values.to(self.device)
+
     def randn(self, gen: torch.Generator, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(self.device)
 

@@ -50,15 +50,6 @@ SHARE = 1e-3  # |λ| ≤ SHARE·λ_max is "near zero"; λ < −SHARE·λ_max is 
 # -- Hessian-vector products and Lanczos -------------------------------------------
 
 
-def subset(ctx: MeasureContext, size: int, name: str) -> torch.Tensor:
-    """Sorted indices of a seeded subset of ``size`` examples (all when size ≤ 0 or ≥ n)."""
-    n = len(ctx.x)
-    if size <= 0 or size >= n:
-        return torch.arange(n, device=ctx.device)
-    idx = torch.randperm(n, generator=ctx.generator(name))[:size]
-    return idx.sort().values.to(ctx.device)
-
-
 def make_hvp(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor
              ) -> Callable[[torch.Tensor], torch.Tensor]:
     """V (k × P) ↦ rows of ∇²L(w)·V, L the mean cross-entropy on (x, y) at the trained w.
@@ -179,7 +170,7 @@ def hessian_spectrum(ctx: MeasureContext) -> dict:
     ``hutchinson_probes`` Rademacher probes v (tr H ≈ mean vᵀHv, ‖H‖_F² ≈ mean ‖Hv‖²), and
     a Lanczos run on the first ``slq_probes`` of them for λ_max and the SLQ density."""
     def compute():
-        idx = subset(ctx, int(ctx.knob(H_EXAMPLES)), "hessian")
+        idx = ctx.subset(int(ctx.knob(H_EXAMPLES)), "hessian")
         hvp = make_hvp(ctx, ctx.x[idx], ctx.y[idx])
         w = flat_w(ctx)
         n_h, n_s = int(ctx.knob(H_PROBES)), int(ctx.knob(SLQ_PROBES))
@@ -272,7 +263,7 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
     (cached). Gradients come in blocks that fit the memory budget; with more than one
     block, the inner blocks are recomputed rather than stored."""
     def compute():
-        idx = subset(ctx, int(ctx.knob(FISHER_N)), "fisher")
+        idx = ctx.subset(int(ctx.knob(FISHER_N)), "fisher")
         x, y = ctx.x[idx], ctx.y[idx]
         n, P = len(idx), flat_w(ctx).numel()
         c = fit(ctx, (2 * P + 4 * act_per_example(ctx)) * itemsize(ctx))

@@ -124,12 +124,8 @@ def measure_batches(ctx: MeasureContext) -> list[tuple[torch.Tensor, torch.Tenso
     """The examples the searches use, in batches of ``eval_batch``: the measure set, or
     its seeded subset of ``flat_subset`` examples (generator ``flatness.subset``)."""
     def compute():
-        x, y = ctx.x, ctx.y
-        k = int(ctx.knob(SUBSET))
-        if 0 < k < len(x):
-            idx = torch.randperm(len(x), generator=ctx.generator("flatness.subset"))[:k]
-            idx = idx.to(ctx.device)
-            x, y = x[idx], y[idx]
+        idx = ctx.subset(int(ctx.knob(SUBSET)), "flatness.subset")
+        x, y = ctx.x[idx], ctx.y[idx]
         b = int(ctx.knob("eval_batch"))
         return [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
     return ctx.cached("flatness.batches", compute)

@@ -150,18 +150,22 @@ def minibatch_index(ctx: MeasureContext, gen: torch.Generator, batch_size: int,
 # -- Keskar et al. 2017 -----------------------------------------------------------
 
 KESKAR_ITERS = knob("keskar_maxiter", 10, "L-BFGS-B iterations of Keskar's sharpness")
+KESKAR_N = knob("keskar_examples", 512,
+                "examples of Keskar's sharpness (a seeded subset; 0: the whole measure set)")
 
 
 def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
-    """ζ(w; ε) = 100 (max_{|v_i| ≤ ε(|w_i|+1)} L(w+v) − L(w)) / (1 + L(w)); the maximum by
-    scipy's L-BFGS-B (box bounds, ``maxiter`` iterations, start v = 0, float64 on the
+    """ζ(w; ε) = 100 (max_{|v_i| ≤ ε(|w_i|+1)} L(w+v) − L(w)) / (1 + L(w)), L on a seeded
+    subset of ``keskar_examples`` examples; the maximum by scipy's L-BFGS-B (box bounds, ``maxiter`` iterations, start v = 0, float64 on the
     scipy side, gradient by autograd)."""
     w = flat_w(ctx)
+    idx = ctx.subset(int(ctx.knob(KESKAR_N)), "keskar")
+    x, y = ctx.x[idx], ctx.y[idx]
     bound = (eps * (w.abs() + 1)).double().cpu().numpy()
     seen = {}
 
     def neg_loss(v: np.ndarray):
-        L, g = loss_and_grad(ctx, w + torch.as_tensor(v, dtype=w.dtype, device=w.device))
+        L, g = loss_and_grad(ctx, w + torch.as_tensor(v, dtype=w.dtype, device=w.device), x, y)
         seen.setdefault("L0", float(L))
         return -float(L), -g.double().cpu().numpy()
 
@@ -172,14 +176,14 @@ def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
 
 
 @register("keskar_sharpness_1e-3", "curvature", cite="Keskar et al. 2017",
-          knobs=(KESKAR_ITERS,))
+          knobs=(KESKAR_ITERS, KESKAR_N))
 def keskar_sharpness_1e3(ctx):
     """Keskar's ζ(w; 1e-3) by L-BFGS-B in the box |v_i| ≤ 1e-3(|w_i|+1) (Keskar et al. 2017)."""
     return keskar(ctx, 1e-3, ctx.knob(KESKAR_ITERS))
 
 
 @register("keskar_sharpness_5e-4", "curvature", cite="Keskar et al. 2017",
-          knobs=(KESKAR_ITERS,))
+          knobs=(KESKAR_ITERS, KESKAR_N))
 def keskar_sharpness_5e4(ctx):
     """Keskar's ζ(w; 5e-4) by L-BFGS-B in the box |v_i| ≤ 5e-4(|w_i|+1) (Keskar et al. 2017)."""
     return keskar(ctx, 5e-4, ctx.knob(KESKAR_ITERS))

@@ -16,8 +16,10 @@ import numpy as np
 import polars as pl
 from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 HESSIAN_PREFIX = "artifact.hessian_density"
 LANDSCAPE_PREFIX = "artifact.filter_"
@@ -40,7 +42,7 @@ _STYLE = {
 }
 
 # tokens that mark a list column as the x-grid of its sibling columns
-_GRID_TOKENS = {"grid", "t", "ts", "x", "radii", "radius", "alphas", "lambdas"}
+_GRID_TOKENS = {"grid", "t", "ts", "x", "nodes", "radii", "radius", "alphas", "lambdas"}
 
 
 @contextmanager
@@ -102,8 +104,6 @@ def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str
     axes = varying_axes(df) if axes is None else axes
     if df.height == 0 or outcome not in df.columns:
         return _empty(f"no runs with a '{outcome}' to show")
-    if not axes:
-        axes = []
     with _style():
         n = max(len(axes), 1)
         rows, cols = _grid_shape(n, 4)
@@ -158,12 +158,12 @@ def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt:
     if data.shape[0] <= 60:
         for (i, j), v in np.ndenumerate(data):
             if not np.isfinite(v):
-                ax.text(j, i, "–", ha="center", va="center", color="#999", fontsize=7)
+                ax.text(j, i, "–", ha="center", va="center", color="#999", fontsize=7, in_layout=False)
                 continue
             r, g, b, _ = cm(norm(v))
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
             ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "#222")
+                    color="white" if dark else "#222", in_layout=False)
     return im
 
 
@@ -251,21 +251,17 @@ def _measure_col(df: pl.DataFrame, measure: str) -> str:
 
 
 def colour_axis(df: pl.DataFrame, outcome: str = "gap") -> str | None:
-    """The varying axis whose values explain the largest share of the gap's variance."""
-    best, best_r2 = None, -1.0
-    y_all = df[outcome].cast(pl.Float64)
-    total = float(np.nanvar(y_all.to_numpy())) if df.height else 0.0
-    if total <= 0:
-        return (varying_axes(df) or [None])[0]
-    for axis in varying_axes(df):
-        g = (df.select(pl.col(axis), pl.col(outcome).cast(pl.Float64))
-               .filter(pl.col(outcome).is_finite())
-               .group_by(axis).agg(pl.col(outcome).mean().alias("m"), pl.len().alias("n")))
-        mean = float(np.nanmean(y_all.to_numpy()))
-        between = float((g["n"].to_numpy() * (g["m"].to_numpy() - mean) ** 2).sum()) / df.height
-        if between / total > best_r2:
-            best, best_r2 = axis, between / total
-    return best
+    """The varying axis whose values explain the largest share of the variance of ``outcome``."""
+    axes = varying_axes(df)
+    d = df.filter(pl.col(outcome).cast(pl.Float64).is_finite())
+    y = d[outcome].cast(pl.Float64).to_numpy()
+    if y.size < 2 or y.var() <= 0:
+        return axes[0] if axes else None
+    share = {}
+    for axis in axes:
+        g = d.group_by(axis).agg(pl.col(outcome).cast(pl.Float64).mean().alias("m"), pl.len().alias("n"))
+        share[axis] = float((g["n"].to_numpy() * (g["m"].to_numpy() - y.mean()) ** 2).sum()) / (y.size * y.var())
+    return max(axes, key=share.get) if axes else None
 
 
 def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame | None = None,
@@ -324,7 +320,6 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
             if k % cols == 0:
                 ax.set_ylabel(outcome)
         if colour_by and handles:
-            from matplotlib.lines import Line2D
             items = [Line2D([], [], marker="o", ls="", color=col, label=_fmt(v))
                      for v, col in list(handles.items())[:12]]
             fig.legend(handles=items, title=short_name(colour_by), loc="outside lower center",
@@ -339,10 +334,19 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
 
 @dataclass(frozen=True)
 class Series:
-    """A list column to draw, with the list column that holds its x-grid (or None)."""
+    """A list column to draw, and the list column that holds its x values (or None).
+
+    With x values named ``…nodes`` the pair is a discrete spectral measure
+    (Gauss-quadrature nodes and weights, as stochastic Lanczos quadrature
+    gives); otherwise the values are a curve over the x grid.
+    """
 
     values: str
     grid: str | None
+
+    @property
+    def spectral(self) -> bool:
+        return self.grid is not None and _tokens(self.grid)[-1].lower() == "nodes"
 
 
 def _tokens(name: str) -> list[str]:
@@ -350,12 +354,12 @@ def _tokens(name: str) -> list[str]:
 
 
 def artifact_series(df: pl.DataFrame, prefix: str) -> list[Series]:
-    """Pair the list columns starting with ``prefix`` into (values, x-grid) series.
+    """Pair the list columns starting with ``prefix`` into (values, x) series.
 
-    A column whose last name token is a grid word (``grid``, ``t``, ``x``,
-    ``radii`` …) is the x-grid of the other columns; each value column takes
-    the grid column sharing the longest name prefix with it. Without a grid
-    the curves are drawn against their index.
+    A column whose last name token is an x word (``grid``, ``t``, ``x``,
+    ``nodes``, ``radii`` …) holds the x values of the other columns; each
+    value column takes the x column sharing the longest name prefix with it.
+    Without one, the values are drawn against their index.
     """
     cols = [c for c in df.columns if c.startswith(prefix)
             and isinstance(df.schema[c], (pl.List, pl.Array))
@@ -365,11 +369,7 @@ def artifact_series(df: pl.DataFrame, prefix: str) -> list[Series]:
     for c in cols:
         if c in grids:
             continue
-        best, best_len = None, -1
-        for g in grids:
-            common = len(_common_prefix(c, g))
-            if common > best_len:
-                best, best_len = g, common
+        best = max(grids, key=lambda g: len(_common_prefix(c, g)), default=None)
         out.append(Series(c, best))
     return out
 
@@ -382,7 +382,7 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def _curves(values, grid) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One row's curves: ``values`` reshaped into K curves when it is K grids long."""
+    """One row's curves: ``values`` split into K curves when it is K grids long (row-major)."""
     v = np.asarray(values, dtype=float)
     if grid is not None:
         g = np.asarray(grid, dtype=float)
@@ -393,68 +393,140 @@ def _curves(values, grid) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.arange(v.size, dtype=float), v)]
 
 
-def _curve_figure(df: pl.DataFrame, series: list[Series], *, xlabel: str, ylabel: str, title: str,
-                  outcome: str, max_runs: int, log_y: str) -> Figure:
+def broadened_density(nodes, weights, grid: np.ndarray, sigma: float) -> np.ndarray:
+    """Σ_i w_i · N(λ; θ_i, σ²) on ``grid``: a spectral measure smoothed for plotting (Ghorbani et al. 2019)."""
+    th = np.asarray(nodes, dtype=float)[:, None]
+    w = np.asarray(weights, dtype=float)[:, None]
+    ok = np.isfinite(th[:, 0]) & np.isfinite(w[:, 0])
+    z = (grid[None, :] - th[ok]) / sigma
+    return (w[ok] * np.exp(-0.5 * z ** 2)).sum(axis=0) / (sigma * math.sqrt(2 * math.pi))
+
+
+@dataclass
+class _Panel:
+    title: str
+    xlabel: str
+    ylabel: str
+    curves: dict[int, list[tuple[np.ndarray, np.ndarray]]]  # run index → its curves
+    log_y: bool = False
+
+
+def _subsample(df: pl.DataFrame, cols: list[str], max_runs: int) -> list[int]:
+    """Rows holding every list in ``cols``; an even, deterministic subsample of at most ``max_runs``."""
+    ok = np.ones(df.height, dtype=bool)
+    for c in cols:
+        ok &= np.array([v is not None and len(v) > 0 for v in df[c].to_list()], dtype=bool)
+    idx = np.flatnonzero(ok).tolist()
+    if len(idx) > max_runs:
+        idx = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, max_runs)]
+    return idx
+
+
+def _spectral_panels(df: pl.DataFrame, s: Series, idx: list[int]) -> list[_Panel]:
+    nodes, weights = df[s.grid].to_list(), df[s.values].to_list()
+    th = [np.asarray(nodes[i], dtype=float) for i in idx]
+    finite = np.concatenate([t[np.isfinite(t)] for t in th]) if th else np.array([])
+    if finite.size == 0:
+        return []
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 1e-12)
+    grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 400)
+    absolute = {i: [(grid, broadened_density(nodes[i], weights[i], grid, 0.015 * span))] for i in idx}
+    rel_grid = np.linspace(-1.05, 1.05, 400)
+    relative = {}
+    for i, t in zip(idx, th):
+        scale = float(np.nanmax(np.abs(t))) if np.isfinite(t).any() else 0.0
+        if scale > 0:
+            relative[i] = [(rel_grid, broadened_density(t / scale, weights[i], rel_grid, 0.015 * 2.1))]
+    name = short_name(s.values)
+    return [_Panel(f"{name}: λ", "eigenvalue λ", "density", absolute, True),
+            _Panel(f"{name}: λ / max|λ| per run", "λ / max|λ|", "density", relative, True)]
+
+
+def _curve_panel(df: pl.DataFrame, s: Series, idx: list[int], ylabel: str, xlabel: str) -> _Panel:
+    vals = df[s.values].to_list()
+    grids = df[s.grid].to_list() if s.grid else [None] * df.height
+    curves, k = {}, 1
+    for i in idx:
+        cs = _curves(vals[i], grids[i])
+        k = max(k, len(cs))
+        if len(cs) > 1:  # K directions on one grid: draw their mean
+            x = cs[0][0]
+            curves[i] = [(x, np.nanmean(np.vstack([c[1] for c in cs]), axis=0))]
+        else:
+            curves[i] = cs
+    title = short_name(s.values) + (f" (mean over {k} directions)" if k > 1 else "")
+    return _Panel(title, f"{xlabel} ({short_name(s.grid)})" if s.grid else "index in the stored list",
+                  ylabel, curves)
+
+
+def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome: str) -> Figure:
     with _style():
-        rows, cols = _grid_shape(len(series), 2)
-        fig = _figure(4.6 * cols + 0.8, 3.0 * rows + 0.3)
-        panels = fig.subplots(rows, cols, squeeze=False).ravel()
-        for ax in panels[len(series):]:
+        rows, cols = _grid_shape(len(panels), 2)
+        fig = _figure(4.6 * cols + 0.8, 3.0 * rows + 0.4)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax in axes[len(panels):]:
             ax.set_visible(False)
-        gap = df[outcome].cast(pl.Float64).to_numpy() if outcome in df.columns else np.zeros(df.height)
+        gap = (df[outcome].cast(pl.Float64).to_numpy() if outcome in df.columns
+               else np.full(df.height, np.nan))
         fin = gap[np.isfinite(gap)]
         norm = Normalize(float(fin.min()) if fin.size else 0.0,
-                         float(fin.max()) if fin.size and fin.max() > fin.min() else 1.0)
+                         float(fin.max()) if fin.size and fin.max() > fin.min() else
+                         (float(fin.min()) + 1.0 if fin.size else 1.0))
         cmap = colormaps["viridis"]
-        for ax, s in zip(panels, series):
-            vals = df[s.values].to_list()
-            grids = df[s.grid].to_list() if s.grid else [None] * df.height
-            idx = [i for i, v in enumerate(vals) if v is not None and len(v)]
-            if len(idx) > max_runs:  # an even, deterministic subsample
-                idx = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, max_runs)]
-            positive = True
-            for i in idx:
+        for ax, p in zip(axes, panels):
+            top = 0.0
+            for i, cs in p.curves.items():
                 colour = cmap(norm(gap[i])) if np.isfinite(gap[i]) else "#999"
-                for x, yv in _curves(vals[i], grids[i]):
-                    ax.plot(x, yv, color=colour, lw=0.9, alpha=0.7)
-                    positive &= bool(np.all(yv[np.isfinite(yv)] > 0))
-            if log_y == "auto" and positive and idx:
+                for x, y in cs:
+                    ax.plot(x, y, color=colour, lw=0.9, alpha=0.75)
+                    if np.isfinite(y).any():
+                        top = max(top, float(np.nanmax(y)))
+            if p.log_y and top > 0:
                 ax.set_yscale("log")
-            ax.set_title(f"{short_name(s.values)}  ({len(idx)} of {df.height} runs)", fontsize=9)
-            ax.set_xlabel(f"{xlabel}  ({short_name(s.grid)})" if s.grid else "index in the stored list")
-            ax.set_ylabel(ylabel)
-        fig.colorbar(_scalar_mappable(norm, cmap), ax=list(panels[:len(series)]),
+                ax.set_ylim(top * 1e-5, top * 2)
+            ax.set_title(f"{p.title}\n{len(p.curves)} of {df.height} runs", fontsize=9)
+            ax.set_xlabel(p.xlabel)
+            ax.set_ylabel(p.ylabel)
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:len(panels)]),
                      shrink=0.8, label=outcome)
         fig.suptitle(title)
     return fig
 
 
-def _scalar_mappable(norm, cmap):
-    from matplotlib.cm import ScalarMappable
-    return ScalarMappable(norm=norm, cmap=cmap)
-
-
 def hessian_spectra(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
-    """Hessian eigenvalue densities (``artifact.hessian_density*`` list columns), coloured by gap.
+    """Hessian eigenvalue densities (``artifact.hessian_density*`` list columns), one curve per run coloured by gap.
 
-    Returns None when the runs stored no density.
+    Node/weight pairs (stochastic Lanczos quadrature) are smoothed with a
+    Gaussian of width 1.5 % of the plotted range and drawn twice: against λ,
+    and against λ scaled by each run's largest |λ|. Other lists are drawn as
+    curves over their grid. Returns None when the runs stored no density.
     """
-    series = artifact_series(df, HESSIAN_PREFIX)
-    if not series:
+    panels = []
+    for s in artifact_series(df, HESSIAN_PREFIX):
+        idx = _subsample(df, [s.values] + ([s.grid] if s.grid else []), max_runs)
+        if s.spectral:
+            panels += _spectral_panels(df, s, idx)
+        else:
+            p = _curve_panel(df, s, idx, "density", "eigenvalue λ")
+            p.log_y = True
+            panels.append(p)
+    if not panels:
         return None
-    return _curve_figure(df, series, xlabel="eigenvalue λ", ylabel="density", title="Hessian eigenvalue density "
-                         "(stochastic Lanczos quadrature)", outcome=outcome,
-                         max_runs=max_runs, log_y="auto")
+    return _draw_panels(df, panels, title="Hessian eigenvalue density (stochastic Lanczos quadrature)",
+                        outcome=outcome)
 
 
 def landscape_curves(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
-    """Loss along filter-normalised directions, L(w + t·δ) (``artifact.filter_*``), coloured by gap.
+    """Training loss along random filter-normalised directions, L(w + t·δ) (``artifact.filter_*``).
 
-    Returns None when the runs stored no curve.
+    One curve per run, coloured by gap; where a run stored K directions on
+    one grid, their mean. Returns None when the runs stored no curve.
     """
-    series = artifact_series(df, LANDSCAPE_PREFIX)
-    if not series:
+    panels = [_curve_panel(df, s, _subsample(df, [s.values] + ([s.grid] if s.grid else []), max_runs),
+                           "training loss", "step t along δ")
+              for s in artifact_series(df, LANDSCAPE_PREFIX)]
+    if not panels:
         return None
-    return _curve_figure(df, series, xlabel="step t along δ", ylabel="training loss", title="Loss along random "
-                         "filter-normalised directions", outcome=outcome,
-                         max_runs=max_runs, log_y="none")
+    return _draw_panels(df, panels, title="Loss along random filter-normalised directions (Li et al. 2018)",
+                        outcome=outcome)

@@ -18,6 +18,8 @@ import polars as pl
 from matplotlib import colormaps
 
 from analysis import figures
+from analysis.load import RunsError, load_runs, population
+from analysis.table import rank_table
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
@@ -92,6 +94,18 @@ def _kv(rows: list[tuple[str, str]]) -> str:
         f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
+def _total(df: pl.DataFrame, cols: list[str]) -> float:
+    return float(sum(df[c].cast(pl.Float64).fill_nan(None).sum() or 0.0 for c in cols))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _share(n: int, total: int) -> str:
     return f"{n} ({100 * n / total:.0f} %)" if total else str(n)
 
@@ -121,11 +135,11 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
         rows.append(("seeds", str(runs["seed"].n_unique())))
     n_measures = sum(c.startswith("measure.") for c in runs.columns)
     rows.append(("measures", str(n_measures)))
-    secs = [c for c in runs.columns if c.startswith("seconds.")]
     if "train_seconds" in runs.columns:
-        t = float(runs["train_seconds"].cast(pl.Float64).fill_nan(None).sum() or 0.0)
-        m = float(sum(runs[c].cast(pl.Float64).fill_nan(None).sum() or 0.0 for c in secs))
-        rows.append(("compute", f"{t / 3600:.2f} h training, {m / 3600:.2f} h measures"))
+        train = _total(runs, ["train_seconds"])
+        measured = _total(runs, ["measure_seconds"] if "measure_seconds" in runs.columns
+                          else [c for c in runs.columns if c.startswith("seconds.")])
+        rows.append(("compute", f"{_duration(train)} training, {_duration(measured)} measures"))
     if pop.height and "gap" in pop.columns:
         g = pop["gap"].cast(pl.Float64).drop_nans().drop_nulls().to_numpy()
         if g.size:
@@ -202,7 +216,7 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
     key = f"-{ds}" if ds is not None else ""
     out = {}
     out["gap"] = _png(figures.gap_by_axis(pop), f"gap{key}",
-                      f"The generalization gap (train − test accuracy) per value of each axis{tag}: "
+                      f"The generalization gap (train − test accuracy) of the analysed runs per value of each axis{tag}: "
                       "boxes show quartiles, dots are runs.")
     if table is None:
         msg = f'<p class="err">No ranking{tag}: {_esc(error)}</p>'
@@ -224,10 +238,12 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
 def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
     if kind == "hessian":
         fig, prefix, what = figures.hessian_spectra(pop), figures.HESSIAN_PREFIX, "Hessian spectral density"
-        cap = "Hessian eigenvalue density per run, coloured by the run's gap."
+        cap = ("Hessian eigenvalue density per run (stochastic Lanczos quadrature, smoothed), coloured by the "
+               "run's gap; logarithmic density axis.")
     else:
         fig, prefix, what = figures.landscape_curves(pop), figures.LANDSCAPE_PREFIX, "loss-landscape curve"
-        cap = "Training loss along random filter-normalised directions, per run, coloured by the run's gap."
+        cap = ("Training loss along random filter-normalised directions δ, L(w + t·δ), one curve per run "
+               "coloured by the run's gap.")
     if fig is None:
         return (f'<p class="note">The analysed runs stored no {what} '
                 f"(no list column starting with <code>{_esc(prefix)}</code>).</p>")
@@ -238,18 +254,16 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
 
 
 def write_report(source, out_path, *, include_unconverged: bool = False, top: int = 6,
-                 **rank_options) -> Path:
+                 on_corrupt: str = "error", **rank_options) -> Path:
     """Write the HTML report of the runs at ``source`` to ``out_path``; return the path.
 
-    ``source``: a runs folder, a consolidated Parquet file or a URI (as
-    ``analysis.load.load_runs``). ``top``: how many leading measures to plot
-    against the gap. ``rank_options`` go to ``analysis.table.rank_table``.
+    ``source``: a runs folder, a study folder, a consolidated Parquet file or
+    a URI (as ``analysis.load.load_runs``, which also takes ``on_corrupt``).
+    ``top``: how many leading measures to plot against the gap.
+    ``rank_options`` go to ``analysis.table.rank_table``.
     """
-    from analysis.load import load_runs, population
-    from analysis.table import rank_table
-
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
-    runs = load_runs(source, include_unconverged=True, include_failed=True)
+    runs = load_runs(source, include_unconverged=True, include_failed=True, on_corrupt=on_corrupt)
     pop = population(runs, include_unconverged=include_unconverged)
     datasets = sorted(pop["dataset"].drop_nulls().unique().to_list()) if "dataset" in pop.columns else []
     table, error = None, None
@@ -259,7 +273,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     else:
         try:
             table = rank_table(pop, include_unconverged=include_unconverged, **rank_options)
-        except (ValueError, KeyError) as e:
+        except RunsError as e:  # input that cannot be ranked: say why on the page
             error = f"the ranking failed: {e}"
     names = table["dataset"].unique(maintain_order=True).to_list() if table is not None else datasets
     multi = len(names) > 1

@@ -23,6 +23,7 @@ def synthetic_folder(tmp_path_factory) -> Path:
 def execute(path: Path, runs: Path, monkeypatch) -> nbformat.NotebookNode:
     """Run the notebook in a fresh python3 kernel (this interpreter), from the repository root."""
     monkeypatch.setenv("RUNS", str(runs))
+    monkeypatch.setenv("N_BOOT", "20")  # a short bootstrap keeps the test fast
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=180, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()  # raises on a cell error

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from analysis import figures
-from analysis.load import load_runs, population
+from analysis.load import RunsError, load_runs, population
+from analysis import report as report_module
 from analysis.report import write_report
 from analysis.synthetic import synthetic_runs
 from analysis.table import rank_table
@@ -213,7 +214,7 @@ def test_report_shows_the_counts_and_the_rank_table(report, runs_folder):
     n_pop = df.filter((pl.col("status") == "ok") & pl.col("converged")).height
     assert f"<td>enter the analysis</td><td>{n_pop} (" in text
 
-    table = rank_table(population(load_runs(folder)), **RANK)
+    table = rank_table(population(load_runs(str(folder))), **RANK)
     rows = Page(report.read_text(encoding="utf-8")).rank_rows[1:]  # the first row holds the headers
     shown = {r[0]: r for r in rows}
     assert set(shown) == {m.removeprefix("measure.") for m in table["measure"]}
@@ -254,17 +255,33 @@ def test_report_says_what_is_missing(tmp_path):
     assert {im["data-fig"] for im in Page(text).images} == {"gap"}
 
 
-def test_report_per_dataset(tmp_path):
+def test_report_per_dataset(tmp_path, monkeypatch):
+    """Two datasets: a section of each figure per dataset, one table row per measure and dataset."""
+    # the page's structure is under test here, not the pixels: skip the slow PNG encoding
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
     a = study_frame(artifacts=False, seed=1)
     b = study_frame(artifacts=False, seed=2).with_columns(
         dataset=pl.lit("other"), run_id=pl.col("run_id") + "b")
     out = write_report(write_runs_folder(pl.concat([a, b]), tmp_path / "runs"), tmp_path / "r.html",
-                       top=2, **RANK)
+                       top=2, n_boot=0)
     page = Page(out.read_text(encoding="utf-8"))
     figs = {im["data-fig"] for im in page.images}
     assert figs == {f"{f}-{d}" for f in ("gap", "psi", "cmi", "scatter") for d in ("synthetic", "other")}
-    # one table row per measure and dataset
     assert len(page.rank_rows) == 2 * (1 + sum(c.startswith("measure.") for c in a.columns))
+
+
+def test_report_skips_unreadable_run_files_only_when_asked(runs_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    df, folder = runs_folder
+    runs = tmp_path / "runs"
+    shutil.copytree(folder, runs)
+    (runs / "broken.parquet").write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(RunsError, match="broken.parquet"):
+        write_report(runs, tmp_path / "r.html", n_boot=0)
+    assert not (tmp_path / "r.html").exists()
+    with pytest.warns(UserWarning, match="broken.parquet"):
+        out = write_report(runs, tmp_path / "r.html", n_boot=0, on_corrupt="skip")
+    assert f"<td>runs stored</td><td>{df.height}</td>" in out.read_text(encoding="utf-8")
 
 
 def test_a_failed_write_keeps_the_old_report(runs_folder, tmp_path, monkeypatch):
@@ -274,9 +291,9 @@ def test_a_failed_write_keeps_the_old_report(runs_folder, tmp_path, monkeypatch)
     def broken(*a, **k):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(figures, "measure_scatter", broken)
+    monkeypatch.setattr(figures, "gap_by_axis", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
-        write_report(runs_folder[1], out, **RANK)
+        write_report(runs_folder[1], out, n_boot=0)
     assert out.read_text() == "old report" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
 
 
@@ -298,6 +315,26 @@ def test_artifact_series_pairs_values_with_their_grid():
     assert [c[1].tolist() for c in curves] == [[1.0, 2.0], [3.0, 4.0]]
     assert figures._curves([5.0, 6.0, 7.0], [0.0, 1.0])[0][0].tolist() == [0.0, 1.0, 2.0]
     assert figures.hessian_spectra(df.drop("artifact.hessian_density")) is None
+
+
+def test_broadened_density_is_the_smoothed_spectral_measure():
+    nodes, weights, sigma = [-1.0, 0.0, 2.5], [0.2, 0.5, 0.3], 0.1
+    grid = np.linspace(-5.0, 8.0, 8001)
+    d = figures.broadened_density(nodes, weights, grid, sigma)
+    assert np.trapezoid(d, grid) == pytest.approx(1.0, abs=1e-6)  # the weights' total mass
+    at = figures.broadened_density(nodes, weights, np.array([0.0, 2.5]), sigma)
+    gauss = lambda x, m: np.exp(-0.5 * ((x - m) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    assert at[0] == pytest.approx(sum(w * gauss(0.0, m) for m, w in zip(nodes, weights)))
+    assert at[1] == pytest.approx(0.3 * gauss(2.5, 2.5), rel=1e-6)
+
+
+def test_scatter_colours_by_the_axis_that_moves_the_gap():
+    a = np.tile([0, 1], 9)
+    b = np.repeat([0, 1, 2], 6)
+    df = pl.DataFrame({"hp.a": a, "hp.b": b, "hp.c": np.zeros(18, dtype=int),
+                       "gap": 0.1 * b + 0.01 * a + np.linspace(0, 0.001, 18)})
+    assert figures.colour_axis(df) == "hp.b"
+    assert figures.colour_axis(df.with_columns(gap=0.1 * pl.col("hp.a"))) == "hp.a"
 
 
 def test_leading_measures_by_cmi_then_tau():

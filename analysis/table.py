@@ -14,6 +14,9 @@ bootstrap percentile intervals (level ``ci``); with ``n_boot = 0`` they are
 null. ``cmi_k<j>`` is null for ``j > max_cond``. Statistics that are not
 defined (fewer than two runs, no environment kept) are NaN.
 
+Runs are taken in ``run_id`` order, so the table (bootstrap included) does
+not depend on the order in which files were listed.
+
 Sorted by dataset, then by ``cmi`` descending (the measure that keeps the
 most information about the gap once the hyperparameters are controlled for
 comes first; NaN last), then by ``|tau|`` descending, then by name.
@@ -113,22 +116,28 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
     cols["cmi_set"] = ["+".join(names[k] for k in s) if s is not None else None for s in cmi_sets]
     for j in range(max(2, max_cond) + 1):
         cols[f"cmi_k{j}"] = cmi_res.min_over_size(j) if j <= max_cond else [None] * M
-    nan = np.full(M, np.nan)
-    overall = np.array(rob.overall, dtype=np.float64).reshape(M, 4) if rob else np.column_stack([nan] * 3 + [np.zeros(M)])
-    cols["robust_max"] = overall[:, 2]
-    cols["robust_mean"] = overall[:, 0]
-    cols["robust_p90"] = overall[:, 1]
-    cols["robust_envs"] = overall[:, 3].astype(np.int64)
-    per = (np.array(rob.per_axis, dtype=np.float64).reshape(M, K, 4) if rob
-           else np.concatenate([np.full((M, K, 3), np.nan), np.zeros((M, K, 1))], axis=2))
-    for idx, stat in ((2, "max"), (0, "mean"), (1, "p90"), (3, "envs")):
+    # robust summaries: (mean, p90, max, kept) overall and per axis; NaN/0 when not computed
+    overall = np.full((M, 4), np.nan)
+    per = np.full((M, K, 4), np.nan)
+    overall[:, 3], per[:, :, 3] = 0, 0
+    if rob is not None:
+        overall[:] = np.array(rob.overall, dtype=np.float64).reshape(M, 4)
+        per[:] = np.array(rob.per_axis, dtype=np.float64).reshape(M, K, 4)
+    summary = ((2, "max"), (0, "mean"), (1, "p90"), (3, "envs"))
+    for idx, stat in summary:
+        cols[f"robust_{stat}"] = overall[:, idx]
+    for idx, stat in summary:
         for k, a in enumerate(names):
-            v = per[:, k, idx]
-            cols[f"robust_{stat}_{a}"] = v.astype(np.int64) if stat == "envs" else v
-    schema = {c: (pl.Float64 if c not in ("dataset", "measure", "cmi_set", "n_models") and not c.startswith("robust_envs")
-                  else None) for c in cols}
-    df = pl.DataFrame({c: pl.Series(c, v, dtype=schema[c]) for c, v in cols.items()})
-    return df
+            cols[f"robust_{stat}_{a}"] = per[:, k, idx]
+    ints = {"n_models"} | {c for c in cols if c.startswith("robust_envs")}
+    strings = {"dataset", "measure", "cmi_set"}
+    series = []
+    for c, v in cols.items():
+        if c in ints:
+            series.append(pl.Series(c, np.asarray(v).astype(np.int64)))
+        else:
+            series.append(pl.Series(c, v, dtype=pl.String if c in strings else pl.Float64))
+    return pl.DataFrame(series)
 
 
 def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_failed: bool = False,
@@ -161,6 +170,8 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
     measures = measure_columns(pop)
     if not measures:
         raise RunsError("the runs table has no measure.* columns")
+    if "run_id" in pop.columns:  # a canonical order: the bootstrap resamples by position
+        pop = pop.sort("run_id", nulls_last=True, maintain_order=True)
     finite = pop["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).is_finite()
     if not finite.all():
         warnings.warn(f"{int((~finite).sum())} run(s) with a missing or non-finite gap are left out", stacklevel=2)

@@ -50,12 +50,22 @@ def axis_codes(axes: np.ndarray, n: int) -> np.ndarray:
 
 
 def row_codes(cols: np.ndarray) -> np.ndarray:
-    """One integer id per distinct row of an integer matrix ``(n, E)`` (0 columns → all 0)."""
+    """Dense ids 0..k-1 of the distinct rows of a non-negative integer matrix ``(n, E)`` (no columns → all 0).
+
+    Rows are numbered in lexicographic order.
+    """
     cols = np.asarray(cols)
     if cols.ndim == 1:
         cols = cols[:, None]
-    if cols.shape[1] == 0:
-        return np.zeros(cols.shape[0], dtype=np.int64)
+    n, E = cols.shape
+    if E == 0 or n == 0:
+        return np.zeros(n, dtype=np.int64)
+    radix = cols.max(axis=0).astype(np.float64) + 1
+    if cols.min() >= 0 and np.prod(radix) < 2.0**62:
+        mixed = np.zeros(n, dtype=np.int64)
+        for k in range(E):
+            mixed = mixed * int(radix[k]) + cols[:, k].astype(np.int64)
+        return np.unique(mixed, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return np.unique(cols, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 

@@ -10,15 +10,20 @@ Method. Group ``a`` of ``S`` is one value of ``θ_S``; ``u = (a, b)``. Per
 ordered group pair the four cells follow from three counts,
 ``D[a,b] = #{i∈a, j∈b: g_i > g_j, μ_i > μ_j}``, ``G[a,b] = #{… g_i > g_j}``,
 ``Mu[a,b] = #{… μ_i > μ_j}``, and the pair count ``N_u = n_a n_b − [a=b] n_a``.
-``D`` is a 2-D dominance count: sweep the runs in increasing ``g`` (ties in
-``g`` queried before any of them is inserted), keep a Fenwick tree over the
-ranks of ``μ`` whose nodes hold, for every conditioning set at once, the
-count of inserted runs per group; each run queries the prefix below its
-``μ`` (one vector of all groups of all sets) and adds it to its own group's
-row. ``G`` and ``Mu`` are running counts along the ``g`` and ``μ`` orders. All
-conditioning sets share one sweep: ``O(n log n · F)`` per measure for ``F``
-groups in all (211 for 7 axes of 3 values up to ``|S| = 2``); pairs are
-never materialised. Measures run in parallel (numba).
+
+``D`` is a 2-D dominance count. The runs are swept in increasing ``g`` (a
+block of tied ``g`` is queried before any of it is inserted). The ``μ`` order
+is cut into buckets of about ``BUCKET`` runs (tie groups whole); a Fenwick
+tree over the buckets holds, in each node, the count of inserted runs per
+group of every conditioning set at once (a vector of ``F`` counts, ``F = 211``
+for 7 axes of 3 values up to ``|S| = 2``). A run adds the prefix below its
+bucket and, from the runs already inserted in its own bucket, those with a
+smaller ``μ``. The sum goes to the run's row of an accumulator indexed by
+its values on the chunk's axes, folded into the ``D`` tables at the end (or,
+when there are nearly as many such keys as runs, straight into the tables).
+``G`` and ``Mu`` are running counts along the ``g`` and ``μ`` orders. All
+conditioning sets share one sweep: ``O(n log n · F)`` per measure; pairs
+are never materialised. Measures are split over threads.
 
 Integer run weights (bootstrap multiplicities) are supported: a run of
 weight ``c`` is ``c`` copies, which pair with each other as ties.
@@ -32,11 +37,13 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from ._parallel import run_ranges
 from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 
 TREE_BYTES = 128 * 2**20  # Fenwick tree budget per thread; sets are split into chunks to fit
 ACC_BYTES = 64 * 2**20  # accumulator budget per thread
-BUCKET = 16  # runs per bucket of μ order: the Fenwick tree holds one row per bucket
+BUCKET = 16  # runs per bucket of the μ order (the Fenwick tree has one node per bucket)
+DIRECT_RATIO = 4  # accumulate per key only when there are more than this many runs per key
 
 
 @nb.njit(cache=True, nogil=True)
@@ -95,26 +102,36 @@ def _buckets(mr, order, K, bucket, bk, bstart, pure):
     return B
 
 
-@nb.njit(parallel=True, cache=True)
-def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c, bucket):
-    """Per measure: D, G, Mu (flattened per-set group-pair tables) and the group weights.
+@nb.njit(cache=True, nogil=True)
+def _scatter(vec, w, ft, goff, gsz, doff, out):
+    """out[doff_s + a_s·G_s + b] += w · vec[goff_s + b] for every set s, a_s the run's group in s."""
+    for s in range(ft.shape[0]):
+        G = gsz[s]
+        fo = goff[s]
+        base = doff[s] + (ft[s] - fo) * G
+        for b in range(G):
+            out[base + b] += w * vec[fo + b]
+
+
+@nb.njit(cache=True, nogil=True)
+def _cmi_range(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, c, bucket, direct,
+               m_lo, m_hi, D, GT, MT, NW):
+    """For measures ``m_lo..m_hi``: D, G, Mu (flattened per-set group-pair tables) and the group weights.
 
     Runs are indexed in increasing-gap order. ``gr[t]``: gap rank;
     ``mr[m, t]``: measure m's rank (-1: left out); ``order_mu[m, :nkept[m]]``:
     the kept runs by increasing μ; ``feat[t, s]``: run t's feature (its group
     in set s, offset into the feature vector); ``key[t]``: its row in the
     accumulators (its values on the axes of the chunk's sets); ``kgrp[k, s]``:
-    the group of key k in set s; ``c[t]``: its weight.
+    the group of key k in set s; ``c[t]``: its weight. With ``direct`` there
+    are no accumulators: every run adds its counts to the tables at once
+    (cheaper when there are about as many keys as runs).
     """
     n = gr.shape[0]
-    M = mr.shape[0]
     nS = feat.shape[1]
     n_key = kgrp.shape[0]
-    D = np.zeros((M, n_cells), dtype=np.int64)
-    GT = np.zeros((M, n_cells), dtype=np.int64)
-    MT = np.zeros((M, n_cells), dtype=np.int64)
-    NW = np.zeros((M, n_feat), dtype=np.int64)
-    for m in nb.prange(M):
+    n_feat = NW.shape[1]
+    for m in range(m_lo, m_hi):
         K = nkept[m]
         mrm = mr[m]
         om = order_mu[m]
@@ -127,8 +144,11 @@ def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_fea
         in_r = np.empty(max(K, 1), dtype=np.int64)
         bfill = bstart[:B].copy()
         below = np.zeros(n_feat, dtype=np.int64)
-        acc_d = np.zeros((n_key, n_feat), dtype=np.int64)
-        acc_g = np.zeros((n_key, n_feat), dtype=np.int64)
+        acc_d = np.zeros((1 if direct else n_key, n_feat), dtype=np.int64)
+        acc_g = np.zeros((1 if direct else n_key, n_feat), dtype=np.int64)
+        Dm = D[m]
+        Gm = GT[m]
+        Mm = MT[m]
         # sweep in increasing g (a tie block is queried before any of it is inserted):
         # D from the Fenwick tree over buckets plus the pairs inside a bucket, G from running counts
         s0 = 0
@@ -141,8 +161,9 @@ def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_fea
                 ct = c[t]
                 if r < 0 or ct == 0:
                     continue
-                ad = acc_d[key[t]]
-                ag = acc_g[key[t]]
+                kt = 0 if direct else key[t]
+                ad = acc_d[kt]
+                ag = acc_g[kt]
                 b = bk[t]
                 p = b
                 while p > 0:
@@ -158,8 +179,13 @@ def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_fea
                             fj = feat[j]
                             for s in range(nS):
                                 ad[fj[s]] += w
-                for f in range(n_feat):
-                    ag[f] += ct * below[f]
+                if direct:
+                    _scatter(ad, 1, feat[t], goff, gsz, doff, Dm)
+                    _scatter(below, ct, feat[t], goff, gsz, doff, Gm)
+                    ad[:] = 0
+                else:
+                    for f in range(n_feat):
+                        ag[f] += ct * below[f]
             for t in range(s0, e0):
                 r = mrm[t]
                 ct = c[t]
@@ -181,8 +207,9 @@ def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_fea
                     p += p & (-p)
             s0 = e0
         NW[m] = below
-        _fold(acc_d, kgrp, goff, gsz, doff, D[m])
-        _fold(acc_g, kgrp, goff, gsz, doff, GT[m])
+        if not direct:
+            _fold(acc_d, kgrp, goff, gsz, doff, Dm)
+            _fold(acc_g, kgrp, goff, gsz, doff, Gm)
         # sweep in increasing μ: Mu from running counts
         acc_d[:, :] = 0
         run = np.zeros(n_feat, dtype=np.int64)
@@ -196,17 +223,20 @@ def _cmi_counts(gr, mr, order_mu, nkept, feat, key, kgrp, goff, gsz, doff, n_fea
                 ct = c[t]
                 if ct == 0:
                     continue
-                am = acc_d[key[t]]
-                for f in range(n_feat):
-                    am[f] += ct * run[f]
+                if direct:
+                    _scatter(run, ct, feat[t], goff, gsz, doff, Mm)
+                else:
+                    am = acc_d[key[t]]
+                    for f in range(n_feat):
+                        am[f] += ct * run[f]
             for u in range(s0, e0):
                 t = om[u]
                 ft = feat[t]
                 for s in range(nS):
                     run[ft[s]] += c[t]
             s0 = e0
-        _fold(acc_d, kgrp, goff, gsz, doff, MT[m])
-    return D, GT, MT, NW
+        if not direct:
+            _fold(acc_d, kgrp, goff, gsz, doff, Mm)
 
 
 def _xlogratio(n: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -274,13 +304,21 @@ def _key_of(ax: np.ndarray, axes: list[int]) -> np.ndarray:
     """Dense codes of the runs' values on ``axes`` (all zero for no axes)."""
     if not axes or ax.shape[0] == 0:
         return np.zeros(ax.shape[0], dtype=np.int64)
-    radix = ax[:, axes].max(axis=0).astype(np.float64) + 1
-    if np.prod(radix) < 2.0**62:
-        mixed = np.zeros(ax.shape[0], dtype=np.int64)
-        for k in axes:
-            mixed = mixed * (int(ax[:, k].max()) + 1) + ax[:, k]
-        return np.unique(mixed, return_inverse=True)[1].reshape(-1).astype(np.int64)
-    return row_codes(ax[:, axes].astype(np.int64))
+    return row_codes(ax[:, axes])
+
+
+@dataclass
+class _Chunk:
+    """The conditioning sets of one sweep and their layout (runs in gap order)."""
+
+    sets: list[int]
+    key: np.ndarray
+    kgrp: np.ndarray
+    gsz: np.ndarray
+    goff: np.ndarray
+    doff: np.ndarray
+    feat: np.ndarray
+    direct: bool
 
 
 class CMIPlan:
@@ -293,11 +331,15 @@ class CMIPlan:
     """
 
     def __init__(self, rk: Ranked, ax: np.ndarray, max_cond: int = 2, tree_bytes: int = TREE_BYTES,
-                 acc_bytes: int = ACC_BYTES, axis_names: list[str] | None = None, bucket: int = BUCKET):
+                 acc_bytes: int = ACC_BYTES, axis_names: list[str] | None = None, bucket: int = BUCKET,
+                 mode: str = "auto"):
         if max_cond < 0:
             raise ValueError(f"max_cond must be ≥ 0, got {max_cond}")
         if bucket < 1:
             raise ValueError(f"bucket must be ≥ 1, got {bucket}")
+        if mode not in ("auto", "direct", "keyed"):
+            raise ValueError(f"mode must be 'auto', 'direct' or 'keyed', got {mode!r}")
+        self.mode = mode
         self.rk = rk
         self.bucket = bucket
         perm = rk.order_g
@@ -317,7 +359,7 @@ class CMIPlan:
             gsz[q] = int(codes.max()) + 1 if rk.n else 1
         self.grp, self.gsz = grp, gsz
         rows = (int(rk.nkept.max()) if rk.n_measures else 0) // bucket + 2
-        self.chunks: list[tuple[list[int], np.ndarray, int]] = []
+        self.chunks: list[_Chunk] = []
         cur: list[int] = []
         for q, s in enumerate(self.sets):
             trial = cur + [q]
@@ -330,21 +372,30 @@ class CMIPlan:
             if not cur:
                 raise ValueError(
                     f"CMI: conditioning on {'+'.join(names[k] for k in s)} makes {gsz[q]} groups, too many "
-                    f"for {rows} distinct measure values; lower max_cond or give such axes fewer values")
+                    f"to count within the memory budget; lower max_cond or give such axes fewer values")
             self._add_chunk(ax, cur)
             cur = [q]
             if rows * int(gsz[q]) * 4 > tree_bytes or 2 * int(gsz[q]) ** 2 * 8 > acc_bytes:
                 raise ValueError(
                     f"CMI: conditioning on {'+'.join(names[k] for k in s)} makes {gsz[q]} groups, too many "
-                    f"for {rows} distinct measure values; lower max_cond or give such axes fewer values")
+                    f"to count within the memory budget; lower max_cond or give such axes fewer values")
         if cur:
             self._add_chunk(ax, cur)
 
     def _add_chunk(self, ax: np.ndarray, sets: list[int]) -> None:
+        """Prepare one sweep over ``sets``: feature offsets, table offsets, keys (all in gap order)."""
         axes = sorted({k for j in sets for k in self.sets[j]})
-        key = _key_of(ax, axes)
+        key = _key_of(ax, axes)[self.perm]
         n_key = int(key.max()) + 1 if len(key) else 1
-        self.chunks.append((sets, np.ascontiguousarray(key[self.perm]), n_key))
+        gsz = self.gsz[sets]
+        goff = np.r_[0, np.cumsum(gsz)[:-1]].astype(np.int64)
+        doff = np.r_[0, np.cumsum(gsz * gsz)[:-1]].astype(np.int64)
+        grp = self.grp[self.perm][:, sets]
+        kgrp = np.zeros((n_key, len(sets)), dtype=np.int64)
+        kgrp[key] = grp
+        self.chunks.append(_Chunk(sets, np.ascontiguousarray(key), kgrp, gsz, goff, doff,
+                                  np.ascontiguousarray((grp + goff[None, :]).astype(np.int32)),
+                                  self.mode == "direct" or (self.mode == "auto" and n_key * DIRECT_RATIO > len(key))))
 
     def run(self, weights: np.ndarray | None = None) -> CMIResult:
         """Scores of every measure and set; ``weights`` are integer run multiplicities (default 1)."""
@@ -352,19 +403,16 @@ class CMIPlan:
         c = np.ones(rk.n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
         c_s = np.ascontiguousarray(c[self.perm])
         scores = np.full((rk.n_measures, len(self.sets)), np.nan)
-        for chunk, key, n_key in self.chunks:
-            gsz = self.gsz[chunk]
-            goff = np.r_[0, np.cumsum(gsz)[:-1]].astype(np.int64)
-            doff = np.r_[0, np.cumsum(gsz * gsz)[:-1]].astype(np.int64)
-            n_feat = int(gsz.sum())
+        M = rk.n_measures
+        for ch in self.chunks:
+            gsz, goff, doff = ch.gsz, ch.goff, ch.doff
             n_cells = int((gsz * gsz).sum())
-            grp = self.grp[self.perm][:, chunk]
-            feat = np.ascontiguousarray((grp + goff[None, :]).astype(np.int32))
-            kgrp = np.zeros((n_key, len(chunk)), dtype=np.int64)
-            kgrp[key] = grp
-            D, GT, MT, NW = _cmi_counts(self.gr_s, self.mr_s, self.order_mu_s, rk.nkept,
-                                        feat, key, kgrp, goff, gsz, doff, n_feat, n_cells, c_s, self.bucket)
-            for j, q in enumerate(chunk):
+            D, GT, MT = (np.zeros((M, n_cells), dtype=np.int64) for _ in range(3))
+            NW = np.zeros((M, int(gsz.sum())), dtype=np.int64)
+            run_ranges(lambda lo, hi: _cmi_range(self.gr_s, self.mr_s, self.order_mu_s, rk.nkept, ch.feat, ch.key,
+                                                 ch.kgrp, goff, gsz, doff, c_s, self.bucket, ch.direct, lo, hi,
+                                                 D, GT, MT, NW), M)
+            for j, q in enumerate(ch.sets):
                 G = int(gsz[j])
                 cells = slice(doff[j], doff[j] + G * G)
                 shape = (rk.n_measures, G, G)

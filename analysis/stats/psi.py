@@ -16,25 +16,28 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._parallel import run_ranges
 from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 from .tau import tau_unsorted
 
 
-@nb.njit(parallel=True, cache=True)
-def _psi_kernel(order, starts, gr, mr):
-    ng = starts.shape[0] - 1
+@nb.njit(cache=True, nogil=True)
+def _psi_range(order, starts, gr, mr, q_lo, q_hi, sums, counts):
+    """Add the τ-a of groups ``q_lo..q_hi`` with two or more kept runs to ``sums``, count them in ``counts``."""
     M = mr.shape[1]
-    sums = np.zeros(M)
-    counts = np.zeros(M, dtype=np.int64)
     biggest = 0
-    for q in range(ng):
+    for q in range(q_lo, q_hi):
         biggest = max(biggest, starts[q + 1] - starts[q])
-    for m in nb.prange(M):
-        bx = np.empty(biggest, dtype=np.int64)
-        by = np.empty(biggest, dtype=np.int64)
-        for q in range(ng):
+    bx = np.empty(biggest, dtype=np.int64)
+    by = np.empty(biggest, dtype=np.int64)
+    for q in range(q_lo, q_hi):
+        lo = starts[q]
+        hi = starts[q + 1]
+        if hi - lo < 2:
+            continue
+        for m in range(M):
             k = 0
-            for t in range(starts[q], starts[q + 1]):
+            for t in range(lo, hi):
                 i = order[t]
                 r = mr[i, m]
                 if r >= 0:
@@ -44,7 +47,18 @@ def _psi_kernel(order, starts, gr, mr):
             if k >= 2:
                 sums[m] += tau_unsorted(bx[:k], by[:k])
                 counts[m] += 1
-    return sums, counts
+
+
+def _psi_sums(order: np.ndarray, starts: np.ndarray, gr: np.ndarray, mr: np.ndarray):
+    M = mr.shape[1]
+
+    def part(lo: int, hi: int):
+        sums, counts = np.zeros(M), np.zeros(M, dtype=np.int64)
+        _psi_range(order, starts, gr, mr, lo, hi, sums, counts)
+        return sums, counts
+
+    parts = run_ranges(part, len(starts) - 1)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def granulated_tau(g: np.ndarray, mu: np.ndarray, axes: np.ndarray,
@@ -82,7 +96,7 @@ def granulated_ranked(rk: Ranked, ax: np.ndarray, extra: np.ndarray) -> tuple[np
         gid = row_codes(others)
         order = np.argsort(gid, kind="stable")
         starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1], True])
-        sums, counts = _psi_kernel(order.astype(np.int64), starts.astype(np.int64), rk.gr, rk.mr)
+        sums, counts = _psi_sums(order.astype(np.int64), starts.astype(np.int64), rk.gr, rk.mr)
         psi_k[:, k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     psi = np.full(M, np.nan)
     if multi.any():

@@ -21,17 +21,15 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from ._parallel import run_ranges
 from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
 
 
-@nb.njit(parallel=True, cache=True)
-def _robust_kernel(env_a, env_b, cstart, corder, g, ntest, mr):
-    E = env_a.shape[0]
+@nb.njit(cache=True, nogil=True)
+def _robust_range(env_a, env_b, cstart, corder, g, ntest, mr, e_lo, e_hi, SW, SW2, SWE):
+    """Σw, Σw² and Σw·e of environments ``e_lo..e_hi`` for every measure."""
     M = mr.shape[1]
-    SW = np.zeros((E, M))
-    SW2 = np.zeros((E, M))
-    SWE = np.zeros((E, M))
-    for e in nb.prange(E):
+    for e in range(e_lo, e_hi):
         sw = np.zeros(M)
         sw2 = np.zeros(M)
         swe = np.zeros(M)
@@ -48,20 +46,20 @@ def _robust_kernel(env_a, env_b, cstart, corder, g, ntest, mr):
                 w = v - 0.5
                 if w <= 0.0:
                     continue
-                sg = 1 if dg > 0 else -1
+                hsg = 0.5 if dg > 0 else -0.5
+                ri = mr[i]
+                rj = mr[j]
                 for m in range(M):
-                    a = mr[i, m]
-                    b = mr[j, m]
-                    wv = w if (a >= 0 and b >= 0) else 0.0
-                    sm = (1 if a > b else 0) - (1 if a < b else 0)
-                    err = 0.5 * (1 - sm * sg)
+                    a = ri[m]
+                    b = rj[m]
+                    wv = w * ((a >= 0) & (b >= 0))
+                    sm = np.float64(a > b) - np.float64(a < b)
                     sw[m] += wv
                     sw2[m] += wv * w
-                    swe[m] += wv * err
+                    swe[m] += wv * (0.5 - sm * hsg)
         SW[e] = sw
         SW2[e] = sw2
         SWE[e] = swe
-    return SW, SW2, SWE
 
 
 def environments(ax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +138,9 @@ def robust_ranked(rk: Ranked, ax: np.ndarray, n_test: np.ndarray, min_ess: float
     cid, ea, eb, ek = environments(ax)
     corder = np.argsort(cid, kind="stable").astype(np.int64)
     cstart = np.searchsorted(cid[corder], np.arange(int(cid.max()) + 2 if len(cid) else 1)).astype(np.int64)
-    SW, SW2, SWE = _robust_kernel(ea, eb, cstart, corder, rk.g, nt, rk.mr)
+    SW, SW2, SWE = (np.zeros((len(ea), M)) for _ in range(3))
+    run_ranges(lambda lo, hi: _robust_range(ea, eb, cstart, corder, rk.g, nt, rk.mr, lo, hi, SW, SW2, SWE),
+               len(ea))
     with np.errstate(invalid="ignore", divide="ignore"):
         ess = np.where(SW2 > 0, SW * SW / np.where(SW2 > 0, SW2, 1.0), 0.0).T
         loss = np.where(SW > 0, SWE / np.where(SW > 0, SW, 1.0), np.nan).T

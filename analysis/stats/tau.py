@@ -21,6 +21,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._parallel import run_ranges
 from ._ranks import Ranked, rank_inputs
 
 
@@ -130,6 +131,43 @@ def tau_small(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
+def argsort_int(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of an integer array by bottom-up merge sort."""
+    n = key.shape[0]
+    a = np.arange(n)
+    b = np.empty_like(a)
+    width = 1
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if key[a[i]] <= key[a[j]]:
+                    b[k] = a[i]
+                    i += 1
+                else:
+                    b[k] = a[j]
+                    j += 1
+                k += 1
+            while i < mid:
+                b[k] = a[i]
+                i += 1
+                k += 1
+            while j < hi:
+                b[k] = a[j]
+                j += 1
+                k += 1
+            lo += 2 * width
+        a, b = b, a
+        width *= 2
+    return a
+
+
+@nb.njit(cache=True, nogil=True)
 def tau_unsorted(x: np.ndarray, y: np.ndarray) -> float:
     """τ-a of unweighted integer ranks ``x``, ``y`` (non-negative) in any order."""
     n = x.shape[0]
@@ -138,23 +176,20 @@ def tau_unsorted(x: np.ndarray, y: np.ndarray) -> float:
     ny = 0
     for t in range(n):
         ny = max(ny, y[t] + 1)
-    key = x.astype(np.int64) * ny + y
-    o = np.argsort(key)
+    key = x * ny + y
+    o = argsort_int(key)
     return tau_sorted(x[o], y[o], np.ones(n, dtype=np.int64), ny)
 
 
-@nb.njit(parallel=True, cache=True)
-def _tau_batch(xs, ys, runs, offs, nys, c):
-    M = offs.shape[0] - 1
-    out = np.empty(M)
-    for m in nb.prange(M):
+@nb.njit(cache=True, nogil=True)
+def _tau_range(xs, ys, runs, offs, nys, c, m_lo, m_hi, out):
+    for m in range(m_lo, m_hi):
         lo = offs[m]
         hi = offs[m + 1]
         w = np.empty(hi - lo, dtype=np.int64)
         for t in range(lo, hi):
             w[t - lo] = c[runs[t]]
         out[m] = tau_sorted(xs[lo:hi], ys[lo:hi], w, nys[m])
-    return out
 
 
 class TauPlan:
@@ -181,7 +216,10 @@ class TauPlan:
     def run(self, weights: np.ndarray | None = None) -> np.ndarray:
         """τ-a of every measure; ``weights`` are integer run multiplicities (default 1)."""
         c = np.ones(self.n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
-        return _tau_batch(self.xs, self.ys, self.runs, self.offs, self.nys, c)
+        out = np.full(len(self.nys), np.nan)
+        run_ranges(lambda lo, hi: _tau_range(self.xs, self.ys, self.runs, self.offs, self.nys, c, lo, hi, out),
+                   len(self.nys))
+        return out
 
 
 def kendall_tau_a(g: np.ndarray, mu: np.ndarray, weights: np.ndarray | None = None):

@@ -1,0 +1,159 @@
+"""Command line of the analysis.
+
+    python -m analysis rank RUNS --out TABLE.csv      (or TABLE.parquet)
+    python -m analysis report RUNS --out report.html
+
+RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
+(:mod:`analysis.load`). ``rank`` writes the ranking table
+(:mod:`analysis.table`) as CSV or Parquet, chosen by the extension, and
+prints its head. ``report`` hands over to ``analysis.report.write_report``.
+Bad input ends with one line ``error: …`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import warnings
+
+import polars as pl
+
+from .load import RunsError, load_runs
+
+FORMATS = (".csv", ".parquet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
+                           ("report", "write the HTML report")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("runs", help="runs folder, study folder, consolidated runs.parquet, "
+                                    "or a URI (s3://, gs://, file://)")
+        p.add_argument("--out", required=(name == "report"),
+                       help="output file: .csv or .parquet for rank, .html for report")
+        p.add_argument("--include-unconverged", action="store_true", default=None,
+                       help="admit runs that did not reach the target loss")
+        p.add_argument("--max-cond", type=int, default=None, help="largest CMI conditioning set (default 2)")
+        p.add_argument("--robust-n", type=float, default=None,
+                       help="test-set size n of the robust weight (default: each run's n_test)")
+        p.add_argument("--min-ess", type=float, default=None,
+                       help="least effective sample size of a robust environment (default 12)")
+        p.add_argument("--boots", type=int, default=None, dest="n_boot",
+                       help="bootstrap replicates for the τ and CMI intervals (default 200; 0: none)")
+        p.add_argument("--boot-seed", type=int, default=None, help="bootstrap seed (default 0)")
+        p.add_argument("--ci", type=float, default=None, help="bootstrap interval level (default 0.95)")
+        p.add_argument("--dataset-axis", action="store_true", default=None,
+                       help="analyse all datasets together, with the dataset as an axis")
+        p.add_argument("--skip-corrupt", action="store_true",
+                       help="leave unreadable run files out (with a warning) instead of failing")
+        if name == "rank":
+            p.add_argument("--top", type=int, default=20, help="rows printed per dataset (default 20)")
+    return ap
+
+
+OPTIONS = ("include_unconverged", "max_cond", "robust_n", "min_ess", "n_boot", "boot_seed", "ci", "dataset_axis")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The statistics options the user gave (the others keep the library defaults)."""
+    return {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:+.3f}"
+    return str(v)
+
+
+def format_table(table: pl.DataFrame, top: int = 20) -> str:
+    """A short plain-text view of the ranking table: the first ``top`` rows of each dataset."""
+    cols = [("measure", 28), ("n_models", 8), ("tau", 7), ("tau_lo", 7), ("tau_hi", 7), ("psi", 7),
+            ("cmi", 7), ("cmi_set", 24), ("robust_max", 10), ("robust_envs", 11)]
+    lines = []
+    for (dataset,), part in table.group_by(["dataset"], maintain_order=True):
+        lines.append(f"dataset {dataset}: {part.height} measures")
+        lines.append("  ".join(f"{c:>{w}}" if c != "measure" else f"{c:<{w}}" for c, w in cols))
+        for row in part.head(top).iter_rows(named=True):
+            cells = []
+            for c, w in cols:
+                s = _fmt(row[c]) if c != "cmi_set" else (row[c] if row[c] else ("∅" if row[c] == "" else "—"))
+                s = s if len(s) <= w else s[: w - 1] + "…"
+                cells.append(f"{s:<{w}}" if c in ("measure", "cmi_set") else f"{s:>{w}}")
+            lines.append("  ".join(cells))
+        if part.height > top:
+            lines.append(f"… {part.height - top} more")
+    return "\n".join(lines)
+
+
+def write_table(table: pl.DataFrame, out: str) -> None:
+    """Write as CSV or Parquet by the extension, to a path or a pyarrow.fs URI."""
+    ext = os.path.splitext(out)[1].lower()
+    buf = io.BytesIO()
+    if ext == ".csv":
+        table.write_csv(buf)
+    else:
+        table.write_parquet(buf)
+    if "://" in out:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(out)
+        with fs.open_output_stream(path) as f:
+            f.write(buf.getvalue())
+    else:
+        parent = os.path.dirname(os.path.abspath(out))
+        os.makedirs(parent, exist_ok=True)
+        with open(out, "wb") as f:
+            f.write(buf.getvalue())
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from .table import rank_table
+
+    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
+        raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
+    opts = _options(args)
+    df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
+                   on_corrupt="skip" if args.skip_corrupt else "error")
+    table = rank_table(df, **opts)
+    print(format_table(table, args.top))
+    if args.out:
+        write_table(table, args.out)
+        print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        from .report import write_report
+    except ImportError as e:
+        raise RunsError(f"the report module is not available: {e}") from None
+    opts = _options(args)
+    if args.skip_corrupt:
+        opts["on_corrupt"] = "skip"
+    write_report(args.runs, args.out, **opts)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m analysis`` and the ``analysis`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        try:
+            return _rank(args) if args.command == "rank" else _report(args)
+        except (RunsError, FileNotFoundError, ValueError) as e:
+            print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -41,6 +41,13 @@ batch_size = [32, 128]
 [measures]
 include = ["all"]
 exclude = ["keskar_sharpness_5e-4", "adaptive_sharpness_l2", "local_entropy"]
+
+[measures.knobs]   # cheaper settings: this fixture feeds the report and notebook tests
+keskar_maxiter = 3
+flat_depth = 8
+slq_steps = 16
+adaptive_steps = 5
+fisher_examples = 128
 """
 
 

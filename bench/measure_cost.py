@@ -1,85 +1,80 @@
 """What each measure costs, as a multiple of one training epoch of the same network.
 
-    python bench/measure_cost.py [--presets mini,nin_fashion] [--threads 1]
+    python bench/measure_cost.py [--study configs/mini.toml] [--limit N] [--threads 1]
+    python bench/measure_cost.py --study configs/nin_fashion_mnist_small.toml --limit 2
 
-For each preset: train the network to its target from the same initial
-weights and compute the whole measure set, alternately, ``--repeats`` times
-(after one warm-up of each, so one-off imports are excluded), and take the
-fastest of each: on a shared, noisy machine the minimum is the honest cost.
-Prints each measure's seconds over the mean epoch, and the whole set over
-the whole training.
+For each network of the study (seed 0 of each grid point, the first N with
+--limit): train it to its target, then compute its whole measure set, one
+right after the other so that the machine's load weighs on both alike (one
+network is run first as a warm-up, so one-off imports are excluded). Prints
+each measure's total seconds over the mean epoch, and the whole set's cost
+over the whole training, summed over the networks.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 
 import torch
 
 from study.data import load_dataset
 from study.measures import compute, select
-from study.measures.context import MeasureContext
+from study.measures.context import MeasureContext, stable_seed
 from study.models import build_model
+from study.spec import load_study
 from study.train import train
 
-PRESETS = {
-    # one network of configs/mini.toml (the largest: depth 3, width 128, batch 32)
-    "mini": dict(dataset="digits", data={}, model="mlp", opts=dict(depth=3, width=128),
-                 train=dict(optimizer="sgd", lr=0.1, batch_size=32, weight_decay=0.0,
-                            target_loss=0.02, max_epochs=200)),
-    # a NiN on Fashion-MNIST with 5,000 training examples
-    "nin_fashion": dict(dataset="fashion_mnist", data={"train_size": 5000}, model="nin",
-                        opts=dict(depth=2, width=32, batchnorm=True),
-                        train=dict(optimizer="sgd", lr=0.1, batch_size=64, weight_decay=0.0,
-                                   target_loss=0.05, max_epochs=60)),
-}
 
-
-def bench(name: str, p: dict, repeats: int) -> None:
-    d = load_dataset(p["dataset"], **p["data"])
-    measures = select(["all"])
-    best_train = best_measure = None
-    for _ in range(repeats + 1):  # the first round warms up
-        torch.manual_seed(0)
-        model = build_model(p["model"], d.input_shape, d.num_classes, **p["opts"])
-        res = train(model, d.x_train, d.y_train, seed=0, **p["train"])
-        ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
-                             train_log=res.log, seed=0)
-        t0 = time.perf_counter()
-        out = compute(ctx, measures)
-        total = time.perf_counter() - t0
-        if best_train is not None:
-            if res.seconds < best_train.seconds:
-                best_train = res
-            if total < best_measure[0]:
-                best_measure = (total, out)
-        else:
-            best_train, best_measure = res, (float("inf"), out)
-    res, (total, out) = best_train, best_measure
-    epoch_s = res.seconds / max(res.log.epochs, 1)
-    print(f"\n== {name}: {p['model']} {p['opts']} on {p['dataset']} ({len(d.x_train)} examples), "
-          f"{res.log.epochs} epochs to loss {res.final_train_loss:.4f} "
-          f"({'converged' if res.converged else 'NOT converged'})")
-    print(f"   fastest of {repeats}: one epoch {epoch_s:.3f} s; training {res.seconds:.2f} s; "
-          f"whole measure set {total:.2f} s")
-    print(f"   {'measure':<28} {'seconds':>8} {'× epoch':>8}   value")
-    for m in sorted(out.seconds, key=out.seconds.get, reverse=True):
-        print(f"   {m:<28} {out.seconds[m]:8.3f} {out.seconds[m] / epoch_s:8.2f}   {out.values[m]:.4g}"
-              + (f"  (NaN: {out.reasons[m]})" if m in out.reasons else ""))
-    print(f"   whole set / one epoch = {total / epoch_s:.1f}; whole set / training = "
-          f"{total / res.seconds:.2f} (target ≤ 1 on the mini preset)")
+def train_and_measure(spec):
+    d = load_dataset(spec.dataset, train_size=spec.data.get("train_size"),
+                     label_noise=spec.data["label_noise"], data_seed=spec.data["data_seed"])
+    torch.manual_seed(stable_seed(spec.seed, "init"))
+    model = build_model(spec.model, d.input_shape, d.num_classes, **spec.model_options)
+    t = spec.train
+    res = train(model, d.x_train, d.y_train, optimizer=t["optimizer"], lr=t["lr"],
+                batch_size=t["batch_size"], weight_decay=t["weight_decay"],
+                target_loss=t["target_loss"], max_epochs=t["max_epochs"], seed=spec.seed)
+    ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
+                         train_log=res.log, seed=spec.seed, knobs=spec.measures["knobs"])
+    t0 = time.perf_counter()
+    out = compute(ctx, select(spec.measures["include"], spec.measures["exclude"]))
+    return res, out, time.perf_counter() - t0, len(d.x_train)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--study", default="configs/mini.toml")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N networks")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    for name in args.presets.split(","):
-        bench(name, PRESETS[name], args.repeats)
+    study = load_study(args.study)
+    specs = [s for s in study.runs() if s.seed == study.seeds[0]]
+    specs = specs[:args.limit] if args.limit else specs
+    train_and_measure(specs[0])  # warm-up
+    train_s = measure_s = 0.0
+    epochs = 0
+    per = defaultdict(float)
+    for spec in specs:
+        res, out, total, n = train_and_measure(spec)
+        train_s += res.seconds
+        measure_s += total
+        epochs += res.log.epochs
+        for k, v in out.seconds.items():
+            per[k] += v
+        print(f"  {spec.hp}: {res.log.epochs} epochs, training {res.seconds:.2f} s, "
+              f"measures {total:.2f} s ({total / res.seconds:.2f}x)", flush=True)
+    epoch_s = train_s / epochs
+    print(f"\n== {study.name}: {len(specs)} networks ({study.model} on {study.dataset}, {n} examples), "
+          f"{args.threads} thread(s)")
+    print(f"   mean epoch {epoch_s:.3f} s; training {train_s:.1f} s; whole measure sets {measure_s:.1f} s")
+    print(f"   {'measure':<28} {'× epoch':>8}  (mean per network)")
+    for m in sorted(per, key=per.get, reverse=True):
+        print(f"   {m:<28} {per[m] / len(specs) / epoch_s:8.2f}")
+    print(f"   whole set / one epoch = {measure_s / len(specs) / epoch_s:.1f}; "
+          f"whole set / training = {measure_s / train_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
                         "or point at its runs/ folder") from None
 
 
-def read_runs(source: str, *, on_corrupt: str = "error") -> pl.DataFrame:
+def read_runs(source: str | os.PathLike, *, on_corrupt: str = "error") -> pl.DataFrame:
     """Every stored row of ``source`` (no filtering), as a polars DataFrame."""
+    source = os.fspath(source)
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
     fs, path, name = _open(source)
@@ -145,7 +146,7 @@ def population(df: pl.DataFrame, include_unconverged: bool = False, include_fail
     return df.filter(cond)
 
 
-def load_runs(source: str, *, include_unconverged: bool = False, include_failed: bool = False,
+def load_runs(source: str | os.PathLike, *, include_unconverged: bool = False, include_failed: bool = False,
               on_corrupt: str = "error") -> pl.DataFrame:
     """The population of ``source`` (module docstring): ok and converged rows unless admitted."""
     return population(read_runs(source, on_corrupt=on_corrupt), include_unconverged, include_failed)

@@ -223,6 +223,11 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         return {**out, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = _sort_table(table)
     out["rank"] = _rank_html(table) + f'<p class="note">{_LEGEND}</p>'
+    if "robust_envs" in table.columns and not (table["robust_envs"].fill_null(0) > 0).any():
+        out["rank"] += ('<p class="note">No robust sign-error: no environment (two grid points '
+                        "differing in one axis) reaches the minimum effective sample size "
+                        "(--min-ess, 12 by default). Its samples are the seed pairings of the two "
+                        "points, so a study needs more seeds (or a lower --min-ess) for this column.</p>")
     out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}"), f"psi{key}",
                       "ψ per axis: how well the measure orders runs that differ only in that axis "
                       "(red: larger measure, larger gap; blue: the reverse).")

@@ -12,6 +12,7 @@ twice. Run the same command again to resume after any interruption.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ def _run_ray(study: Study, todo: list[RunSpec], store: Store, address: str | Non
 
     started_here = not ray.is_initialized()
     if started_here:
+        # No --address: the cluster of a Ray job (RAY_ADDRESS), else a fresh local Ray,
+        # never a cluster that `ray start` happened to leave on this machine.
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=True)
     try:

@@ -73,10 +73,13 @@ class Store:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def uri(self, path: str) -> str:
+        """The URI of a path of this store, keeping the options of ``out``
+        (``?endpoint_override=…&scheme=…``) so that the URI opens the same store."""
         if self.local:
             return path
-        scheme = self.out.split("://", 1)[0]
-        return f"{scheme}://{path}"
+        scheme, rest = self.out.split("://", 1)
+        query = rest.partition("?")[2]
+        return f"{scheme}://{path}" + (f"?{query}" if query else "")
 
     def run_path(self, run_id: str) -> str:
         return f"{self.runs_dir}/{run_id}.parquet"

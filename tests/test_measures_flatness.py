@@ -33,8 +33,6 @@ NAMES = ["pacbayes_init", "pacbayes_orig", "pacbayes_flatness", "pacbayes_mag_in
 @pytest.fixture(scope="module")
 def net():
     """A BN-MLP trained on 300 digits (full batch): weights, BN γ/β and biases."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     d = load_digits()
     x = torch.tensor(d.data[:300] / 16.0, dtype=torch.float32)
     y = torch.tensor(d.target[:300])
@@ -47,8 +45,7 @@ def net():
         F.cross_entropy(model(x), y).backward()
         opt.step()
     model.eval()
-    yield model, init, x, y
-    torch.set_num_threads(threads)
+    return model, init, x, y
 
 
 def make_ctx(net, **knobs):

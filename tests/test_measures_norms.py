@@ -22,15 +22,6 @@ MARGIN = ["inverse_margin", "log_prod_spec_over_margin", "log_sum_spec_over_marg
 INIT = ["log_spec_init_main", "dist_spec_init", "fro_dist"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run far faster on one thread on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def np_gamma(model, x, y) -> float:
     with torch.no_grad():
         z = model.eval()(x).double().numpy()

@@ -19,15 +19,6 @@ D, H, K = 4, 6, 3  # tiny MLP: 4 → 6 → 3, P = 51 parameters
 P = D * H + H + K * H + K
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (10× slower on a busy box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def explicit_loss(flat, x, y):
     """Mean cross-entropy of the tiny MLP written out by hand (parameters W1, b1, W2, b2)."""
     W1 = flat[:H * D].view(H, D)

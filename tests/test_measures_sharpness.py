@@ -12,25 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
 from study.measures import REGISTRY, MeasureContext, select
 from study.measures import sharpness as S
 
-D, H, K = 4, 6, 3  # tiny MLP: 4 → 6 → 3, P = 51 parameters
-P = D * H + H + K * H + K
-
-
-def explicit_loss(flat, x, y):
-    """Mean cross-entropy of the tiny MLP written out by hand (parameters W1, b1, W2, b2)."""
-    W1 = flat[:H * D].view(H, D)
-    b1 = flat[H * D:H * D + H]
-    o = H * D + H
-    W2 = flat[o:o + K * H].view(K, H)
-    b2 = flat[o + K * H:]
-    return F.cross_entropy(torch.relu(x @ W1.T + b1) @ W2.T + b2, y)
-
-
-def flat_of(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def trained_tiny(seed=0, n=48):

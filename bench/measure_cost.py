@@ -1,14 +1,14 @@
 """What each measure costs, as a multiple of one training epoch of the same network.
 
     python bench/measure_cost.py [--study configs/mini.toml] [--limit N] [--threads 1]
-    python bench/measure_cost.py --study configs/nin_fashion_mnist_small.toml --limit 2
+    python bench/measure_cost.py --study configs/nin_fashion_mnist_small.toml --limit 1
 
 For each network of the study (seed 0 of each grid point, the first N with
 --limit): train it to its target, then compute its whole measure set, one
-right after the other so that the machine's load weighs on both alike (one
-network is run first as a warm-up, so one-off imports are excluded). Prints
-each measure's total seconds over the mean epoch, and the whole set's cost
-over the whole training, summed over the networks.
+right after the other so that the machine's load weighs on both alike. A
+warm-up first (one epoch, then the measures) keeps one-off imports out.
+Prints each measure's total seconds over the mean epoch, and the whole
+set's cost over the whole training, summed over the networks.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from study.spec import load_study
 from study.train import train
 
 
-def train_and_measure(spec):
+def train_and_measure(spec, max_epochs=None):
     d = load_dataset(spec.dataset, train_size=spec.data.get("train_size"),
                      label_noise=spec.data["label_noise"], data_seed=spec.data["data_seed"])
     torch.manual_seed(stable_seed(spec.seed, "init"))
@@ -35,7 +35,7 @@ def train_and_measure(spec):
     t = spec.train
     res = train(model, d.x_train, d.y_train, optimizer=t["optimizer"], lr=t["lr"],
                 batch_size=t["batch_size"], weight_decay=t["weight_decay"],
-                target_loss=t["target_loss"], max_epochs=t["max_epochs"], seed=spec.seed)
+                target_loss=t["target_loss"], max_epochs=max_epochs or t["max_epochs"], seed=spec.seed)
     ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
                          train_log=res.log, seed=spec.seed, knobs=spec.measures["knobs"])
     t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
     study = load_study(args.study)
     specs = [s for s in study.runs() if s.seed == study.seeds[0]]
     specs = specs[:args.limit] if args.limit else specs
-    train_and_measure(specs[0])  # warm-up
+    train_and_measure(specs[0], max_epochs=1)  # warm-up: one-off imports and compilation
     train_s = measure_s = 0.0
     epochs = 0
     per = defaultdict(float)

@@ -133,10 +133,6 @@ class Study:
     resources: dict
     path: str = ""
 
-    @property
-    def axes(self) -> list[str]:
-        return list(self.grid)
-
     def runs(self) -> list[RunSpec]:
         """The cartesian product of the grid, times the seeds, in a stable order."""
         out = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-import polars as pl
 import pytest
 from nbclient import NotebookClient
 
@@ -50,11 +49,5 @@ def test_notebook_runs_clean(name, synthetic_folder, monkeypatch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_on_the_mini_study(name, request, tmp_path, monkeypatch):
-    try:
-        mini = request.getfixturevalue("mini_runs")
-    except pytest.FixtureLookupError:
-        pytest.skip("no mini_runs fixture in tests/conftest.py")
-    if isinstance(mini, pl.DataFrame):
-        mini = write_runs_folder(mini, tmp_path / "runs")
-    execute(ROOT / "analysis" / "notebooks" / f"{name}.ipynb", mini, monkeypatch)
+def test_notebook_runs_on_the_mini_study(name, mini_runs, monkeypatch):
+    execute(ROOT / "analysis" / "notebooks" / f"{name}.ipynb", mini_runs, monkeypatch)

@@ -354,14 +354,8 @@ def test_analysis_report_imports_neither_torch_nor_ray():
     assert p.stdout.strip() == "[]"
 
 
-def test_report_from_the_mini_study(request, tmp_path):
-    try:
-        mini = request.getfixturevalue("mini_runs")
-    except pytest.FixtureLookupError:
-        pytest.skip("no mini_runs fixture in tests/conftest.py")
-    if isinstance(mini, pl.DataFrame):
-        mini = write_runs_folder(mini, tmp_path / "runs")
-    out = write_report(mini, tmp_path / "mini.html", **RANK)
+def test_report_from_the_mini_study(mini_runs, tmp_path):
+    out = write_report(mini_runs, tmp_path / "mini.html", **RANK)
     text = out.read_text(encoding="utf-8")
     assert {"gap", "psi", "cmi", "scatter"} <= {im["data-fig"] for im in Page(text).images}
     if CHROMIUM is None:

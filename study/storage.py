@@ -3,7 +3,8 @@
 ``OUT`` is a local path or any URI that `pyarrow.fs` opens (``s3://``,
 ``gs://``, ``file://``); credentials come from the usual environment. A row
 is written whole or not at all: locally to a hidden temporary name and
-renamed, on object stores as one PUT of the whole file. Consolidation
+renamed, on object stores as one upload of the whole file (pyarrow may use a
+multipart upload, which also appears whole or not at all). Consolidation
 writes ``OUT/<study>/runs.parquet`` the same way.
 """
 
@@ -111,7 +112,7 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-        else:  # object stores: one PUT of the whole file
+        else:  # object stores: one upload of the whole buffered file
             with self.fs.open_output_stream(final) as f:
                 f.write(data)
         return final

@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .measures.context import TrainLog
-
 MOMENTUM = 0.9
+
+
+@dataclass
+class TrainLog:
+    """What the optimisation measures need from training."""
+    optimizer: str                  # sgd | momentum | adam
+    lr: float
+    batch_size: int
+    momentum: float = 0.0           # β of heavy-ball SGD, 0 otherwise
+    steps: int = 0
+    epochs: int = 0
+    steps_to_loss_01: int | None = None  # first step where the training CE was ≤ 0.1
+    steps_to_target: int | None = None   # step where the stopping target was reached
+    epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
+    step_size_sum: float = 0.0      # Σ_t η_t
 
 
 @dataclass

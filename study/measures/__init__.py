@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .compute import MeasureResult, compute
-from .context import MeasureContext, TrainLog, stable_seed
+from ..train import TrainLog
+from .context import MeasureContext, stable_seed
 from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select
 
 __all__ = ["measure", "measure_full", "MeasureContext", "MeasureResult", "TrainLog",

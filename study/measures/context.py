@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -24,24 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..train import TrainLog
 from .registry import Undefined, check_knobs, knob
 
 EVAL_BATCH = knob("eval_batch", 2048, "examples per forward pass when evaluating the measure set")
-
-
-@dataclass
-class TrainLog:
-    """What the optimisation measures need from training."""
-    optimizer: str                  # sgd | momentum | adam
-    lr: float
-    batch_size: int
-    momentum: float = 0.0           # β of heavy-ball SGD, 0 otherwise
-    steps: int = 0
-    epochs: int = 0
-    steps_to_loss_01: int | None = None  # first step where the training CE was ≤ 0.1
-    steps_to_target: int | None = None   # step where the stopping target was reached
-    epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
-    step_size_sum: float = 0.0      # Σ_t η_t
 
 
 def stable_seed(*parts: Any) -> int:

@@ -23,6 +23,7 @@ from .data import load_dataset
 from .measures import compute, select
 from .measures.context import MeasureContext, stable_seed
 from .models import build_model
+from .schema import OUTCOMES, artifact_col, hp_col, measure_col, seconds_col
 from .spec import RunSpec
 from .train import evaluate, train
 
@@ -50,7 +51,7 @@ def base_row(spec: RunSpec) -> dict:
     row = {"run_id": spec.run_id, "study": spec.study, "dataset": spec.dataset,
            "model": spec.model, "seed": spec.seed}
     for axis, value in spec.hp.items():
-        row[f"hp.{axis}"] = value
+        row[hp_col(axis)] = value
     return row
 
 
@@ -91,10 +92,10 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress)
     if res.diverged:
         row["status"] = "diverged"
         row["error"] = f"training loss became NaN or infinite after {res.log.steps} steps"
-        for k in ("train_acc", "test_acc", "train_loss", "test_loss", "gap", "loss_gap"):
+        for k in OUTCOMES:
             row[k] = math.nan
         for m in measures:
-            row[f"measure.{m.name}"] = math.nan
+            row[measure_col(m.name)] = math.nan
         return
     train_loss, train_acc = evaluate(model, xtr, ytr)
     test_loss, test_acc = evaluate(model, xte, yte)
@@ -113,10 +114,10 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress)
     result = compute(ctx, measures, progress=progress)
     row["measure_seconds"] = time.perf_counter() - t0
     for name, v in result.values.items():
-        row[f"measure.{name}"] = v
+        row[measure_col(name)] = v
     for name, s in result.seconds.items():
-        row[f"seconds.{name}"] = s
+        row[seconds_col(name)] = s
     for name, arr in result.artifacts.items():
-        row[f"artifact.{name}"] = [float(a) for a in arr]
+        row[artifact_col(name)] = [float(a) for a in arr]
     row["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
 

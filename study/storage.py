@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-TMP_PREFIX = ".tmp-"
+from .schema import TMP_PREFIX, arrow_type, is_artifact, write_atomic
 
 
 class StorageError(RuntimeError):
@@ -38,27 +38,13 @@ def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
         raise StorageError(f"cannot open output {uri!r}: {e}") from None
 
 
-def _arrow_type(name: str, value: Any) -> pa.DataType:
-    if name.startswith(("measure.", "seconds.")):
-        return pa.float64()
-    if name.startswith("artifact."):
-        return pa.list_(pa.float64())
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, int):
-        return pa.int64()
-    if isinstance(value, float):
-        return pa.float64()
-    return pa.string()
-
-
 def row_table(row: dict[str, Any]) -> pa.Table:
     """One row as an Arrow table with stable types (measures float64, NaN kept)."""
     cols = {}
     for k, v in row.items():
-        if isinstance(v, (dict, list)) and not k.startswith("artifact."):
+        if isinstance(v, (dict, list)) and not is_artifact(k):
             v = json.dumps(v, sort_keys=True, default=str)
-        cols[k] = pa.array([v], type=_arrow_type(k, v))
+        cols[k] = pa.array([v], type=arrow_type(k, v))
     return pa.table(cols)
 
 
@@ -99,23 +85,9 @@ class Store:
 
     def write_row(self, row: dict[str, Any]) -> str:
         """Write one run's row, atomically; returns its path."""
-        table = row_table(row)
-        final = self.run_path(row["run_id"])
         buf = io.BytesIO()
-        pq.write_table(table, buf)
-        data = buf.getvalue()
-        if self.local:
-            os.makedirs(self.runs_dir, exist_ok=True)
-            tmp = f"{self.runs_dir}/{TMP_PREFIX}{row['run_id']}-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        else:  # object stores: one upload of the whole buffered file
-            with self.fs.open_output_stream(final) as f:
-                f.write(data)
-        return final
+        pq.write_table(row_table(row), buf)
+        return write_atomic(self.run_path(row["run_id"]), buf.getvalue(), self.fs)
 
     def _run_files(self) -> list[pafs.FileInfo]:
         try:
@@ -178,15 +150,6 @@ class Store:
     def consolidate(self) -> tuple[str, int]:
         """Write every run row to ``<study>/runs.parquet`` atomically; returns (path, rows)."""
         table = self.read_all()
-        final = f"{self.base}/runs.parquet"
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        if self.local:
-            tmp = f"{self.base}/{TMP_PREFIX}runs-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, final)
-        else:
-            with self.fs.open_output_stream(final) as f:
-                f.write(buf.getvalue())
-        return self.uri(final), table.num_rows
+        return self.uri(write_atomic(f"{self.base}/runs.parquet", buf.getvalue(), self.fs)), table.num_rows

@@ -21,6 +21,8 @@ import warnings
 
 import polars as pl
 
+from study.schema import write_atomic
+
 from .load import RunsError, load_runs
 
 FORMATS = (".csv", ".parquet")
@@ -93,24 +95,18 @@ def format_table(table: pl.DataFrame, top: int = 20) -> str:
 
 
 def write_table(table: pl.DataFrame, out: str) -> None:
-    """Write as CSV or Parquet by the extension, to a path or a pyarrow.fs URI."""
-    ext = os.path.splitext(out)[1].lower()
+    """Write as CSV or Parquet by the extension, atomically, to a path or a pyarrow.fs URI."""
     buf = io.BytesIO()
-    if ext == ".csv":
+    if os.path.splitext(out)[1].lower() == ".csv":
         table.write_csv(buf)
     else:
         table.write_parquet(buf)
+    fs, path = None, os.path.abspath(out)
     if "://" in out:
         import pyarrow.fs as pafs
 
         fs, path = pafs.FileSystem.from_uri(out)
-        with fs.open_output_stream(path) as f:
-            f.write(buf.getvalue())
-    else:
-        parent = os.path.dirname(os.path.abspath(out))
-        os.makedirs(parent, exist_ok=True)
-        with open(out, "wb") as f:
-            f.write(buf.getvalue())
+    write_atomic(path, buf.getvalue(), fs)
 
 
 def _rank(args: argparse.Namespace) -> int:

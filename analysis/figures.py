@@ -8,7 +8,6 @@ DESIGN.md) and the ranking table of ``analysis.table.rank_table``.
 from __future__ import annotations
 
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,8 +20,8 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-HESSIAN_PREFIX = "artifact.hessian_density"
-LANDSCAPE_PREFIX = "artifact.filter_"
+from analysis.load import sort_ranking
+from study.schema import Artifact, artifact_col, artifacts_of_kind, is_hp, measure_col, name_of
 
 _STYLE = {
     "font.size": 9,
@@ -40,10 +39,6 @@ _STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 110,
 }
-
-# tokens that mark a list column as the x-grid of its sibling columns
-_GRID_TOKENS = {"grid", "t", "ts", "x", "nodes", "radii", "radius", "alphas", "lambdas"}
-
 
 @contextmanager
 def _style():
@@ -74,16 +69,13 @@ def _fmt(v) -> str:
 
 
 def short_name(name: str) -> str:
-    """A column name without its schema prefix (``measure.``, ``hp.``, ``psi_``, ``artifact.``)."""
-    for p in ("measure.", "hp.", "psi_", "artifact."):
-        if name.startswith(p):
-            return name[len(p):]
-    return name
+    """A column name without its schema prefix (``measure.``, ``hp.``, ``artifact.`` …) or ``psi_``."""
+    return name[len("psi_"):] if name.startswith("psi_") else name_of(name)
 
 
 def varying_axes(df: pl.DataFrame) -> list[str]:
     """The ``hp.*`` columns that take two or more values in ``df``."""
-    return [c for c in df.columns if c.startswith("hp.") and df[c].drop_nulls().n_unique() > 1]
+    return [c for c in df.columns if is_hp(c) and df[c].drop_nulls().n_unique() > 1]
 
 
 def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
@@ -225,29 +217,20 @@ def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
 
 
 def leading_measures(table: pl.DataFrame, k: int = 6, *, by: str = "cmi") -> list[str]:
-    """The ``k`` measures that rank best: highest ``by`` (``cmi``), ties by |τ|.
-
-    ``by="tau"`` ranks by |τ| alone. Measures whose score is missing come last.
-    """
+    """The ``k`` measures that rank best (``study.schema.ranking_order``): highest ``by``
+    (``cmi``), ties by |τ|. ``by="tau"`` ranks by |τ| alone. Missing scores come last."""
     if table.height == 0:
         return []
-    key = pl.col("tau").cast(pl.Float64).abs().fill_nan(None)
-    if by == "tau" or by not in table.columns:
-        order = table.with_columns(_k1=key).sort("_k1", descending=True, nulls_last=True)
-    else:
-        order = table.with_columns(
-            _k0=pl.col(by).cast(pl.Float64).fill_nan(None), _k1=key
-        ).sort(["_k0", "_k1"], descending=True, nulls_last=True)
-    return order["measure"].head(k).to_list()
+    return sort_ranking(table, by if by in table.columns else "tau")["measure"].head(k).to_list()
 
 
 def _measure_col(df: pl.DataFrame, measure: str) -> str:
     if measure in df.columns:
         return measure
-    if "measure." + measure in df.columns:
-        return "measure." + measure
+    if measure_col(measure) in df.columns:
+        return measure_col(measure)
     raise KeyError(f"measure {measure!r} is not a column of the runs table "
-                   f"(looked for {measure!r} and 'measure.{measure}')")
+                   f"(looked for {measure!r} and {measure_col(measure)!r})")
 
 
 def colour_axis(df: pl.DataFrame, outcome: str = "gap") -> str | None:
@@ -332,65 +315,12 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
 # ------------------------------------------------- stored curves (artifacts)
 
 
-@dataclass(frozen=True)
-class Series:
-    """A list column to draw, and the list column that holds its x values (or None).
-
-    With x values named ``…nodes`` the pair is a discrete spectral measure
-    (Gauss-quadrature nodes and weights, as stochastic Lanczos quadrature
-    gives); otherwise the values are a curve over the x grid.
-    """
-
-    values: str
-    grid: str | None
-
-    @property
-    def spectral(self) -> bool:
-        return self.grid is not None and _tokens(self.grid)[-1].lower() == "nodes"
-
-
-def _tokens(name: str) -> list[str]:
-    return [t for t in re.split(r"[._]", name) if t]
-
-
-def artifact_series(df: pl.DataFrame, prefix: str) -> list[Series]:
-    """Pair the list columns starting with ``prefix`` into (values, x) series.
-
-    A column whose last name token is an x word (``grid``, ``t``, ``x``,
-    ``nodes``, ``radii`` …) holds the x values of the other columns; each
-    value column takes the x column sharing the longest name prefix with it.
-    Without one, the values are drawn against their index.
-    """
-    cols = [c for c in df.columns if c.startswith(prefix)
-            and isinstance(df.schema[c], (pl.List, pl.Array))
-            and df[c].drop_nulls().len() > 0]
-    grids = [c for c in cols if _tokens(c)[-1].lower() in _GRID_TOKENS]
-    out = []
-    for c in cols:
-        if c in grids:
-            continue
-        best = max(grids, key=lambda g: len(_common_prefix(c, g)), default=None)
-        out.append(Series(c, best))
-    return out
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
-def _curves(values, grid) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One row's curves: ``values`` split into K curves when it is K grids long (row-major)."""
-    v = np.asarray(values, dtype=float)
-    if grid is not None:
-        g = np.asarray(grid, dtype=float)
-        if g.size and v.size == g.size:
-            return [(g, v)]
-        if g.size and v.size % g.size == 0:
-            return [(g, row) for row in v.reshape(-1, g.size)]
-    return [(np.arange(v.size, dtype=float), v)]
+def stored_artifacts(df: pl.DataFrame, kind: str) -> list[Artifact]:
+    """The artifacts of ``kind`` (``study.schema.ARTIFACTS``) that ``df`` holds as lists, with their x lists."""
+    def held(col: str) -> bool:
+        return (col in df.columns and isinstance(df.schema[col], (pl.List, pl.Array))
+                and df[col].drop_nulls().len() > 0)
+    return [a for a in artifacts_of_kind(kind) if held(a.column) and held(artifact_col(a.x))]
 
 
 def broadened_density(nodes, weights, grid: np.ndarray, sigma: float) -> np.ndarray:
@@ -411,10 +341,10 @@ class _Panel:
     log_y: bool = False
 
 
-def _subsample(df: pl.DataFrame, cols: list[str], max_runs: int) -> list[int]:
-    """Rows holding every list in ``cols``; an even, deterministic subsample of at most ``max_runs``."""
+def _subsample(df: pl.DataFrame, a: Artifact, max_runs: int) -> list[int]:
+    """Rows holding ``a`` and its x list; an even, deterministic subsample of at most ``max_runs``."""
     ok = np.ones(df.height, dtype=bool)
-    for c in cols:
+    for c in (a.column, artifact_col(a.x)):
         ok &= np.array([v is not None and len(v) > 0 for v in df[c].to_list()], dtype=bool)
     idx = np.flatnonzero(ok).tolist()
     if len(idx) > max_runs:
@@ -422,8 +352,8 @@ def _subsample(df: pl.DataFrame, cols: list[str], max_runs: int) -> list[int]:
     return idx
 
 
-def _spectral_panels(df: pl.DataFrame, s: Series, idx: list[int]) -> list[_Panel]:
-    nodes, weights = df[s.grid].to_list(), df[s.values].to_list()
+def _spectral_panels(df: pl.DataFrame, a: Artifact, idx: list[int]) -> list[_Panel]:
+    nodes, weights = df[artifact_col(a.x)].to_list(), df[a.column].to_list()
     th = [np.asarray(nodes[i], dtype=float) for i in idx]
     finite = np.concatenate([t[np.isfinite(t)] for t in th]) if th else np.array([])
     if finite.size == 0:
@@ -438,26 +368,23 @@ def _spectral_panels(df: pl.DataFrame, s: Series, idx: list[int]) -> list[_Panel
         scale = float(np.nanmax(np.abs(t))) if np.isfinite(t).any() else 0.0
         if scale > 0:
             relative[i] = [(rel_grid, broadened_density(t / scale, weights[i], rel_grid, 0.015 * 2.1))]
-    name = short_name(s.values)
-    return [_Panel(f"{name}: λ", "eigenvalue λ", "density", absolute, True),
-            _Panel(f"{name}: λ / max|λ| per run", "λ / max|λ|", "density", relative, True)]
+    return [_Panel(f"{a.name}: λ", "eigenvalue λ", "density", absolute, True),
+            _Panel(f"{a.name}: λ / max|λ| per run", "λ / max|λ|", "density", relative, True)]
 
 
-def _curve_panel(df: pl.DataFrame, s: Series, idx: list[int], ylabel: str, xlabel: str) -> _Panel:
-    vals = df[s.values].to_list()
-    grids = df[s.grid].to_list() if s.grid else [None] * df.height
+def _curve_panel(df: pl.DataFrame, a: Artifact, idx: list[int], ylabel: str, xlabel: str) -> _Panel:
+    """K curves per run (shape K × T, T the length of the x list), drawn as their mean."""
+    vals, xs = df[a.column].to_list(), df[artifact_col(a.x)].to_list()
     curves, k = {}, 1
     for i in idx:
-        cs = _curves(vals[i], grids[i])
-        k = max(k, len(cs))
-        if len(cs) > 1:  # K directions on one grid: draw their mean
-            x = cs[0][0]
-            curves[i] = [(x, np.nanmean(np.vstack([c[1] for c in cs]), axis=0))]
-        else:
-            curves[i] = cs
-    title = short_name(s.values) + (f" (mean over {k} directions)" if k > 1 else "")
-    return _Panel(title, f"{xlabel} ({short_name(s.grid)})" if s.grid else "index in the stored list",
-                  ylabel, curves)
+        x, v = np.asarray(xs[i], dtype=float), np.asarray(vals[i], dtype=float)
+        if v.size % x.size:  # not K × T: not drawn
+            continue
+        v = v.reshape(-1, x.size)
+        k = max(k, len(v))
+        curves[i] = [(x, np.nanmean(v, axis=0) if len(v) > 1 else v[0])]
+    title = a.name + (f" (mean over {k} directions)" if k > 1 else "")
+    return _Panel(title, f"{xlabel} ({a.x})", ylabel, curves)
 
 
 def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome: str) -> Figure:
@@ -495,22 +422,15 @@ def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome:
 
 
 def hessian_spectra(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
-    """Hessian eigenvalue densities (``artifact.hessian_density*`` list columns), one curve per run coloured by gap.
+    """Hessian eigenvalue densities (the ``spectral`` artifacts of ``study.schema``), one curve per run coloured by gap.
 
-    Node/weight pairs (stochastic Lanczos quadrature) are smoothed with a
+    The node/weight pairs (stochastic Lanczos quadrature) are smoothed with a
     Gaussian of width 1.5 % of the plotted range and drawn twice: against λ,
-    and against λ scaled by each run's largest |λ|. Other lists are drawn as
-    curves over their grid. Returns None when the runs stored no density.
+    and against λ scaled by each run's largest |λ|. Returns None when the
+    runs stored no density.
     """
-    panels = []
-    for s in artifact_series(df, HESSIAN_PREFIX):
-        idx = _subsample(df, [s.values] + ([s.grid] if s.grid else []), max_runs)
-        if s.spectral:
-            panels += _spectral_panels(df, s, idx)
-        else:
-            p = _curve_panel(df, s, idx, "density", "eigenvalue λ")
-            p.log_y = True
-            panels.append(p)
+    panels = [p for a in stored_artifacts(df, "spectral")
+              for p in _spectral_panels(df, a, _subsample(df, a, max_runs))]
     if not panels:
         return None
     return _draw_panels(df, panels, title="Hessian eigenvalue density (stochastic Lanczos quadrature)",
@@ -518,14 +438,13 @@ def hessian_spectra(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 8
 
 
 def landscape_curves(df: pl.DataFrame, *, outcome: str = "gap", max_runs: int = 80) -> Figure | None:
-    """Training loss along random filter-normalised directions, L(w + t·δ) (``artifact.filter_*``).
+    """Training loss along random filter-normalised directions, L(w + t·δ) (the ``curves`` artifacts).
 
-    One curve per run, coloured by gap; where a run stored K directions on
-    one grid, their mean. Returns None when the runs stored no curve.
+    One curve per run, coloured by gap: the mean of the run's K directions.
+    Returns None when the runs stored no curve.
     """
-    panels = [_curve_panel(df, s, _subsample(df, [s.values] + ([s.grid] if s.grid else []), max_runs),
-                           "training loss", "step t along δ")
-              for s in artifact_series(df, LANDSCAPE_PREFIX)]
+    panels = [_curve_panel(df, a, _subsample(df, a, max_runs), "training loss", "step t along δ")
+              for a in stored_artifacts(df, "curves")]
     if not panels:
         return None
     return _draw_panels(df, panels, title="Loss along random filter-normalised directions (Li et al. 2018)",

@@ -30,8 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-HP = "hp."
-MEASURE = "measure."
+from study.schema import hp_col, is_hp, is_measure, ranking_order
 
 
 class RunsError(ValueError):
@@ -154,17 +153,27 @@ def load_runs(source: str | os.PathLike, *, include_unconverged: bool = False, i
 
 def measure_columns(df: pl.DataFrame) -> list[str]:
     """The ``measure.*`` columns that hold numbers, in table order."""
-    return [c for c in df.columns if c.startswith(MEASURE) and (df.schema[c].is_numeric() or df.schema[c] == pl.Null)]
+    return [c for c in df.columns if is_measure(c) and (df.schema[c].is_numeric() or df.schema[c] == pl.Null)]
 
 
 def axis_columns(df: pl.DataFrame) -> list[str]:
     """The ``hp.*`` columns (the axes of the study grid), in table order."""
-    return [c for c in df.columns if c.startswith(HP)]
+    return [c for c in df.columns if is_hp(c)]
 
 
-def axis_name(column: str) -> str:
-    """``hp.lr`` → ``lr``."""
-    return column[len(HP):] if column.startswith(HP) else column
+def sort_ranking(table: pl.DataFrame, by: str = "cmi", *, per_dataset: bool = False) -> pl.DataFrame:
+    """A ranking table in the order of ``study.schema.ranking_order`` (keys it lacks are skipped;
+    a stable sort)."""
+    keys = [k for k in ranking_order(by, per_dataset=per_dataset) if k.column in table.columns]
+    if not keys:
+        return table
+    exprs = []
+    for k in keys:
+        e = pl.col(k.column)
+        if k.descending:  # a score: NaN is missing
+            e = e.cast(pl.Float64).fill_nan(None)
+        exprs.append(e.abs() if k.absolute else e)
+    return table.sort(exprs, descending=[k.descending for k in keys], nulls_last=True, maintain_order=True)
 
 
 def split_datasets(df: pl.DataFrame, dataset_axis: bool = False) -> list[tuple[str, pl.DataFrame]]:
@@ -179,8 +188,8 @@ def split_datasets(df: pl.DataFrame, dataset_axis: bool = False) -> list[tuple[s
         df = df.with_columns(pl.lit("unknown").alias("dataset"))
     df = df.with_columns(pl.col("dataset").cast(pl.String).fill_null("unknown"))
     names = sorted(df["dataset"].unique().to_list())
-    if dataset_axis or f"{HP}dataset" in df.columns:
-        if f"{HP}dataset" not in df.columns:
-            df = df.with_columns(pl.col("dataset").alias(f"{HP}dataset"))
+    if dataset_axis or hp_col("dataset") in df.columns:
+        if hp_col("dataset") not in df.columns:
+            df = df.with_columns(pl.col("dataset").alias(hp_col("dataset")))
         return [("+".join(names), df)]
     return [(name, df.filter(pl.col("dataset") == name)) for name in names]

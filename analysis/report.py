@@ -9,7 +9,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import polars as pl
 from matplotlib import colormaps
 
 from analysis import figures
-from analysis.load import RunsError, load_runs, population
+from analysis.load import RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
+from study.schema import artifact_col, artifacts_of_kind, is_hp, is_measure, is_seconds, name_of, write_atomic
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
@@ -133,12 +133,12 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
         rows.append(("models", ", ".join(_esc(d) for d in sorted(runs["model"].drop_nulls().unique().to_list()))))
     if "seed" in runs.columns:
         rows.append(("seeds", str(runs["seed"].n_unique())))
-    n_measures = sum(c.startswith("measure.") for c in runs.columns)
+    n_measures = sum(map(is_measure, runs.columns))
     rows.append(("measures", str(n_measures)))
     if "train_seconds" in runs.columns:
         train = _total(runs, ["train_seconds"])
         measured = _total(runs, ["measure_seconds"] if "measure_seconds" in runs.columns
-                          else [c for c in runs.columns if c.startswith("seconds.")])
+                          else [c for c in runs.columns if is_seconds(c)])
         rows.append(("compute", f"{_duration(train)} training, {_duration(measured)} measures"))
     if pop.height and "gap" in pop.columns:
         g = pop["gap"].cast(pl.Float64).drop_nans().drop_nulls().to_numpy()
@@ -158,7 +158,7 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
 
 
 def _axes_table(runs: pl.DataFrame) -> str:
-    axes = [c for c in runs.columns if c.startswith("hp.")]
+    axes = [c for c in runs.columns if is_hp(c)]
     if not axes:
         return ""
     body = []
@@ -166,19 +166,9 @@ def _axes_table(runs: pl.DataFrame) -> str:
         counts = runs.group_by(a).len().sort(a, nulls_last=True)
         vals = ", ".join(f"{_esc(figures._fmt(v))} <span class=meta>({n})</span>"
                          for v, n in counts.iter_rows())
-        body.append(f'<tr><td class="l">{_esc(a[3:])}</td><td class="l">{vals}</td></tr>')
+        body.append(f'<tr><td class="l">{_esc(name_of(a))}</td><td class="l">{vals}</td></tr>')
     return ('<h3>Grid</h3><table><tr><th class="l">axis</th><th class="l">values (runs stored)</th></tr>'
             + "".join(body) + "</table>")
-
-
-def _sort_table(table: pl.DataFrame) -> pl.DataFrame:
-    keys = [c for c in ("cmi", "tau") if c in table.columns]
-    if not keys:
-        return table
-    return (table.with_columns([pl.col(c).cast(pl.Float64).fill_nan(None).alias(f"_s_{c}") for c in keys])
-            .with_columns(pl.col("_s_tau").abs() if "tau" in keys else [])
-            .sort([f"_s_{c}" for c in keys], descending=True, nulls_last=True)
-            .drop([f"_s_{c}" for c in keys]))
 
 
 def _rank_html(table: pl.DataFrame) -> str:
@@ -221,7 +211,7 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
     if table is None:
         msg = f'<p class="err">No ranking{tag}: {_esc(error)}</p>'
         return {**out, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
-    table = _sort_table(table)
+    table = sort_ranking(table)
     out["rank"] = _rank_html(table) + f'<p class="note">{_LEGEND}</p>'
     if "robust_envs" in table.columns and not (table["robust_envs"].fill_null(0) > 0).any():
         out["rank"] += ('<p class="note">No robust sign-error: no environment (two grid points '
@@ -242,16 +232,17 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
 
 def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
     if kind == "hessian":
-        fig, prefix, what = figures.hessian_spectra(pop), figures.HESSIAN_PREFIX, "Hessian spectral density"
+        fig, drawn, what = figures.hessian_spectra(pop), "spectral", "Hessian spectral density"
         cap = ("Hessian eigenvalue density per run (stochastic Lanczos quadrature, smoothed), coloured by the "
                "run's gap; logarithmic density axis.")
     else:
-        fig, prefix, what = figures.landscape_curves(pop), figures.LANDSCAPE_PREFIX, "loss-landscape curve"
+        fig, drawn, what = figures.landscape_curves(pop), "curves", "loss-landscape curve"
         cap = ("Training loss along random filter-normalised directions δ, L(w + t·δ), one curve per run "
                "coloured by the run's gap.")
     if fig is None:
-        return (f'<p class="note">The analysed runs stored no {what} '
-                f"(no list column starting with <code>{_esc(prefix)}</code>).</p>")
+        cols = " and ".join(f"<code>{_esc(c)}</code>" for a in artifacts_of_kind(drawn)
+                            for c in (a.column, artifact_col(a.x)))
+        return f'<p class="note">The analysed runs stored no {what} (no list columns {cols}).</p>'
     return _png(fig, kind, cap)
 
 
@@ -313,18 +304,5 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
-    return _atomic_write(Path(out_path), page)
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    write_atomic(os.fspath(out_path), page.encode("utf-8"))
+    return Path(out_path)

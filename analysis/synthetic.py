@@ -17,6 +17,8 @@ import hashlib
 import numpy as np
 import polars as pl
 
+from study.schema import OUTCOMES, hp_col, is_measure, measure_col
+
 _OPTIMIZERS = ["sgd", "adam", "momentum", "rmsprop", "adagrad", "adamw", "lamb", "lion"]
 
 
@@ -78,7 +80,7 @@ def synthetic_runs(n_runs: int, n_measures: int = 50, *, n_axes: int = 7, n_valu
     }
     for k, name in enumerate(names):
         vals = _axis_values(name, n_values)
-        cols[f"hp.{name}"] = [vals[j] for j in idx[:, k].tolist()]
+        cols[hp_col(name)] = [vals[j] for j in idx[:, k].tolist()]
     cols.update({
         "train_acc": train_acc, "test_acc": test_acc, "gap": gap,
         "train_loss": np.abs(rng.normal(0.01, 0.002, n_runs)),
@@ -104,7 +106,7 @@ def synthetic_runs(n_runs: int, n_measures: int = 50, *, n_axes: int = 7, n_valu
             mu = np.ones(n_runs)
         if nan_frac > 0 and q % 3 == 0:
             mu = np.where(rng.random(n_runs) < nan_frac, np.nan, mu)
-        cols[f"measure.m{q:02d}"] = mu.astype(np.float64)
+        cols[measure_col(f"m{q:02d}")] = mu.astype(np.float64)
 
     failed = rng.random(n_runs) < failed_frac
     unconv = (~failed) & (rng.random(n_runs) < unconverged_frac)
@@ -117,8 +119,7 @@ def synthetic_runs(n_runs: int, n_measures: int = 50, *, n_axes: int = 7, n_valu
     })
     df = pl.DataFrame(cols)
     if failed.any():
-        nan_cols = ["train_acc", "test_acc", "gap", "train_loss", "test_loss", "loss_gap"] + \
-            [c for c in df.columns if c.startswith("measure.")]
+        nan_cols = list(OUTCOMES) + [c for c in df.columns if is_measure(c)]
         fail = pl.Series(failed)
         df = df.with_columns([pl.when(fail).then(float("nan")).otherwise(pl.col(c)).alias(c) for c in nan_cols])
     return df

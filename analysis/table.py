@@ -29,15 +29,15 @@ import warnings
 import numpy as np
 import polars as pl
 
-from .load import RunsError, axis_columns, axis_name, measure_columns, population, split_datasets
+from study.schema import name_of
+
+from .load import RunsError, axis_columns, measure_columns, population, sort_ranking, split_datasets
 from .stats._ranks import rank_inputs
 from .stats.bootstrap import bootstrap_plans
 from .stats.cmi import CMIPlan
 from .stats.psi import granulated_ranked
 from .stats.robust import robust_ranked
 from .stats.tau import TauPlan
-
-MEASURE_PREFIX = "measure."
 
 
 def codes(s: pl.Series) -> np.ndarray:
@@ -78,7 +78,7 @@ def _n_test(part: pl.DataFrame, robust_n: float | None, name: str) -> np.ndarray
 def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_cond: int, robust_n,
                   min_ess: float, n_boot: int, boot_seed: int, ci: float) -> pl.DataFrame:
     axes = [c for c in axis_columns(part) if part[c].null_count() < part.height]
-    names = [axis_name(c) for c in axes]
+    names = [name_of(c) for c in axes]
     g = part["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
     mu = np.column_stack([part[c].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
                           for c in measures])
@@ -101,7 +101,7 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
 
     cols: dict[str, object] = {
         "dataset": [name] * M,
-        "measure": [c[len(MEASURE_PREFIX):] for c in measures],
+        "measure": [name_of(c) for c in measures],
         "n_models": rk.nkept.astype(np.int64),
         "tau": tau,
         "tau_lo": boot.tau_lo if boot else [None] * M,
@@ -185,9 +185,4 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
     axes: list[str] = []
     for part in parts:
         axes += [c[len("psi_"):] for c in part.columns if c.startswith("psi_") and c[len("psi_"):] not in axes]
-    out = out.select(table_columns(axes, max_cond))
-    return (out.with_columns(pl.col("cmi").fill_nan(None).alias("_cmi"),
-                             pl.col("tau").abs().fill_nan(None).alias("_abs_tau"))
-            .sort(["dataset", "_cmi", "_abs_tau", "measure"], descending=[False, True, True, False],
-                  nulls_last=True)
-            .drop("_cmi", "_abs_tau"))
+    return sort_ranking(out.select(table_columns(axes, max_cond)), per_dataset=True)

@@ -163,11 +163,10 @@ class SortKey:
 def ranking_order(by: str = "cmi", *, per_dataset: bool = False) -> tuple[SortKey, ...]:
     """The order of the ranking table: the highest ``by`` first (default ``cmi``, the
     information kept about the gap once the hyperparameters are controlled for), ties by
-    |τ| descending, then by measure name; ``by="tau"`` ranks by |τ| alone. With
-    ``per_dataset``, by dataset first."""
-    keys = (SortKey("tau", True, True), SortKey("measure"))
-    if by != "tau":
-        keys = (SortKey(by, True),) + keys
+    |τ| descending, then by measure name. ``by="tau"``: by |τ| alone, ties keeping the
+    order they had (a stable sort). With ``per_dataset``, by dataset first."""
+    tau = SortKey("tau", True, True)
+    keys = (tau,) if by == "tau" else (SortKey(by, True), tau, SortKey("measure"))
     return ((SortKey("dataset"),) if per_dataset else ()) + keys
 
 

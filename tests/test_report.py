@@ -26,6 +26,7 @@ from analysis.load import RunsError, load_runs, population
 from analysis import report as report_module
 from analysis.report import write_report
 from analysis.synthetic import synthetic_runs
+from study.schema import ARTIFACTS, artifact_col, is_artifact, is_declared
 from analysis.table import rank_table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,18 +41,16 @@ RANK = {"n_boot": 20}  # a short bootstrap keeps the tests fast
 
 
 def add_artifacts(df: pl.DataFrame) -> pl.DataFrame:
-    """Give each run a Hessian density on a grid and two loss-landscape curves (list columns)."""
-    grid = np.linspace(-1.0, 5.0, 40)
-    t = np.linspace(-1.0, 1.0, 11)
+    """Give each run a Hessian spectral density (nodes, weights) and two loss-landscape curves."""
+    nodes = np.linspace(-1.0, 5.0, 40)
+    t = 0.1 * np.array(ARTIFACTS["filter_sharpness_t"].grid)
     gap = np.nan_to_num(df["gap"].to_numpy(), nan=0.1)
-    dens = [(np.exp(-((grid - 10 * g) ** 2)) + 1e-4).tolist() for g in gap]
+    dens = [np.exp(-((nodes - 10 * g) ** 2)) + 1e-4 for g in gap]
     curves = [np.concatenate([(1 + g) * t ** 2, (2 + g) * t ** 2]).tolist() for g in gap]
-    return df.with_columns(
-        pl.Series("artifact.hessian_density_grid", [grid.tolist()] * df.height, dtype=pl.List(pl.Float64)),
-        pl.Series("artifact.hessian_density", dens, dtype=pl.List(pl.Float64)),
-        pl.Series("artifact.filter_t", [t.tolist()] * df.height, dtype=pl.List(pl.Float64)),
-        pl.Series("artifact.filter_curves", curves, dtype=pl.List(pl.Float64)),
-    )
+    lists = {"hessian_density_nodes": [nodes.tolist()] * df.height,
+             "hessian_density_weights": [(d / d.sum()).tolist() for d in dens],
+             "filter_sharpness_t": [t.tolist()] * df.height, "filter_sharpness_curves": curves}
+    return df.with_columns(pl.Series(artifact_col(k), v, dtype=pl.List(pl.Float64)) for k, v in lists.items())
 
 
 def study_frame(*, artifacts: bool = True, seed: int = 0) -> pl.DataFrame:
@@ -297,24 +296,38 @@ def test_a_failed_write_keeps_the_old_report(runs_folder, tmp_path, monkeypatch)
     assert out.read_text() == "old report" and [p.name for p in tmp_path.iterdir()] == ["r.html"]
 
 
-def test_artifact_series_pairs_values_with_their_grid():
+def test_figures_draw_the_declared_artifacts_on_their_grids():
     lst = pl.List(pl.Float64)
-    df = pl.DataFrame({"artifact.hessian_density": [[1.0, 2.0]], "artifact.hessian_density_grid": [[0.0, 1.0]],
-                       "artifact.filter_t": [[0.0, 1.0]], "artifact.filter_curves": [[1.0, 2.0, 3.0, 4.0]],
-                       "artifact.filter_other": [[5.0]], "measure.x": [1.0]},
-                      schema_overrides={c: lst for c in ["artifact.hessian_density", "artifact.hessian_density_grid",
-                                                         "artifact.filter_t", "artifact.filter_curves",
+    df = pl.DataFrame({"artifact.hessian_density_nodes": [[0.0, 1.0]], "artifact.hessian_density_weights": [[0.5, 0.5]],
+                       "artifact.filter_sharpness_t": [[0.0, 1.0]],
+                       "artifact.filter_sharpness_curves": [[1.0, 2.0, 3.0, 4.0]],
+                       "artifact.filter_other": [[5.0]], "measure.x": [1.0], "gap": [0.1]},
+                      schema_overrides={c: lst for c in ["artifact.hessian_density_nodes", "artifact.hessian_density_weights",
+                                                         "artifact.filter_sharpness_t", "artifact.filter_sharpness_curves",
                                                          "artifact.filter_other"]})
-    assert figures.artifact_series(df, figures.HESSIAN_PREFIX) == [
-        figures.Series("artifact.hessian_density", "artifact.hessian_density_grid")]
-    assert figures.artifact_series(df, figures.LANDSCAPE_PREFIX) == [
-        figures.Series("artifact.filter_curves", "artifact.filter_t"),
-        figures.Series("artifact.filter_other", "artifact.filter_t")]
-    # a list K grids long is K curves on that grid; any other length is drawn against its index
-    curves = figures._curves([1.0, 2.0, 3.0, 4.0], [0.0, 1.0])
-    assert [c[1].tolist() for c in curves] == [[1.0, 2.0], [3.0, 4.0]]
-    assert figures._curves([5.0, 6.0, 7.0], [0.0, 1.0])[0][0].tolist() == [0.0, 1.0, 2.0]
-    assert figures.hessian_spectra(df.drop("artifact.hessian_density")) is None
+    assert figures.stored_artifacts(df, "spectral") == [ARTIFACTS["hessian_density_weights"]]
+    assert figures.stored_artifacts(df, "curves") == [ARTIFACTS["filter_sharpness_curves"]]  # undeclared: ignored
+    # a K × T list is K curves on the T-long grid, drawn as their mean; any other length is not drawn
+    p = figures._curve_panel(df, ARTIFACTS["filter_sharpness_curves"], [0], "loss", "t")
+    assert [c[1].tolist() for c in p.curves[0]] == [[2.0, 3.0]] and "mean over 2 directions" in p.title
+    odd = df.with_columns(pl.Series("artifact.filter_sharpness_curves", [[1.0, 2.0, 3.0]], dtype=lst))
+    assert figures._curve_panel(odd, ARTIFACTS["filter_sharpness_curves"], [0], "loss", "t").curves == {}
+    assert figures.hessian_spectra(df.drop("artifact.hessian_density_weights")) is None
+    assert figures.hessian_spectra(df) is not None and figures.landscape_curves(df) is not None
+
+
+def test_mini_study_rows_follow_the_schema(mini_runs):
+    runs = load_runs(mini_runs)
+    assert [c for c in runs.columns if not is_declared(c)] == []
+    assert {c for c in runs.columns if is_artifact(c)} == {a.column for a in ARTIFACTS.values()}
+    grid = ARTIFACTS["filter_sharpness_t"].grid
+    for t, curves in zip(runs["artifact.filter_sharpness_t"].to_list(),
+                         runs["artifact.filter_sharpness_curves"].to_list()):
+        assert np.allclose(np.array(t) / t[grid.index(1.0)], grid)  # r · grid
+        assert len(curves) % len(t) == 0  # K × T
+    for nodes, weights in zip(runs["artifact.hessian_density_nodes"].to_list(),
+                              runs["artifact.hessian_density_weights"].to_list()):
+        assert len(nodes) == len(weights) and sum(weights) == pytest.approx(1.0)
 
 
 def test_broadened_density_is_the_smoothed_spectral_measure():

@@ -195,7 +195,7 @@ def test_fisher_against_explicit_per_example_gradients(memory_mb):
     model, x, y = tiny(2, n=25)
     Gs = explicit_grads(model, x, y)
     F_ = Gs.T @ Gs / len(x)
-    ctx = MeasureContext(model, x, y, knobs=dict(fisher_examples=0, curv_memory_mb=memory_mb))
+    ctx = MeasureContext(model, x, y, knobs=dict(fisher_examples=0, memory_mb=memory_mb))
     assert C.fisher_trace(ctx) == pytest.approx(np.trace(F_), rel=1e-10)
     assert C.fisher_fro(ctx) == pytest.approx(np.linalg.norm(F_, "fro"), rel=1e-10)
     assert C.fisher_max_eig(ctx) == pytest.approx(np.linalg.eigvalsh(F_)[-1], rel=1e-9)

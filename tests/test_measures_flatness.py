@@ -133,7 +133,7 @@ def test_vmap_chunks_give_the_loop_result(net, monkeypatch):
     monkeypatch.setattr(fl, "_chunk_size", lambda ctx, total: 4)   # chunks 4, 4, 2
     batched = make_ctx(net)
     got = [fl.search(batched, w) for w in ("sigma", "sigma_mag")]
-    assert batched._cache["flatness.vmap"]["ok"]                    # vmap really ran
+    assert batched._cache["core.vmap"]["ok"]                        # vmap really ran
     assert got == ref
 
 

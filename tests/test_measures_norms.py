@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.measures import MeasureContext, measure_full
-from study.measures import norms, weights
+from study.measures import core, norms
 from study.models import mlp, nin
 
 from tests.test_weights import np_fold, randomise_bn
@@ -163,7 +163,7 @@ def test_conv_operator_norm_matches_dense_matrix(build, in_shape):
     zero = torch.zeros(1, *in_shape, dtype=torch.float64)
     M = dense(lambda v: conv(v) - conv(zero), in_shape)   # the linear part of the layer
     # the adjoint used by the power iteration is the transpose of the dense matrix
-    op = weights.probe(ctx).conv_ops["0"]
+    op = core.probe(ctx).conv_ops["0"]
     fwd, adj = norms.conv_maps(conv.weight.detach(), op)
     yv = torch.randn(1, *fwd(torch.zeros(1, *in_shape, dtype=torch.float64)).shape[1:],
                      dtype=torch.float64)

@@ -67,7 +67,7 @@ def test_expected_sharpness_against_plain_loop(net, memory_mb):
     select(["curvature"])
     ctx = MeasureContext(model, x, y, seed=7, knobs=dict(
         expected_sharpness_draws=6, expected_sharpness_rho=0.05,
-        expected_sharpness_mag_rho=0.2, curv_memory_mb=memory_mb))
+        expected_sharpness_mag_rho=0.2, memory_mb=memory_mb))
     w = flat_of(model)
     L0 = explicit_loss(w, x, y).item()
     for name, scale in [("expected_sharpness", 0.05 * torch.ones_like(w)),

@@ -1,4 +1,5 @@
-"""Weight extraction, BatchNorm folding and the one-example probe (study.measures.weights)."""
+"""Weight extraction and BatchNorm folding (study.measures.weights), the one-example probe
+(study.measures.core)."""
 
 import copy
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from study.measures import MeasureContext, measure_full
-from study.measures import weights
+from study.measures import core, weights
 from study.models import mlp, nin
 
 
@@ -76,7 +77,7 @@ def test_layers_are_folded_matrices_in_forward_order():
     for l, r in zip(ls, ref, strict=True):
         assert tuple(l.matrix.shape) == r.shape
         np.testing.assert_allclose(l.matrix.double().numpy(), r, rtol=1e-5, atol=1e-7)
-    assert weights.omega(ctx) == sum(r.size for r in ref)
+    assert core.omega(ctx) == sum(r.size for r in ref)
 
 
 def test_init_is_folded_with_the_init_state_statistics():
@@ -127,7 +128,7 @@ def test_probe_records_conv_inputs_and_hidden_units():
     w = 5
     model = nin((3, 8, 8), 4, depth=2, width=w, batchnorm=True)
     ctx = ctx_for(model, torch.randn(2, 3, 8, 8))
-    pr = weights.probe(ctx)
+    pr = core.probe(ctx)
     # block 1: 3×3 stride-2 conv on 8×8, then 1×1 convs on 4×4; block 2 on 4×4, then 2×2
     expect = [(3, 8, 8), (w, 4, 4), (w, 4, 4), (w, 4, 4), (w, 2, 2), (w, 2, 2), (w, 2, 2)]
     names = [n for n, m in model.named_children() if isinstance(m, nn.Conv2d)]

@@ -11,6 +11,14 @@ each measure took and the NaN reasons.
 Requirements on the model: modules are registered in forward order (as in
 ``nn.Sequential``), each BatchNorm directly after the conv or linear layer
 it normalises, activations are ``nn.ReLU`` modules.
+
+Layers, each importing only those below it: `registry` (measures, knobs) →
+`context` (`MeasureContext`) → `core` (the functional core: perturbed losses,
+gradients, HVPs, the memory budget) → `weights` (BatchNorm folding) → the
+families (`size`, `norms`, `flatness`, `sharpness`, `curvature`,
+`optimisation`, none importing another) → this module, the one aggregator,
+which imports every family so that the registry is full. `compute` runs a
+selection on a context.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ import copy
 import torch
 from torch import nn
 
-from .compute import MeasureResult, compute
 from ..train import TrainLog
+from . import size, norms, flatness, sharpness, curvature, optimisation  # noqa: F401  (register)
+from .compute import MeasureResult, compute
 from .context import MeasureContext, stable_seed
 from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select
 
 __all__ = ["measure", "measure_full", "MeasureContext", "MeasureResult", "TrainLog",
-           "REGISTRY", "KNOBS", "FAMILIES", "Undefined", "select", "compute"]
+           "REGISTRY", "KNOBS", "FAMILIES", "Undefined", "select", "compute", "stable_seed"]
 
 
 def _as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:

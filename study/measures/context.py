@@ -1,11 +1,12 @@
-"""What a measure sees: the trained network, its measure set, and shared helpers.
+"""What a measure sees: the trained network, its measure set, knobs, cache and randomness.
 
 `MeasureContext` holds the network in eval mode and the measure set on one
 device, the parameters as a functional dict (so perturbations never touch
 the module), the initial parameters when known, the training log, the knobs
 and the run seed. Shared intermediate results (margins, searched scales,
 Hessian spectra) are memoised with `cached`, so measures that share them
-pay once; the first measure to ask is charged the time.
+pay once; the first measure to ask is charged the time. What is computed
+from the network (perturbed losses, gradients, HVPs) lives in `core`.
 
 Every random draw comes from `generator(name)`, a CPU generator seeded from
 the run seed and ``name``: draws are made on the CPU and moved to the
@@ -15,16 +16,14 @@ device, so the same weights give the same draws on CPU and CUDA.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from ..train import TrainLog
-from .registry import Undefined, check_knobs, knob
+from .registry import check_knobs, knob
 
 EVAL_BATCH = knob("eval_batch", 2048, "examples per forward pass when evaluating the measure set")
 
@@ -88,65 +87,25 @@ class MeasureContext:
         idx = torch.randperm(n, generator=self.generator(name))[:size]
         return idx.sort().values.to(self.device)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+        return next(iter(self.params.values())).dtype
+
     def randn(self, gen: torch.Generator, *shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen).to(self.device)
+        """Standard normal draws from ``gen`` (on the CPU), in the parameters' dtype and device."""
+        return torch.randn(*shape, generator=gen).to(self.device).to(self.dtype)
 
     def rademacher(self, gen: torch.Generator, *shape: int) -> torch.Tensor:
         return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).float().to(self.device)
 
-    # -- parameters as one vector --------------------------------------------
-    @property
-    def omega_all(self) -> int:
-        return sum(p.numel() for p in self.params.values())
-
-    def flat(self, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        params = self.params if params is None else params
-        return torch.cat([params[n].reshape(-1) for n in self.params])
-
-    def unflat(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for n, p in self.params.items():
-            out[n] = vec[i:i + p.numel()].view_as(p)
-            i += p.numel()
-        return out
-
-    # -- evaluation ----------------------------------------------------------
+    # -- evaluation --------------------------------------------------------------
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits of the network with ``params`` (functional; the module is untouched)."""
         return functional_call(self.model, {**self.buffers, **params}, (x,))
 
     def batches(self):
+        """The measure set in batches of ``eval_batch`` examples."""
         b = int(self.knob(EVAL_BATCH))
         for i in range(0, len(self.x), b):
             yield self.x[i:i + b], self.y[i:i + b]
-
-    @torch.no_grad()
-    def logits(self, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        params = self.params if params is None else params
-        return torch.cat([self.forward(params, xb) for xb, _ in self.batches()])
-
-    @torch.no_grad()
-    def loss(self, params: dict[str, torch.Tensor] | None = None) -> float:
-        """Mean cross-entropy on the measure set."""
-        return F.cross_entropy(self.logits(params), self.y).item()
-
-    @torch.no_grad()
-    def err(self, params: dict[str, torch.Tensor] | None = None) -> float:
-        """Error rate (1 − accuracy) on the measure set."""
-        return (self.logits(params).argmax(1) != self.y).float().mean().item()
-
-    def margins(self) -> torch.Tensor:
-        """Per-example margin f(x)[y] − max_{j≠y} f(x)[j] of the trained network."""
-        def compute():
-            z = self.logits()
-            true = z.gather(1, self.y[:, None]).squeeze(1)
-            other = z.scatter(1, self.y[:, None], float("-inf")).max(1).values
-            return true - other
-        return self.cached("margins", compute)
-
-    def gamma(self) -> float:
-        """γ: the 10th percentile of the training margins; Undefined when γ ≤ 0."""
-        g = self.cached("gamma", lambda: torch.quantile(self.margins().double(), 0.1).item())
-        if not g > 0 or not math.isfinite(g):
-            raise Undefined(f"margin γ = {g:.4g} ≤ 0 (10th percentile of training margins)")
-        return g

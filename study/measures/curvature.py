@@ -8,8 +8,8 @@ and ‖H‖_F, and a batched Lanczos run with full reorthogonalisation on the fi
 probes that gives both the top eigenvalue (run until the residual of the top
 Ritz pair is within the relative tolerance) and the stochastic Lanczos quadrature
 (SLQ) density. HVPs are reverse-over-reverse (``vjp`` of ``grad``), vmapped
-over probes; per-example gradients are ``vmap(grad(·))``; every batch is sized
-by the ``curv_memory_mb`` budget.
+over probes, and per-example gradients ``vmap(grad(·))`` (both from `core`); every
+batch is sized by the ``memory_mb`` budget.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ import numpy as np
 import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
-from torch.func import grad, vjp, vmap
 
+from . import core
 from .context import MeasureContext
 from .registry import Undefined, knob, register
-from .sharpness import (MEMORY_MB, itemsize, act_per_example, batch_loss, batch_losses_and_grads,
-                        fit, flat_w, loss_and_grad)
 
 log = logging.getLogger("study.measures")
 
@@ -47,37 +45,7 @@ GV_BATCHES = knob("grad_var_batches", 64, "most mini-batches averaged by grad_va
 
 SHARE = 1e-3  # |λ| ≤ SHARE·λ_max is "near zero"; λ < −SHARE·λ_max is "negative"
 
-# -- Hessian-vector products and Lanczos -------------------------------------------
-
-
-def make_hvp(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor
-             ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """V (k × P) ↦ rows of ∇²L(w)·V, L the mean cross-entropy on (x, y) at the trained w.
-
-    Reverse-over-reverse: ``vjp`` of ``grad`` per chunk of ``eval_batch`` examples, the
-    probes vmapped in groups that fit the memory budget. With one chunk the linearisation
-    is kept between calls.
-    """
-    w = flat_w(ctx)
-    b = int(ctx.knob("eval_batch"))
-    chunks = [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
-
-    def linearise(xb, yb):
-        return vjp(grad(lambda v: batch_loss(ctx, v, xb, yb, "sum")), w)[1]
-
-    kept = [linearise(*chunks[0])] if len(chunks) == 1 else None
-    per_probe = (4 * w.numel() + 6 * min(b, len(x)) * act_per_example(ctx)) * itemsize(ctx)
-    k = fit(ctx, per_probe)
-
-    def hvp(V: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(V)
-        for i, (xb, yb) in enumerate(chunks):
-            fn = kept[0] if kept else linearise(xb, yb)
-            for r in range(0, len(V), k):
-                out[r:r + k] += vmap(fn)(V[r:r + k])[0].detach()
-        return out / len(x)
-
-    return hvp
+# -- Lanczos -------------------------------------------
 
 
 def _top_ritz(alphas: np.ndarray, betas: np.ndarray, length: int) -> tuple[float, float]:
@@ -171,8 +139,8 @@ def hessian_spectrum(ctx: MeasureContext) -> dict:
     a Lanczos run on the first ``slq_probes`` of them for λ_max and the SLQ density."""
     def compute():
         idx = ctx.subset(int(ctx.knob(H_EXAMPLES)), "hessian")
-        hvp = make_hvp(ctx, ctx.x[idx], ctx.y[idx])
-        w = flat_w(ctx)
+        hvp = core.make_hvp(ctx, ctx.x[idx], ctx.y[idx])
+        w = core.flat(ctx)
         n_h, n_s = int(ctx.knob(H_PROBES)), int(ctx.knob(SLQ_PROBES))
         if n_h < 1 or n_s < 1:
             raise ValueError("hutchinson_probes and slq_probes must be at least 1")
@@ -197,7 +165,7 @@ def hessian_spectrum(ctx: MeasureContext) -> dict:
     return ctx.cached("curvature.hessian", compute)
 
 
-_H_KNOBS = (H_EXAMPLES, H_PROBES, SLQ_PROBES, SLQ_STEPS, LANCZOS_MAX, LANCZOS_TOL, MEMORY_MB)
+_H_KNOBS = (H_EXAMPLES, H_PROBES, SLQ_PROBES, SLQ_STEPS, LANCZOS_MAX, LANCZOS_TOL, core.MEMORY_MB)
 _H_CITE = "Hutchinson 1989; Lanczos 1950; Ghorbani et al. 2019 (SLQ)"
 
 
@@ -251,13 +219,6 @@ def hessian_neg_frac(ctx):
 # -- empirical Fisher ---------------------------------------------------------------
 
 
-def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Rows g_i = ∇_w ℓ(f_w(x_i), y_i) at the trained w, by ``vmap(grad(·))``."""
-    w = flat_w(ctx)
-    f = vmap(grad(lambda v, xi, yi: batch_loss(ctx, v, xi[None], yi[None])), in_dims=(None, 0, 0))
-    return f(w, x, y).detach()
-
-
 def fisher_gram(ctx: MeasureContext) -> np.ndarray:
     """Gram matrix G_ij = g_i·g_j (returned as float64) of the per-example gradients on the Fisher subset
     (cached). Gradients come in blocks that fit the memory budget; with more than one
@@ -265,14 +226,14 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
     def compute():
         idx = ctx.subset(int(ctx.knob(FISHER_N)), "fisher")
         x, y = ctx.x[idx], ctx.y[idx]
-        n, P = len(idx), flat_w(ctx).numel()
-        c = fit(ctx, (2 * P + 4 * act_per_example(ctx)) * itemsize(ctx))
+        n = len(idx)
+        c = core.per_example_grad_block(ctx)
         starts = list(range(0, n, c))
         G = torch.zeros(n, n, dtype=torch.float64, device=ctx.device)
         for bi, i in enumerate(starts):
-            gi = per_example_grads(ctx, x[i:i + c], y[i:i + c])
+            gi = core.per_example_grads(ctx, x[i:i + c], y[i:i + c])
             for j in starts[:bi + 1]:
-                gj = gi if j == i else per_example_grads(ctx, x[j:j + c], y[j:j + c])
+                gj = gi if j == i else core.per_example_grads(ctx, x[j:j + c], y[j:j + c])
                 blk = (gi @ gj.T).double()  # in the network's precision: n²·P is the cost
                 G[i:i + c, j:j + c] = blk
                 G[j:j + c, i:i + c] = blk.T
@@ -280,7 +241,7 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
     return ctx.cached("curvature.fisher_gram", compute)
 
 
-_F_KNOBS = (FISHER_N, MEMORY_MB)
+_F_KNOBS = (FISHER_N, core.MEMORY_MB)
 
 
 @register("fisher_trace", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
@@ -322,12 +283,12 @@ def grad_variance_batches(ctx: MeasureContext) -> torch.Tensor:
 
 
 @register("grad_variance", "curvature", cite="Jiang et al. 2020",
-          knobs=(GV_BATCH, GV_BATCHES, MEMORY_MB))
+          knobs=(GV_BATCH, GV_BATCHES, core.MEMORY_MB))
 def grad_variance(ctx):
     """E_B ‖g_B − ḡ‖² over seeded mini-batches of the run's batch size, ḡ the gradient on
     the whole measure set (Jiang et al. 2020's gradient noise)."""
     idx = grad_variance_batches(ctx)
-    w = flat_w(ctx)
-    _, gbar = loss_and_grad(ctx, w)
-    _, G = batch_losses_and_grads(ctx, w, ctx.x[idx], ctx.y[idx])
+    w = core.flat(ctx)
+    _, gbar, _ = core.loss_and_grad(ctx, w)
+    _, G = core.batch_losses_and_grads(ctx, w, ctx.x[idx], ctx.y[idx])
     return float(((G - gbar) ** 2).sum(1).mean())

@@ -30,17 +30,17 @@ Common random numbers. Every criterion evaluation restarts the generator
 draws, only rescaled; the search is deterministic.
 
 - Monte Carlo (``σ``, ``σ'``): draw ``k`` (``k = 0 … M−1``) is the k-th
-  ``torch.randn(ω_all)`` from that generator, ``z_k``, in the order of
-  ``ctx.params`` (`ctx.flat`), and ``u_k = s·z_k`` or
+  ``torch.randn(P)`` from that generator, ``z_k``, P the parameter count, in
+  the order of ``ctx.params`` (`core.flat`), and ``u_k = s·z_k`` or
   ``u_k = z_k ⊙ sqrt(s²w² + ε²)``. On an accelerator the draws are evaluated
-  in chunks batched with ``torch.func.vmap`` (chunk size from the memory
-  budget ``flat_chunk_mb``); on the CPU one at a time (measured: vmap is no
+  in chunks batched with ``torch.func.vmap`` (`core.over_networks`, chunk size
+  from the memory budget ``memory_mb``); on the CPU one at a time (measured: vmap is no
   faster there, grouped convolutions slower). The mean stops early once the
   errors already counted exceed the target: errors are non-negative, so the
   decision is exact and the chunking never changes a result.
 - Worst case (``α``, ``α'``): the box is ``|v| ≤ b`` with ``b = s`` or
-  ``b = s|w| + ε``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^ω_all``. Restart ``r``
-  starts at ``t = 2·torch.rand(ω_all) − 1`` (the r-th draw of that
+  ``b = s|w| + ε``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^P``. Restart ``r``
+  starts at ``t = 2·torch.rand(P) − 1`` (the r-th draw of that
   generator) and takes ``flat_steps`` steps of projected sign-gradient ascent
   on the mean cross-entropy of those examples,
   ``t ← clip(t + (2.5/steps)·sign(∇_v L(w + b⊙t)), −1, 1)``. The inner maximum
@@ -76,9 +76,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch.func import vmap
 
+from . import core
 from .context import MeasureContext
 from .registry import Undefined, knob, register
 
@@ -98,7 +97,6 @@ STEPS = knob("flat_steps", 5, "projected gradient-ascent steps per restart (α, 
 RESTARTS = knob("flat_restarts", 1, "random starts of the ascent (α, α')")
 SUBSET = knob("flat_subset", 512, "examples of the measure set the searches use (a seeded "
               "subset; 0: all of it)")
-CHUNK_MB = knob("flat_chunk_mb", 256, "memory budget (MiB) for one vmapped chunk of MC draws")
 SIGMA_MAX = knob("flat_sigma_max", 0.5, "s_max of the σ search (absolute standard deviation)")
 SIGMA_MAG_MAX = knob("flat_sigma_mag_max", 1.0, "s_max of the σ' search (relative to |w_i|)")
 ALPHA_MAX = knob("flat_alpha_max", 0.1, "s_max of the α search (absolute box half-width)")
@@ -120,56 +118,34 @@ class Search:
 
 # -- shared pieces -------------------------------------------------------------
 
-def measure_batches(ctx: MeasureContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The examples the searches use, in batches of ``eval_batch``: the measure set, or
-    its seeded subset of ``flat_subset`` examples (generator ``flatness.subset``)."""
+def measure_set(ctx: MeasureContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples the searches use: the measure set, or its seeded subset of
+    ``flat_subset`` examples (generator ``flatness.subset``)."""
     def compute():
         idx = ctx.subset(int(ctx.knob(SUBSET)), "flatness.subset")
-        x, y = ctx.x[idx], ctx.y[idx]
-        b = int(ctx.knob("eval_batch"))
-        return [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
-    return ctx.cached("flatness.batches", compute)
+        return ctx.x[idx], ctx.y[idx]
+    return ctx.cached("flatness.set", compute)
+
+
+def measure_batches(ctx: MeasureContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`measure_set` in batches of ``eval_batch`` examples."""
+    x, y = measure_set(ctx)
+    b = int(ctx.knob("eval_batch"))
+    return [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
 
 
 def err0(ctx: MeasureContext) -> tuple[int, int]:
     """(wrong, n) of the unperturbed network on the examples the searches use."""
     def compute():
-        data = measure_batches(ctx)
         with torch.no_grad():
-            wrong = sum(int((ctx.forward(ctx.params, xb).argmax(1) != yb).sum())
-                        for xb, yb in data)
-        return wrong, sum(len(yb) for _, yb in data)
+            n_wrong = sum(int(core.wrong(ctx.forward(ctx.params, xb), yb))
+                          for xb, yb in measure_batches(ctx))
+        return n_wrong, len(measure_set(ctx)[1])
     return ctx.cached("flatness.err0", compute)
-
-
-def weight_names(ctx: MeasureContext) -> list[str]:
-    """Parameters that are weights (ndim ≥ 2): conv kernels and linear matrices."""
-    return [n for n, p in ctx.params.items() if p.ndim >= 2]
 
 
 def _weights(params: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([params[n].reshape(-1) for n in names]).double()
-
-
-def _acts_per_example(ctx: MeasureContext) -> int:
-    """Floats of every module output for one example (sizes a vmapped chunk)."""
-    def compute():
-        total = 0
-
-        def hook(_m, _i, out):
-            nonlocal total
-            if torch.is_tensor(out):
-                total += out[0].numel()
-
-        hs = [mod.register_forward_hook(hook) for mod in ctx.model.modules()]
-        try:
-            with torch.no_grad():
-                ctx.forward(ctx.params, ctx.x[:1])
-        finally:
-            for h in hs:
-                h.remove()
-        return max(total, 1)
-    return ctx.cached("flatness.acts", compute)
 
 
 def _chunk_size(ctx: MeasureContext, total: int) -> int:
@@ -178,8 +154,7 @@ def _chunk_size(ctx: MeasureContext, total: int) -> int:
     if ctx.device.type == "cpu":
         return 1
     bsz = max(len(yb) for _, yb in measure_batches(ctx))
-    per_draw = 4 * (ctx.omega_all + bsz * _acts_per_example(ctx))
-    return max(1, min(total, int(ctx.knob(CHUNK_MB)) * 2**20 // per_draw))
+    return min(total, core.networks_per_chunk(ctx, bsz))
 
 
 def _bisect(crit: Callable[[float], tuple[bool, float]], s_max: float, depth: int,
@@ -229,45 +204,23 @@ def _mc_wrong(ctx: MeasureContext, noise: Callable[[torch.Tensor], torch.Tensor]
     Stops early, returning the partial count, once it exceeds ``budget``.
     """
     gen = ctx.generator(gen_name)
-    w = ctx.flat()
+    w = core.flat(ctx)
     chunk = _chunk_size(ctx, samples)
-    wrong, done = 0, 0
+    n_wrong, done = 0, 0
     while done < samples:
         k = min(chunk, samples - done)
-        z = torch.stack([torch.randn(ctx.omega_all, generator=gen) for _ in range(k)])
-        pert = w + noise(z.to(ctx.device, w.dtype))          # k × ω_all
-        pb = {n: t.reshape(k, *ctx.params[n].shape) for n, t in
-              _split(ctx, pert, dim=1).items()}
+        z = torch.stack([torch.randn(w.numel(), generator=gen) for _ in range(k)])
+        pert = w + noise(z.to(ctx.device, w.dtype))          # k × P
         with torch.no_grad():
             for xb, yb in measure_batches(ctx):
-                logits = _batched_forward(ctx, pb, xb, k)    # k × B × C
-                wrong += int((logits.argmax(-1) != yb).sum())
+                if k == 1:  # a plain forward pass: vmap over one network rounds differently
+                    n_wrong += int(core.at(ctx, pert[0], xb, yb, core.wrong))
+                else:
+                    n_wrong += int(core.over_networks(ctx, pert, xb, yb, core.wrong).sum())
         done += k
-        if wrong > budget:
+        if n_wrong > budget:
             break
-    return wrong
-
-
-def _split(ctx: MeasureContext, vec: torch.Tensor, dim: int) -> dict[str, torch.Tensor]:
-    out, i = {}, 0
-    for n, p in ctx.params.items():
-        out[n] = vec.narrow(dim, i, p.numel())
-        i += p.numel()
-    return out
-
-
-def _batched_forward(ctx: MeasureContext, pb: dict[str, torch.Tensor],
-                     xb: torch.Tensor, k: int) -> torch.Tensor:
-    """Logits for k parameter sets at once (vmap; a plain loop where vmap fails)."""
-    use = ctx.cached("flatness.vmap", lambda: {"ok": True})
-    if k > 1 and use["ok"]:
-        try:
-            return vmap(lambda p: ctx.forward(p, xb))(pb)
-        except Exception as e:  # an op without a batching rule: same values, slower
-            log.debug("vmap unavailable for this model (%s); looping over draws", e)
-            use["ok"] = False
-    return torch.stack([ctx.forward({n: t[j] for n, t in pb.items()}, xb)
-                        for j in range(k)])
+    return n_wrong
 
 
 def _search_mc(ctx: MeasureContext, what: str) -> Search:
@@ -276,7 +229,7 @@ def _search_mc(ctx: MeasureContext, what: str) -> Search:
     samples = int(ctx.knob(SAMPLES))
     if samples < 1:
         raise ValueError("flat_samples must be ≥ 1")
-    w = ctx.flat()
+    w = core.flat(ctx)
     total = samples * n
     limit = (DELTA + TOL) * total + samples * wrong0      # wrong > limit ⇔ violated
 
@@ -303,35 +256,25 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
     Stops early once a point exceeds ``budget``.
     """
     gen = ctx.generator(gen_name)
-    w = ctx.params
-    data = measure_batches(ctx)
-    n = sum(len(yb) for _, yb in data)
+    w = core.flat(ctx)
+    x, y = measure_set(ctx)
     step = 2.5 / max(steps, 1)
     worst = 0
     for _ in range(restarts):
-        t = (2 * torch.rand(ctx.omega_all, generator=gen) - 1).to(ctx.device, b.dtype)
+        t = (2 * torch.rand(w.numel(), generator=gen) - 1).to(ctx.device, b.dtype)
         for it in range(steps + 1):
-            v = (b * t).detach()
-            wrong = 0
+            v = w + b * t
             if it < steps:
-                v.requires_grad_(True)
-                for xb, yb in data:
-                    vp = _split(ctx, v, dim=0)
-                    params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
-                    logits = ctx.forward(params, xb)
-                    (F.cross_entropy(logits, yb, reduction="sum") / n).backward()
-                    wrong += int((logits.detach().argmax(1) != yb).sum())
+                _, g, n_wrong = core.loss_and_grad(ctx, v, x, y)
             else:
                 with torch.no_grad():
-                    vp = _split(ctx, v, dim=0)
-                    params = {k: w[k] + vp[k].view_as(w[k]) for k in w}
-                    wrong = sum(int((ctx.forward(params, xb).argmax(1) != yb).sum())
-                                for xb, yb in data)
-            worst = max(worst, wrong)
+                    n_wrong = sum(core.at(ctx, v, xb, yb, core.wrong)
+                                  for xb, yb in measure_batches(ctx))
+            worst = max(worst, int(n_wrong))
             if worst > budget:
                 return worst
             if it < steps:
-                t = (t + step * torch.sign(v.grad)).clamp_(-1.0, 1.0)
+                t = (t + step * torch.sign(g)).clamp_(-1.0, 1.0)
     return worst
 
 
@@ -341,7 +284,7 @@ def _search_worst(ctx: MeasureContext, what: str) -> Search:
     steps, restarts = int(ctx.knob(STEPS)), int(ctx.knob(RESTARTS))
     if steps < 0 or restarts < 1:
         raise ValueError("flat_steps must be ≥ 0 and flat_restarts ≥ 1")
-    w = ctx.flat()
+    w = core.flat(ctx)
     limit = (DELTA + TOL) * n + wrong0
 
     def crit(s: float) -> tuple[bool, float]:
@@ -367,24 +310,17 @@ def search(ctx: MeasureContext, what: str) -> Search:
 
 def _sq_norm(ctx: MeasureContext, init: bool) -> float:
     """‖w − w0‖² (init) or ‖w‖² over all trainable parameters, in float64."""
-    d = ctx.flat().double()
+    d = core.flat(ctx).double()
     if init:
-        d = d - ctx.flat(ctx.init_params).double()
+        d = d - core.flat(ctx, ctx.init_params).double()
     return float(d.pow(2).sum())
-
-
-def _omega(ctx: MeasureContext) -> int:
-    names = weight_names(ctx)
-    if not names:
-        raise Undefined("the network has no weight tensors (no parameter with ndim ≥ 2)")
-    return sum(ctx.params[n].numel() for n in names)
 
 
 def _mag_term(ctx: MeasureContext, s: float, init: bool) -> float:
     """¼ Σ_i log((ε² + (s²+1)‖d‖²/ω) / (ε² + s²d_i²)) + log(m/s) + 10, d = w − w0 or w,
     i over the weight scalars."""
-    names = weight_names(ctx)
-    _omega(ctx)
+    core.omega(ctx)  # Undefined without weight tensors
+    names = core.weight_names(ctx)
     d = _weights(ctx.params, names)
     if init:
         d = d - _weights(ctx.init_params, names)
@@ -398,10 +334,10 @@ def _pac(ctx: MeasureContext, s: float, init: bool) -> float:
 
 
 def _sharp(ctx: MeasureContext, a: float, init: bool) -> float:
-    return _sq_norm(ctx, init) * math.log(2 * _omega(ctx)) / (4 * a * a) + math.log(ctx.m / a) + 10
+    return _sq_norm(ctx, init) * math.log(2 * core.omega(ctx)) / (4 * a * a) + math.log(ctx.m / a) + 10
 
 
-_MC = (SAMPLES, DEPTH, RTOL, EXPAND, SUBSET, CHUNK_MB)
+_MC = (SAMPLES, DEPTH, RTOL, EXPAND, SUBSET, core.MEMORY_MB)
 _WC = (STEPS, RESTARTS, DEPTH, RTOL, EXPAND, SUBSET)
 
 

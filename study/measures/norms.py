@@ -3,7 +3,7 @@
 Every norm is of the folded weight layers W_1 … W_d of `weights.layers`
 (BatchNorm folded, biases excluded), computed in float64 on the context's
 device. Natural logarithms throughout. Measures that divide by the margin
-use `ctx.gamma()`, which raises `Undefined` when γ ≤ 0.
+use `core.gamma(ctx)`, which raises `Undefined` when γ ≤ 0.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import weights
+from . import core, weights
 from .context import MeasureContext
 from .registry import Undefined, knob, register
 
@@ -70,7 +70,7 @@ def _logs(values: list[float], what: str) -> list[float]:
 
 
 def _log_gamma2(ctx: MeasureContext) -> float:
-    return 2 * math.log(ctx.gamma())
+    return 2 * math.log(core.gamma(ctx))
 
 
 # -- the true operator norm of a convolution ---------------------------------
@@ -79,7 +79,7 @@ _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
          3: (F.conv3d, F.conv_transpose3d)}
 
 
-def conv_maps(weight: torch.Tensor, op: weights.ConvOp):
+def conv_maps(weight: torch.Tensor, op: core.ConvOp):
     """The convolution (bias-free) at ``op.in_shape`` and its adjoint, as functions of a batch."""
     nd = weight.dim() - 2
     conv, conv_t = _CONV[nd]
@@ -108,7 +108,7 @@ def conv_maps(weight: torch.Tensor, op: weights.ConvOp):
     return fwd, adj
 
 
-def conv_operator_norm(weight: torch.Tensor, op: weights.ConvOp, gen: torch.Generator,
+def conv_operator_norm(weight: torch.Tensor, op: core.ConvOp, gen: torch.Generator,
                        rtol: float, max_iter: int) -> tuple[float, int]:
     """‖A‖₂ of the convolution A at ``op.in_shape``, by power iteration on AᵀA.
 
@@ -137,7 +137,7 @@ def conv_operator_norm(weight: torch.Tensor, op: weights.ConvOp, gen: torch.Gene
 def operator_spec2(ctx: MeasureContext) -> list[float]:
     """‖W_l‖₂² with each conv taken as its linear operator at the layer's input size."""
     def compute():
-        ops = weights.probe(ctx).conv_ops
+        ops = core.probe(ctx).conv_ops
         gen = ctx.generator("log_prod_spec_op")
         rtol, max_iter = float(ctx.knob(SPEC_OP_RTOL)), int(ctx.knob(SPEC_OP_MAX_ITER))
         out = []
@@ -158,7 +158,7 @@ def operator_spec2(ctx: MeasureContext) -> list[float]:
 
 # -- path norm -------------------------------------------------------------------
 
-_PATH_OK = weights.CONV + weights.LINEAR
+_PATH_OK = core.CONV + core.LINEAR
 
 
 def path_norm_value(ctx: MeasureContext) -> float:
@@ -182,7 +182,7 @@ def path_norm_value(ctx: MeasureContext) -> float:
 @register("inverse_margin", "norm", cite=JIANG)
 def inverse_margin(ctx):
     """1/γ², γ the 10th percentile of the training margins (Jiang et al. 2020)."""
-    return 1.0 / ctx.gamma() ** 2
+    return 1.0 / core.gamma(ctx) ** 2
 
 
 @register("log_prod_spec", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020")
@@ -299,7 +299,7 @@ def path_norm(ctx):
 @register("path_norm_over_margin", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020")
 def path_norm_over_margin(ctx):
     """path_norm / γ² (Neyshabur et al. 2015; Jiang et al. 2020)."""
-    return path_norm_value(ctx) / ctx.gamma() ** 2
+    return path_norm_value(ctx) / core.gamma(ctx) ** 2
 
 
 @register("log_prod_spec_op", "norm", cite="Sedghi et al. 2019; Bartlett et al. 2017",

@@ -1,11 +1,12 @@
-"""The measure registry: every measure is a `Measure` registered by name.
+"""The measure registry, the bottom layer: it imports nothing of the package.
 
 A measure is a function of a `MeasureContext` that returns one float. It is
 registered with its family, its citation, the knobs it reads and what it
 needs beyond the trained network and its data (``"init"``: the initial
 weights; ``"train_log"``: the training log and hyperparameters). Names are
 exactly those of ../shared/MEASURES.md; the Parquet column is
-``measure.<name>``.
+``measure.<name>``. The package ``__init__`` imports every family module, so
+the registry is full whenever any part of the package is imported.
 
 A measure that is undefined for a network raises `Undefined` with the
 reason; the runner records NaN and the reason, and the other measures go on.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import pydantic
 
 FAMILIES = (
     "size",         # parameter counts and VC bounds
@@ -50,11 +53,11 @@ class Measure:
 REGISTRY: dict[str, Measure] = {}
 KNOBS: dict[str, Knob] = {}
 
-_NEEDS = ("init", "train_log")
+NEEDS = ("init", "train_log")
 
 
 def knob(name: str, default: Any, doc: str) -> str:
-    """Declare a knob (a measure option settable in the study file)."""
+    """Declare a knob (a measure option settable in the study file); its type is the default's."""
     if name in KNOBS and KNOBS[name].default != default:
         raise ValueError(f"knob {name!r} declared twice with different defaults")
     KNOBS[name] = Knob(name, default, doc)
@@ -67,8 +70,8 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
     for n in needs:
-        if n not in _NEEDS:
-            raise ValueError(f"unknown need {n!r}; needs: {', '.join(_NEEDS)}")
+        if n not in NEEDS:
+            raise ValueError(f"unknown need {n!r}; needs: {', '.join(NEEDS)}")
 
     def wrap(fn):
         if name in REGISTRY:
@@ -89,8 +92,6 @@ def select(include=("all",), exclude=()) -> list[Measure]:
     Order is registration order, so results are stable. Unknown names raise
     ValueError listing what exists.
     """
-    _load_all()
-
     def expand(items, what):
         out = set()
         for item in items:
@@ -110,23 +111,33 @@ def select(include=("all",), exclude=()) -> list[Measure]:
     return [m for n, m in REGISTRY.items() if n in chosen]
 
 
+_TYPE_TEXT = {bool: "true or false", int: "an integer", float: "a number"}
+_MODELS: dict[tuple, type[pydantic.BaseModel]] = {}
+
+
+def knobs_model() -> type[pydantic.BaseModel]:
+    """The pydantic model of the declared knobs: strict, each field typed like its default
+    (ints accepted for float knobs), unknown names forbidden."""
+    key = tuple((k.name, k.default) for k in KNOBS.values())
+    if key not in _MODELS:
+        _MODELS[key] = pydantic.create_model(
+            "MeasureKnobs",
+            __config__=pydantic.ConfigDict(strict=True, extra="forbid", protected_namespaces=()),
+            **{k.name: (type(k.default), k.default) for k in KNOBS.values()})
+    return _MODELS[key]
+
+
 def check_knobs(knobs: dict) -> dict:
     """Knob overrides validated against the declared knobs; returns the full set."""
-    _load_all()
     unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
         raise ValueError(f"unknown measure knob(s) {', '.join(unknown)}; "
                          f"knobs: {', '.join(sorted(KNOBS))}")
-    full = {k: v.default for k, v in KNOBS.items()}
-    for k, v in knobs.items():
+    try:
+        return knobs_model()(**knobs).model_dump()
+    except pydantic.ValidationError as e:
+        k = str(e.errors()[0]["loc"][0])
         d = KNOBS[k].default
-        if isinstance(d, bool) != isinstance(v, bool) or (
-                isinstance(d, (int, float)) and not isinstance(v, (int, float))):
-            raise ValueError(f"measure knob {k!r} must be like {d!r}, got {v!r}")
-        full[k] = v
-    return full
-
-
-def _load_all() -> None:
-    """Import every module that registers measures."""
-    from . import catalogue  # noqa: F401  (registers on import)
+        want = _TYPE_TEXT.get(type(d), type(d).__name__)
+        raise ValueError(f"measure knob {k!r} must be {want} like its default {d!r}, "
+                         f"got {knobs[k]!r}") from None

@@ -3,10 +3,8 @@ Keskar's ζ, expected sharpness, adaptive worst-case sharpness,
 filter-normalised sharpness and Entropy-SGD's local energy.
 
 Every quantity is a function of the flat parameter vector ``w`` and the mean
-cross-entropy ``L`` on the measure set, the network in eval mode. The
-functional helpers at the top (loss and gradient of a flat vector, batched
-losses of many perturbed networks, mini-batch gradients, the memory budget
-that sizes every vmapped batch) are shared with `curvature`.
+cross-entropy ``L`` on the measure set, the network in eval mode, computed by
+`core` (perturbed losses batched with vmap, gradients, the ``memory_mb`` budget).
 """
 
 from __future__ import annotations
@@ -15,120 +13,11 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, minimize
-from torch.func import grad_and_value, vmap
 
+from . import core
 from .context import MeasureContext
 from .registry import Undefined, knob, register
-
-MEMORY_MB = knob("curv_memory_mb", 512,
-                 "memory budget (MiB) that sizes the vmapped batches of the sharpness "
-                 "and curvature measures")
-
-# -- functional helpers (shared with curvature.py) ------------------------------
-
-
-def dtype(ctx: MeasureContext) -> torch.dtype:
-    """The parameters' dtype."""
-    return next(iter(ctx.params.values())).dtype
-
-
-def flat_w(ctx: MeasureContext) -> torch.Tensor:
-    """The trained parameters as one vector (cached)."""
-    return ctx.cached("sharpness.w", ctx.flat)
-
-
-def randn(ctx: MeasureContext, gen: torch.Generator, *shape: int) -> torch.Tensor:
-    """Standard normal draws from ``gen`` (on the CPU), in the parameters' dtype and device."""
-    return ctx.randn(gen, *shape).to(dtype(ctx))
-
-
-def act_per_example(ctx: MeasureContext) -> int:
-    """Scalars of all module outputs for one example: the size unit of the memory budget."""
-    def count():
-        total = [0]
-        def add(_m, _i, out):
-            if torch.is_tensor(out):
-                total[0] += out[0].numel()
-
-        hooks = [m.register_forward_hook(add) for m in ctx.model.modules() if not list(m.children())]
-        try:
-            with torch.no_grad():
-                ctx.forward(ctx.params, ctx.x[:1])
-        finally:
-            for h in hooks:
-                h.remove()
-        return max(total[0], 1)
-    return ctx.cached("sharpness.act_per_example", count)
-
-
-def fit(ctx: MeasureContext, bytes_per_item: float) -> int:
-    """How many items of ``bytes_per_item`` fit the memory budget (at least 1)."""
-    budget = float(ctx.knob(MEMORY_MB)) * 2**20
-    return max(1, int(budget // max(bytes_per_item, 1.0)))
-
-
-def itemsize(ctx: MeasureContext) -> int:
-    """Bytes per scalar of the parameters."""
-    return torch.empty((), dtype=dtype(ctx)).element_size()
-
-
-def batch_loss(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-               reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the network with flat parameters ``w`` on ``(x, y)`` (functional)."""
-    return F.cross_entropy(ctx.forward(ctx.unflat(w), x), y, reduction=reduction)
-
-
-def loss_and_grad(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor | None = None,
-                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy on ``(x, y)`` (default: the measure set) and its gradient in ``w``,
-    accumulated over chunks of ``eval_batch`` examples."""
-    x = ctx.x if x is None else x
-    y = ctx.y if y is None else y
-    b = int(ctx.knob("eval_batch"))
-    gv = grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb, "sum"))
-    total, g = torch.zeros((), dtype=w.dtype, device=w.device), torch.zeros_like(w)
-    for i in range(0, len(x), b):
-        gi, li = gv(w, x[i:i + b], y[i:i + b])
-        total, g = total + li.detach(), g + gi.detach()
-    return total / len(x), g / len(x)
-
-
-@torch.no_grad()
-def losses_at(ctx: MeasureContext, W: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy on the measure set of each row of ``W`` (K × P), vmapped over rows."""
-    b = int(ctx.knob("eval_batch"))
-    per_row = (W.shape[1] + 3 * min(b, len(ctx.x)) * act_per_example(ctx)) * itemsize(ctx)
-    k = fit(ctx, per_row)
-    f = vmap(lambda v, xb, yb: batch_loss(ctx, v, xb, yb, "sum"), in_dims=(0, None, None))
-    out = []
-    for r in range(0, len(W), k):
-        Wr = W[r:r + k]
-        out.append(sum(f(Wr, xb, yb) for xb, yb in ctx.batches()) / len(ctx.x))
-    return torch.cat(out)
-
-
-def loss_w(ctx: MeasureContext) -> torch.Tensor:
-    """L(w) on the measure set, by the same batched path as the perturbed losses (cached)."""
-    return ctx.cached("sharpness.loss_w", lambda: losses_at(ctx, flat_w(ctx)[None])[0])
-
-
-def batch_losses_and_grads(ctx: MeasureContext, W: torch.Tensor, X: torch.Tensor,
-                           Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy of each mini-batch ``(X[j], Y[j])`` and its gradient, at ``W[j]``
-    (nb × P) or at one shared ``W`` (P,), vmapped over batches and chunked by memory."""
-    shared = W.dim() == 1
-    per_batch = (3 * W.shape[-1] + 4 * X.shape[1] * act_per_example(ctx)) * itemsize(ctx)
-    k = fit(ctx, per_batch)
-    f = vmap(grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb)),
-             in_dims=(None if shared else 0, 0, 0))
-    grads, losses = [], []
-    for r in range(0, len(X), k):
-        g, l = f(W if shared else W[r:r + k], X[r:r + k], Y[r:r + k])
-        grads.append(g.detach())
-        losses.append(l.detach())
-    return torch.cat(losses), torch.cat(grads)
 
 
 def minibatch_index(ctx: MeasureContext, gen: torch.Generator, batch_size: int,
@@ -156,16 +45,17 @@ KESKAR_N = knob("keskar_examples", 512,
 
 def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
     """ζ(w; ε) = 100 (max_{|v_i| ≤ ε(|w_i|+1)} L(w+v) − L(w)) / (1 + L(w)), L on a seeded
-    subset of ``keskar_examples`` examples; the maximum by scipy's L-BFGS-B (box bounds, ``maxiter`` iterations, start v = 0, float64 on the
-    scipy side, gradient by autograd)."""
-    w = flat_w(ctx)
+    subset of ``keskar_examples`` examples; the maximum by scipy's L-BFGS-B (box bounds,
+    ``maxiter`` iterations, start v = 0, float64 on the scipy side, gradient by autograd)."""
+    w = core.flat(ctx)
     idx = ctx.subset(int(ctx.knob(KESKAR_N)), "keskar")
     x, y = ctx.x[idx], ctx.y[idx]
     bound = (eps * (w.abs() + 1)).double().cpu().numpy()
     seen = {}
 
     def neg_loss(v: np.ndarray):
-        L, g = loss_and_grad(ctx, w + torch.as_tensor(v, dtype=w.dtype, device=w.device), x, y)
+        v = torch.as_tensor(v, dtype=w.dtype, device=w.device)
+        L, g, _ = core.loss_and_grad(ctx, w + v, x, y)
         seen.setdefault("L0", float(L))
         return -float(L), -g.double().cpu().numpy()
 
@@ -203,33 +93,33 @@ def expected_sharpness_value(ctx: MeasureContext, name: str, scale: torch.Tensor
                              draws: int) -> float:
     """mean_d L(w + scale ⊙ z_d) − L(w), z_d ~ N(0, I) drawn one vector at a time, in order,
     from ``ctx.generator(name)``; the perturbed losses batched with vmap."""
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     gen = ctx.generator(name)
-    k = fit(ctx, 4 * w.numel() * itemsize(ctx))  # draws held at once
+    k = core.fit(ctx, 4 * w.numel() * core.itemsize(ctx))  # draws held at once
     total, done = 0.0, 0
     while done < draws:
         c = min(k, draws - done)
-        U = torch.stack([randn(ctx, gen, w.numel()) for _ in range(c)]) * scale
-        total += float(losses_at(ctx, w + U).sum())
+        U = torch.stack([ctx.randn(gen, w.numel()) for _ in range(c)]) * scale
+        total += float(core.losses(ctx, w + U).sum())
         done += c
-    return total / draws - float(loss_w(ctx))
+    return total / draws - float(core.loss_w(ctx))
 
 
 @register("expected_sharpness", "curvature", cite="Neyshabur et al. 2017",
-          knobs=(ES_RHO, ES_DRAWS, MEMORY_MB))
+          knobs=(ES_RHO, ES_DRAWS, core.MEMORY_MB))
 def expected_sharpness(ctx):
     """E_{u~N(0,ρ²I)} L(w+u) − L(w), Monte-Carlo (Neyshabur et al. 2017)."""
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     return expected_sharpness_value(ctx, "expected_sharpness",
                                     torch.full_like(w, float(ctx.knob(ES_RHO))),
                                     int(ctx.knob(ES_DRAWS)))
 
 
 @register("expected_sharpness_mag", "curvature", cite="Neyshabur et al. 2017",
-          knobs=(ES_MAG_RHO, ES_DRAWS, MEMORY_MB))
+          knobs=(ES_MAG_RHO, ES_DRAWS, core.MEMORY_MB))
 def expected_sharpness_mag(ctx):
     """E L(w+u) − L(w), u_i ~ N(0, ρ²w_i²), Monte-Carlo (Neyshabur et al. 2017)."""
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     return expected_sharpness_value(ctx, "expected_sharpness_mag",
                                     float(ctx.knob(ES_MAG_RHO)) * w.abs(),
                                     int(ctx.knob(ES_DRAWS)))
@@ -262,7 +152,7 @@ def adaptive_sharpness(ctx: MeasureContext, p: float, rho: float, steps: int,
     """
     if p not in (2, math.inf):
         raise ValueError(f"adaptive sharpness supports p = 2 or inf, got {p}")
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     c = w.abs()
     idx = minibatch_index(ctx, ctx.generator(name), batch_size, n_batches)
     X, Y = ctx.x[idx], ctx.y[idx]
@@ -271,7 +161,7 @@ def adaptive_sharpness(ctx: MeasureContext, p: float, rho: float, steps: int,
     step = 2.5 * rho / max(steps, 1)
     L0 = None
     for t in range(steps + 1):
-        L, G = batch_losses_and_grads(ctx, w + c * Z, X, Y)
+        L, G = core.batch_losses_and_grads(ctx, w + c * Z, X, Y)
         if L0 is None:
             L0 = L
         gain = L - L0
@@ -290,7 +180,7 @@ def adaptive_sharpness(ctx: MeasureContext, p: float, rho: float, steps: int,
 
 
 @register("adaptive_sharpness_linf", "curvature", cite="Andriushchenko et al. 2023",
-          knobs=(AS_RHO_LINF, AS_STEPS, AS_BATCHES, AS_BATCH, MEMORY_MB))
+          knobs=(AS_RHO_LINF, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB))
 def adaptive_sharpness_linf(ctx):
     """max_{‖v/|w|‖_∞ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
     return adaptive_sharpness(ctx, math.inf, float(ctx.knob(AS_RHO_LINF)), int(ctx.knob(AS_STEPS)),
@@ -299,7 +189,7 @@ def adaptive_sharpness_linf(ctx):
 
 
 @register("adaptive_sharpness_l2", "curvature", cite="Andriushchenko et al. 2023",
-          knobs=(AS_RHO_L2, AS_STEPS, AS_BATCHES, AS_BATCH, MEMORY_MB))
+          knobs=(AS_RHO_L2, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB))
 def adaptive_sharpness_l2(ctx):
     """max_{‖v/|w|‖₂ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
     return adaptive_sharpness(ctx, 2, float(ctx.knob(AS_RHO_L2)), int(ctx.knob(AS_STEPS)),
@@ -329,7 +219,7 @@ def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torc
             if p.dim() < 2:
                 parts.append(torch.zeros(p.numel(), dtype=p.dtype, device=p.device))
                 continue
-            d = randn(ctx, gen, *p.shape).reshape(len(p), -1)
+            d = ctx.randn(gen, *p.shape).reshape(len(p), -1)
             wn = p.reshape(len(p), -1).norm(dim=1, keepdim=True)
             dn = d.norm(dim=1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
             parts.append((d * (wn / dn)).reshape(-1))
@@ -339,19 +229,19 @@ def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torc
 
 def filter_sharpness_curves(ctx: MeasureContext, k: int, r: float):
     """(directions, t grid, K × T losses L(w + t·δ_k)) with t = r·FILTER_T; t = 0 is L(w)."""
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     D = filter_directions(ctx, k, ctx.generator("filter_sharpness"))
     t = torch.tensor(FILTER_T, dtype=w.dtype, device=w.device) * r
     nz = t != 0
     W = (w + t[nz][None, :, None] * D[:, None, :]).reshape(-1, w.numel())
     curves = torch.empty(k, len(t), dtype=w.dtype, device=w.device)
-    curves[:, nz] = losses_at(ctx, W).reshape(k, -1)
-    curves[:, ~nz] = loss_w(ctx)
+    curves[:, nz] = core.losses(ctx, W).reshape(k, -1)
+    curves[:, ~nz] = core.loss_w(ctx)
     return D, t, curves
 
 
 @register("filter_sharpness", "curvature", cite="Li et al. 2018",
-          knobs=(FS_DIRS, FS_RADIUS, MEMORY_MB))
+          knobs=(FS_DIRS, FS_RADIUS, core.MEMORY_MB))
 def filter_sharpness(ctx):
     """mean_k L(w + r·δ_k) − L(w) over random filter-normalised directions δ_k (Li et al. 2018).
     Keeps the 1-D curves in ``artifacts["filter_sharpness_t"]`` and
@@ -361,7 +251,7 @@ def filter_sharpness(ctx):
     ctx.artifacts["filter_sharpness_t"] = t.tolist()
     ctx.artifacts["filter_sharpness_curves"] = curves.reshape(-1).tolist()
     at_r = FILTER_T.index(1.0)
-    return float(curves[:, at_r].mean() - loss_w(ctx))
+    return float(curves[:, at_r].mean() - core.loss_w(ctx))
 
 
 # -- local entropy (Chaudhari et al. 2019) ----------------------------------------
@@ -400,17 +290,17 @@ def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float,
 def local_entropy(ctx):
     """Local energy E[L(w')] − L(w) under p(w') ∝ exp(−L(w')/T − (γ/2)‖w'−w‖²), the mean
     over a seeded SGLD chain on mini-batches started at w (Chaudhari et al. 2019)."""
-    w = flat_w(ctx)
+    w = core.flat(ctx)
     steps = int(ctx.knob(LE_STEPS))
     gen = ctx.generator("local_entropy")
     idx = minibatch_index(ctx, gen, int(ctx.knob(LE_BATCH)), steps + 1)
 
     def loss_grad(v, k):
-        return loss_and_grad(ctx, v, ctx.x[idx[k]], ctx.y[idx[k]])
+        return core.loss_and_grad(ctx, v, ctx.x[idx[k]], ctx.y[idx[k]])[:2]
 
     mean = sgld_mean_loss(loss_grad, w, float(ctx.knob(LE_GAMMA)), float(ctx.knob(LE_TEMP)),
                           steps, float(ctx.knob(LE_LR)), int(ctx.knob(LE_BURNIN)),
-                          lambda k: randn(ctx, gen, w.numel()))
+                          lambda k: ctx.randn(gen, w.numel()))
     if not math.isfinite(mean):
         raise Undefined(f"the SGLD chain diverged (mean loss {mean}); lower local_entropy_lr")
-    return mean - float(loss_w(ctx))
+    return mean - float(core.loss_w(ctx))

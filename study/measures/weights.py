@@ -7,10 +7,6 @@ before it with its eval-mode statistics (the init state's own statistics
 for ``"init"``). Biases and normalisation parameters are not weights, but
 the folded bias is kept for the folded network.
 
-`probe(ctx)` runs one example through the network with forward hooks and
-records each conv's operator settings and input size (for the operator
-norm) and the number of hidden activations (outputs of ``nn.ReLU`` modules).
-
 `folded_network(ctx, which)` is a copy of the network with every BatchNorm
 replaced by the identity and its conv/linear layer carrying the folded
 weight and bias: in eval mode it computes the same function.
@@ -27,12 +23,10 @@ import torch
 from torch import nn
 
 from .context import MeasureContext
+from .core import CONV, LINEAR
 from .registry import Undefined
 
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-LINEAR = (nn.Linear,)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-ACTIVATIONS = (nn.ReLU,)
 
 
 @dataclass(frozen=True)
@@ -51,25 +45,6 @@ class Layer:
     def matrix(self) -> torch.Tensor:
         """The weight as a matrix: a conv kernel C_out×C_in×k×k as C_out×(C_in·k·k)."""
         return self.weight.reshape(self.weight.shape[0], -1)
-
-
-@dataclass(frozen=True)
-class ConvOp:
-    """What fixes a conv layer's linear operator besides its kernel."""
-    stride: tuple[int, ...]
-    padding: tuple[int, ...] | str
-    dilation: tuple[int, ...]
-    groups: int
-    padding_mode: str
-    reversed_padding: tuple[int, ...]  # F.pad amounts (last dim first), as the module keeps them
-    in_shape: tuple[int, ...]          # (C_in, *spatial) of the layer's input, one example
-
-
-@dataclass(frozen=True)
-class Probe:
-    conv_ops: dict[str, ConvOp]  # conv module name -> operator settings
-    hidden_units: int            # U: hidden activations (ReLU outputs) for one input
-    activations: int             # number of ReLU calls seen
 
 
 def _leaves(model: nn.Module):
@@ -146,45 +121,6 @@ def fold(model: nn.Module, st: dict[str, torch.Tensor]) -> list[Layer]:
 def layers(ctx: MeasureContext, which: str = "final") -> list[Layer]:
     """W_1 … W_d (folded) of the trained (``"final"``) or initial (``"init"``) network."""
     return ctx.cached(f"weights.layers.{which}", lambda: fold(ctx.model, state(ctx, which)))
-
-
-def probe(ctx: MeasureContext) -> Probe:
-    """Conv operator settings and input sizes, and the hidden-unit count, from one example."""
-    def run() -> Probe:
-        ops: dict[str, ConvOp] = {}
-        units = [0, 0]
-        handles = []
-
-        def conv_hook(name):
-            def hook(mod, inputs, output):
-                ops[name] = ConvOp(tuple(mod.stride), mod.padding if isinstance(mod.padding, str)
-                                   else tuple(mod.padding), tuple(mod.dilation), mod.groups,
-                                   mod.padding_mode, tuple(mod._reversed_padding_repeated_twice),
-                                   tuple(inputs[0].shape[1:]))
-            return hook
-
-        def act_hook(mod, inputs, output):
-            units[0] += output[0].numel()
-            units[1] += 1
-
-        for name, mod in ctx.model.named_modules():
-            if isinstance(mod, CONV):
-                handles.append(mod.register_forward_hook(conv_hook(name)))
-            elif isinstance(mod, ACTIVATIONS):
-                handles.append(mod.register_forward_hook(act_hook))
-        try:
-            with torch.no_grad():
-                ctx.forward(ctx.params, ctx.x[:1])
-        finally:
-            for h in handles:
-                h.remove()
-        return Probe(ops, units[0], units[1])
-    return ctx.cached("weights.probe", run)
-
-
-def omega(ctx: MeasureContext) -> int:
-    """ω: the number of scalars in W_1 … W_d."""
-    return sum(l.weight.numel() for l in layers(ctx))
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:

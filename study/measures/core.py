@@ -1,0 +1,302 @@
+"""The functional core under the measure families: everything computed from the network.
+
+Parameters are one flat vector ``w`` in the order of ``ctx.params`` (`flat`,
+`unflat`); ω counts the weight scalars (`omega`). One forward-hook probe
+(`probe`) reads conv operator settings, hidden units and the scalars every
+module outputs per example, the size unit of the one memory budget
+``memory_mb`` that sizes every vmapped batch (`fit`). The network with flat
+parameters is evaluated by `at` (one network) and `over_networks` (many,
+vmapped); on top of them: `losses` of many parameter sets, `loss_and_grad`
+(loss, gradient and wrong predictions), `batch_losses_and_grads` (many
+mini-batches), `make_hvp` (Hessian-vector products, reverse-over-reverse)
+and `per_example_grads`. The trained network's margins and γ close the module.
+All losses are cross-entropies, the network in eval mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import grad, grad_and_value, vjp, vmap
+
+from .context import EVAL_BATCH, MeasureContext
+from .registry import Undefined, knob
+
+log = logging.getLogger("study.measures")
+
+MEMORY_MB = knob("memory_mb", 512.0, "memory budget (MiB) that sizes every vmapped batch: "
+                 "perturbed networks, mini-batch gradients, HVP probes, per-example gradients")
+
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LINEAR = (nn.Linear,)
+ACTIVATIONS = (nn.ReLU,)
+
+# -- parameters as one vector -------------------------------------------------------
+
+
+def flat(ctx: MeasureContext, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``params`` (default: the trained ones, cached) as one vector, in ``ctx.params`` order."""
+    if params is None:
+        return ctx.cached("core.w", lambda: flat(ctx, ctx.params))
+    return torch.cat([params[n].reshape(-1) for n in ctx.params])
+
+
+def unflat(ctx: MeasureContext, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The flat vector ``vec`` as a parameter dict (views)."""
+    out, i = {}, 0
+    for n, p in ctx.params.items():
+        out[n] = vec[i:i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+def weight_names(ctx: MeasureContext) -> list[str]:
+    """The weight tensors: parameters with ndim ≥ 2 (conv kernels, linear matrices)."""
+    return [n for n, p in ctx.params.items() if p.ndim >= 2]
+
+
+def omega(ctx: MeasureContext) -> int:
+    """ω: the number of weight scalars (biases and normalisation parameters excluded)."""
+    names = weight_names(ctx)
+    if not names:
+        raise Undefined("the network has no weight tensors (no parameter with ndim ≥ 2)")
+    return sum(ctx.params[n].numel() for n in names)
+
+
+# -- the one-example probe ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvOp:
+    """What fixes a conv layer's linear operator besides its kernel."""
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    reversed_padding: tuple[int, ...]  # F.pad amounts (last dim first), as the module keeps them
+    in_shape: tuple[int, ...]          # (C_in, *spatial) of the layer's input, one example
+
+
+@dataclass(frozen=True)
+class Probe:
+    conv_ops: dict[str, ConvOp]  # conv module name -> operator settings
+    hidden_units: int            # U: hidden activations (ReLU outputs) for one input
+    activations: int             # number of ReLU calls seen
+    outputs: int                 # scalars output by all leaf modules for one input (≥ 1)
+
+
+def probe(ctx: MeasureContext) -> Probe:
+    """One example through the network with forward hooks (cached)."""
+    def run() -> Probe:
+        ops: dict[str, ConvOp] = {}
+        units = calls = outputs = 0
+
+        def hook(name: str, leaf: bool):
+            def record(mod, inputs, out):
+                nonlocal units, calls, outputs
+                if leaf and torch.is_tensor(out):
+                    outputs += out[0].numel()
+                if isinstance(mod, CONV):
+                    ops[name] = ConvOp(tuple(mod.stride), mod.padding if isinstance(mod.padding, str)
+                                       else tuple(mod.padding), tuple(mod.dilation), mod.groups,
+                                       mod.padding_mode, tuple(mod._reversed_padding_repeated_twice),
+                                       tuple(inputs[0].shape[1:]))
+                elif isinstance(mod, ACTIVATIONS):
+                    units += out[0].numel()
+                    calls += 1
+            return record
+
+        handles = [m.register_forward_hook(hook(n, not list(m.children())))
+                   for n, m in ctx.model.named_modules()]
+        try:
+            with torch.no_grad():
+                ctx.forward(ctx.params, ctx.x[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        return Probe(ops, units, calls, max(outputs, 1))
+    return ctx.cached("core.probe", run)
+
+
+# -- the memory budget --------------------------------------------------------------
+
+
+def itemsize(ctx: MeasureContext) -> int:
+    """Bytes per scalar of the parameters."""
+    return torch.empty((), dtype=ctx.dtype).element_size()
+
+
+def fit(ctx: MeasureContext, bytes_per_item: float) -> int:
+    """How many items of ``bytes_per_item`` fit the ``memory_mb`` budget (at least 1)."""
+    budget = float(ctx.knob(MEMORY_MB)) * 2**20
+    return max(1, int(budget // max(bytes_per_item, 1.0)))
+
+
+def networks_per_chunk(ctx: MeasureContext, n_examples: int) -> int:
+    """Perturbed networks evaluated at once on ``n_examples`` examples: each holds its
+    parameters and three copies of its activations."""
+    per_net = flat(ctx).numel() + 3 * n_examples * probe(ctx).outputs
+    return fit(ctx, per_net * itemsize(ctx))
+
+
+# -- evaluation at flat parameters --------------------------------------------------
+
+
+def ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy."""
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def wrong(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Number of wrong predictions."""
+    return (logits.argmax(-1) != y).sum()
+
+
+def at(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+       fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(logits, y)`` of the network with flat parameters ``w`` on ``x``."""
+    return fn(ctx.forward(unflat(ctx, w), x), y)
+
+
+def over_networks(ctx: MeasureContext, W: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                  fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`at` for each row of ``W`` (k × P), vmapped over rows; a loop over rows where the
+    model has an op without a batching rule (the same function, slower)."""
+    use = ctx.cached("core.vmap", lambda: {"ok": True})
+    if use["ok"]:
+        try:
+            return vmap(lambda w: at(ctx, w, x, y, fn))(W)
+        except Exception as e:
+            log.debug("vmap unavailable for this model (%s); looping over networks", e)
+            use["ok"] = False
+    return torch.stack([at(ctx, w, x, y, fn) for w in W])
+
+
+@torch.no_grad()
+def losses(ctx: MeasureContext, W: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy on the measure set of each row of ``W`` (K × P), rows vmapped in
+    chunks that fit the budget."""
+    k = networks_per_chunk(ctx, min(int(ctx.knob(EVAL_BATCH)), len(ctx.x)))
+    out = []
+    for r in range(0, len(W), k):
+        out.append(sum(over_networks(ctx, W[r:r + k], xb, yb, ce_sum)
+                       for xb, yb in ctx.batches()) / len(ctx.x))
+    return torch.cat(out)
+
+
+def loss_w(ctx: MeasureContext) -> torch.Tensor:
+    """L(w) on the measure set, by the same batched path as the perturbed losses (cached)."""
+    return ctx.cached("core.loss_w", lambda: losses(ctx, flat(ctx)[None])[0])
+
+
+def batch_loss(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the network with flat parameters ``w`` on ``(x, y)`` (functional)."""
+    return F.cross_entropy(ctx.forward(unflat(ctx, w), x), y, reduction=reduction)
+
+
+def loss_and_grad(ctx: MeasureContext, w: torch.Tensor, x: torch.Tensor | None = None,
+                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy on ``(x, y)`` (default: the measure set), its gradient in ``w``,
+    the number of wrong predictions), accumulated over chunks of ``eval_batch`` examples."""
+    x = ctx.x if x is None else x
+    y = ctx.y if y is None else y
+    b = int(ctx.knob(EVAL_BATCH))
+
+    def summed(v, xb, yb):
+        z = ctx.forward(unflat(ctx, v), xb)
+        return ce_sum(z, yb), wrong(z, yb)
+
+    gv = grad_and_value(summed, has_aux=True)
+    total, g, n_wrong = torch.zeros((), dtype=w.dtype, device=w.device), torch.zeros_like(w), 0
+    for i in range(0, len(x), b):
+        gi, (li, wi) = gv(w, x[i:i + b], y[i:i + b])
+        total, g, n_wrong = total + li.detach(), g + gi.detach(), n_wrong + wi
+    return total / len(x), g / len(x), n_wrong
+
+
+def batch_losses_and_grads(ctx: MeasureContext, W: torch.Tensor, X: torch.Tensor,
+                           Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of each mini-batch ``(X[j], Y[j])`` and its gradient, at ``W[j]``
+    (nb × P) or at one shared ``W`` (P,), vmapped over batches and chunked by memory."""
+    shared = W.dim() == 1
+    per_batch = (3 * W.shape[-1] + 4 * X.shape[1] * probe(ctx).outputs) * itemsize(ctx)
+    k = fit(ctx, per_batch)
+    f = vmap(grad_and_value(lambda v, xb, yb: batch_loss(ctx, v, xb, yb)),
+             in_dims=(None if shared else 0, 0, 0))
+    grads, per_batch_losses = [], []
+    for r in range(0, len(X), k):
+        g, loss = f(W if shared else W[r:r + k], X[r:r + k], Y[r:r + k])
+        grads.append(g.detach())
+        per_batch_losses.append(loss.detach())
+    return torch.cat(per_batch_losses), torch.cat(grads)
+
+
+def make_hvp(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """V (k × P) ↦ rows of ∇²L(w)·V, L the mean cross-entropy on (x, y) at the trained w.
+
+    Reverse-over-reverse: ``vjp`` of ``grad`` per chunk of ``eval_batch`` examples, the
+    probes vmapped in groups that fit the memory budget. With one chunk the linearisation
+    is kept between calls.
+    """
+    w = flat(ctx)
+    b = int(ctx.knob(EVAL_BATCH))
+    chunks = [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
+
+    def linearise(xb, yb):
+        return vjp(grad(lambda v: batch_loss(ctx, v, xb, yb, "sum")), w)[1]
+
+    kept = [linearise(*chunks[0])] if len(chunks) == 1 else None
+    per_probe = (4 * w.numel() + 6 * min(b, len(x)) * probe(ctx).outputs) * itemsize(ctx)
+    k = fit(ctx, per_probe)
+
+    def hvp(V: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(V)
+        for xb, yb in chunks:
+            fn = kept[0] if kept else linearise(xb, yb)
+            for r in range(0, len(V), k):
+                out[r:r + k] += vmap(fn)(V[r:r + k])[0].detach()
+        return out / len(x)
+
+    return hvp
+
+
+def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Rows g_i = ∇_w ℓ(f_w(x_i), y_i) at the trained w, by ``vmap(grad(·))``."""
+    f = vmap(grad(lambda v, xi, yi: batch_loss(ctx, v, xi[None], yi[None])), in_dims=(None, 0, 0))
+    return f(flat(ctx), x, y).detach()
+
+
+def per_example_grad_block(ctx: MeasureContext) -> int:
+    """Per-example gradients computed at once under the memory budget."""
+    return fit(ctx, (2 * flat(ctx).numel() + 4 * probe(ctx).outputs) * itemsize(ctx))
+
+
+# -- margins of the trained network ---------------------------------------------------
+
+
+def margins(ctx: MeasureContext) -> torch.Tensor:
+    """Per-example margin f(x)[y] − max_{j≠y} f(x)[j] of the trained network (cached)."""
+    @torch.no_grad()
+    def compute():
+        z = torch.cat([ctx.forward(ctx.params, xb) for xb, _ in ctx.batches()])
+        true = z.gather(1, ctx.y[:, None]).squeeze(1)
+        other = z.scatter(1, ctx.y[:, None], float("-inf")).max(1).values
+        return true - other
+    return ctx.cached("core.margins", compute)
+
+
+def gamma(ctx: MeasureContext) -> float:
+    """γ: the 10th percentile of the training margins; Undefined when γ ≤ 0."""
+    g = ctx.cached("core.gamma", lambda: torch.quantile(margins(ctx).double(), 0.1).item())
+    if not g > 0 or not math.isfinite(g):
+        raise Undefined(f"margin γ = {g:.4g} ≤ 0 (10th percentile of training margins)")
+    return g

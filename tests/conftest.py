@@ -70,3 +70,18 @@ def mini_runs(tmp_path_factory) -> Path:
 @pytest.fixture
 def py():
     return sys.executable
+
+
+# -- the case matrix of the measure tests (tests/cases.py) ----------------------------------
+
+try:
+    from tests.cases import CASES, make
+except ImportError:  # analysis-only environments (no torch)
+    CASES, make = [], None
+
+
+@pytest.fixture(params=CASES, ids=lambda spec: spec.id)
+def case(request):
+    """One small trained network with its data, initial state and training log; built
+    once per session (tests/cases.py)."""
+    return make(request.param)

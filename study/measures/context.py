@@ -48,7 +48,6 @@ class MeasureContext:
         self.knobs = check_knobs(dict(knobs or {}))
         self.train_log = train_log
         self.m = int(n_train if n_train is not None else len(self.x))
-        self.num_classes = None
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()
                        if p.requires_grad}
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}

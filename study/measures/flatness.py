@@ -30,14 +30,13 @@ Common random numbers. Every criterion evaluation restarts the generator
 draws, only rescaled; the search is deterministic.
 
 - Monte Carlo (``σ``, ``σ'``): draw ``k`` (``k = 0 … M−1``) is the k-th
-  ``torch.randn(P)`` from that generator, ``z_k``, P the parameter count, in
-  the order of ``ctx.params`` (`core.flat`), and ``u_k = s·z_k`` or
-  ``u_k = z_k ⊙ sqrt(s²w² + ε²)``. On an accelerator the draws are evaluated
-  in chunks batched with ``torch.func.vmap`` (`core.over_networks`, chunk size
-  from the memory budget ``memory_mb``); on the CPU one at a time (measured: vmap is no
+  ``torch.randn(P)`` from that generator, ``z_k``, over all P parameters in
+  `core.flat` order, and ``u_k = s·z_k`` or ``u_k = z_k ⊙ sqrt(s²w² + ε²)``.
+  On an accelerator the draws are vmapped in chunks (`core.over_networks`,
+  sized by ``memory_mb``); on the CPU one at a time (measured: vmap is no
   faster there, grouped convolutions slower). The mean stops early once the
-  errors already counted exceed the target: errors are non-negative, so the
-  decision is exact and the chunking never changes a result.
+  errors counted exceed the target: errors are non-negative, so the decision
+  is exact and the chunking never changes a result.
 - Worst case (``α``, ``α'``): the box is ``|v| ≤ b`` with ``b = s`` or
   ``b = s|w| + ε``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^P``. Restart ``r``
   starts at ``t = 2·torch.rand(P) − 1`` (the r-th draw of that
@@ -57,7 +56,7 @@ measures the sum over ``i``, ``ω`` and the norm inside the log are over the
 weight scalars only: the parameters with ``ndim ≥ 2`` (conv kernels and
 linear matrices; biases and normalisation parameters are 1-D), so that
 ``‖·‖²/ω`` is the mean of the summed terms. ``ω`` in ``sharpness_*`` is the
-same weight-scalar count. ``m`` is ``ctx.m``.
+same weight-scalar count (`core.omega`). ``m`` is ``ctx.m``.
 
 ``pacbayes_bound``'s ``ê`` is the Monte-Carlo error found at ``σ`` during
 the search (the same ``M`` draws; no new ones).
@@ -70,7 +69,6 @@ criterion evaluations per scale, ~150 forward-pass equivalents of the
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -80,8 +78,6 @@ import torch
 from . import core
 from .context import MeasureContext
 from .registry import Undefined, knob, register
-
-log = logging.getLogger("study.measures.flatness")
 
 DELTA = 0.1    # allowed rise of the training error
 EPS = 1e-3     # ε of the magnitude-aware scales and measures

@@ -112,19 +112,15 @@ def select(include=("all",), exclude=()) -> list[Measure]:
 
 
 _TYPE_TEXT = {bool: "true or false", int: "an integer", float: "a number"}
-_MODELS: dict[tuple, type[pydantic.BaseModel]] = {}
 
 
 def knobs_model() -> type[pydantic.BaseModel]:
     """The pydantic model of the declared knobs: strict, each field typed like its default
     (ints accepted for float knobs), unknown names forbidden."""
-    key = tuple((k.name, k.default) for k in KNOBS.values())
-    if key not in _MODELS:
-        _MODELS[key] = pydantic.create_model(
-            "MeasureKnobs",
-            __config__=pydantic.ConfigDict(strict=True, extra="forbid", protected_namespaces=()),
-            **{k.name: (type(k.default), k.default) for k in KNOBS.values()})
-    return _MODELS[key]
+    return pydantic.create_model(
+        "MeasureKnobs", __config__=pydantic.ConfigDict(strict=True, extra="forbid",
+                                                       protected_namespaces=()),
+        **{k.name: (type(k.default), k.default) for k in KNOBS.values()})
 
 
 def check_knobs(knobs: dict) -> dict:

@@ -21,21 +21,18 @@ import torch
 
 from study.data import load_dataset
 from study.measures import compute, select
-from study.measures.context import MeasureContext, stable_seed
+from study.measures import MeasureContext, stable_seed
 from study.models import build_model
 from study.spec import load_study
-from study.train import train
+from study.train import TrainOptions, train
 
 
 def train_and_measure(spec, max_epochs=None):
-    d = load_dataset(spec.dataset, train_size=spec.data.get("train_size"),
-                     label_noise=spec.data["label_noise"], data_seed=spec.data["data_seed"])
+    d = load_dataset(spec.dataset, **spec.data)
     torch.manual_seed(stable_seed(spec.seed, "init"))
     model = build_model(spec.model, d.input_shape, d.num_classes, **spec.model_options)
-    t = spec.train
-    res = train(model, d.x_train, d.y_train, optimizer=t["optimizer"], lr=t["lr"],
-                batch_size=t["batch_size"], weight_decay=t["weight_decay"],
-                target_loss=t["target_loss"], max_epochs=max_epochs or t["max_epochs"], seed=spec.seed)
+    options = TrainOptions(**{**spec.train, "max_epochs": max_epochs or spec.train["max_epochs"]})
+    res = train(model, d.x_train, d.y_train, options, seed=spec.seed)
     ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
                          train_log=res.log, seed=spec.seed, knobs=spec.measures["knobs"])
     t0 = time.perf_counter()

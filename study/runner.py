@@ -21,11 +21,11 @@ import torch
 from . import SCHEMA_VERSION, __version__
 from .data import load_dataset
 from .measures import compute, select
-from .measures.context import MeasureContext, stable_seed
+from .measures import MeasureContext, stable_seed
 from .models import build_model
 from .schema import OUTCOMES, artifact_col, hp_col, measure_col, seconds_col
 from .spec import RunSpec
-from .train import evaluate, train
+from .train import TrainOptions, evaluate, train
 
 log = logging.getLogger("study.runner")
 
@@ -73,19 +73,13 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None) ->
 
 
 def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress) -> None:
-    data = load_dataset(spec.dataset, train_size=spec.data.get("train_size"),
-                        label_noise=spec.data["label_noise"], data_seed=spec.data["data_seed"],
-                        root=spec.data_source.get("root"),
-                        download=spec.data_source.get("download", True))
+    data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
     xtr, ytr = data.x_train.to(device), data.y_train.to(device)
     xte, yte = data.x_test.to(device), data.y_test.to(device)
     row.update(n_train=len(xtr), n_test=len(xte))
     torch.manual_seed(stable_seed(spec.seed, "init"))
     model = build_model(spec.model, data.input_shape, data.num_classes, **spec.model_options).to(device)
-    t = spec.train
-    res = train(model, xtr, ytr, optimizer=t["optimizer"], lr=t["lr"], batch_size=t["batch_size"],
-                weight_decay=t["weight_decay"], target_loss=t["target_loss"],
-                max_epochs=t["max_epochs"], seed=stable_seed(spec.seed, "order"))
+    res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
                epochs=res.log.epochs, train_seconds=res.seconds)
     measures = select(spec.measures["include"], spec.measures["exclude"])

@@ -5,6 +5,11 @@ while it is far from the next threshold (0.1, then the target), and every
 tenth of an epoch once it is within twice that threshold, so the stop
 overshoots the target by little. NaN or infinite loss stops training as
 diverged. The initial weights are kept for the measures.
+
+`TrainOptions` declares every training option once, with its default and
+constraint: the study file's ``[train]`` keys and grid axes, the run id's
+``train`` part and `train`'s arguments all come from it. A new option is a
+new field here and its use in `train`.
 """
 
 from __future__ import annotations
@@ -12,12 +17,26 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from .options import Options
+
 MOMENTUM = 0.9
+
+
+class TrainOptions(Options):
+    """How one network is trained; all of it is in the run id."""
+    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    target_loss: float = Field(0.01, gt=0)      # stop at this training cross-entropy
+    max_epochs: int = Field(300, ge=1)
 
 
 @dataclass
@@ -46,13 +65,10 @@ class TrainResult:
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; optimizers: sgd, momentum, adam")
+    return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM if name == "momentum" else 0.0,
+                           weight_decay=weight_decay)
 
 
 @torch.no_grad()
@@ -69,13 +85,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 40
     return loss / len(x), correct / len(x)
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, optimizer: str, lr: float,
-          batch_size: int, weight_decay: float, target_loss: float, max_epochs: int,
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOptions, *,
           seed: int, on_epoch=None) -> TrainResult:
     """Train ``model`` in place on (x, y), already on the model's device."""
     t0 = time.perf_counter()
+    optimizer, lr, batch_size = options.optimizer, options.lr, options.batch_size
+    target_loss, max_epochs = options.target_loss, options.max_epochs
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    opt = make_optimizer(optimizer, model.parameters(), lr, options.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(x)
     steps_per_epoch = math.ceil(n / batch_size)

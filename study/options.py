@@ -1,0 +1,66 @@
+"""Typed options: the base of every options type, and its errors in plain words.
+
+An options type is a frozen pydantic model whose fields carry their defaults
+and constraints (``Field(2, ge=1)``); values are strict (no strings for
+numbers, no numbers for booleans; an integer is accepted for a float).
+`parse` turns a table into one and a bad value into a ``ValueError`` that
+names the key, the value and what it must be, e.g. ``lr = -1.0 must be a
+number > 0``. A field's ``description``, where given, says what it must be.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(f"{what} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def parse(kind: type[Options], given: dict) -> Options:
+    """``kind(**given)``, or a ``ValueError`` naming the first bad key."""
+    check_keys(given, kind.model_fields)
+    try:
+        return kind(**given)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = e["loc"][0] if e["loc"] else None
+        if e["type"] == "missing":
+            raise ValueError(f"missing required key {key!r}") from None
+        if key is None:
+            raise ValueError(str(e["ctx"]["error"])) from None
+        field = kind.model_fields[key]
+        must = field.description or (str(e["ctx"]["error"]) if e["type"] == "value_error"
+                                     else describe(field.annotation, field.metadata))
+        raise ValueError(f"{key} = {given[key]!r} must be {must}") from None
+
+
+def describe(annotation, metadata=()) -> str:
+    """What a value of this type and these bounds must be, in words."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return describe(args[0], metadata)
+    if annotation is bool:
+        return "true or false"
+    what = {int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
+    bound = {type(m).__name__.lower(): getattr(m, type(m).__name__.lower())
+             for m in metadata if isinstance(m, (Gt, Ge, Lt, Le))}
+    low, high = bound.get("ge", bound.get("gt")), bound.get("le", bound.get("lt"))
+    if low is not None and high is not None:
+        return f"{what} in {'[' if 'ge' in bound else '('}{low}, {high}{']' if 'le' in bound else ')'}"
+    for name, sign in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")):
+        if name in bound:
+            return f"{what} {sign} {bound[name]}"
+    return what

@@ -291,15 +291,12 @@ def explicit_full_grad(model, x, y):
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
 
 
-def lbfgsb_keskar(model, x, y, eps: float, maxiter: int) -> float:
+def keskar_lbfgsb(loss, w: torch.Tensor, eps: float, maxiter: int) -> float:
     """Keskar's ζ(w; ε) = 100 (max_{|v_i| ≤ ε(|w_i|+1)} L(w+v) − L(w)) / (1 + L(w)), the
-    maximum by a separate scipy L-BFGS-B run (start v = 0) on the module's loss."""
-    w = flat_params(model)
-    f = loss_fn(model, x, y, reduction="sum")
-
+    maximum by a separate scipy L-BFGS-B run (start v = 0); ``loss(flat)`` is L."""
     def neg(v):
         t = (w + torch.as_tensor(v, dtype=w.dtype)).requires_grad_(True)
-        L = f(t) / len(x)
+        L = loss(t)
         (g,) = torch.autograd.grad(L, t)
         return -L.item(), -g.double().numpy()
 

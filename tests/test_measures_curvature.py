@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
+from tests import references as R
+from tests.references import explicit_full_grad, explicit_grads
 from study.measures import MeasureContext, TrainLog, Undefined, measure_full, select
 from study.measures import curvature as C
 
@@ -160,34 +161,9 @@ def test_hessian_on_conv_bn_float32_against_explicit_hessian():
     model.eval()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(30, 1, 6, 6, generator=g), torch.randint(0, 3, (30,), generator=g)
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    buffers = dict(model.named_buffers())
-
-    def loss(flat):  # the module's math through autograd.functional, in float64
-        parts, i = {}, 0
-        for n, s in zip(names, shapes):
-            parts[n] = flat[i:i + s.numel()].view(s)
-            i += s.numel()
-        bufs = {k: v.double() if v.is_floating_point() else v for k, v in buffers.items()}
-        out = torch.func.functional_call(model.double(), {**bufs, **parts}, (x.double(),))
-        model.float()
-        return F.cross_entropy(out, y)
-
-    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
-    ev = np.linalg.eigvalsh(torch.autograd.functional.hessian(loss, w, vectorize=True).numpy())
+    ev = np.linalg.eigvalsh(R.explicit_hessian(model, x, y))   # float64
     ctx = MeasureContext(model.float(), x, y, seed=0, knobs=dict(hessian_examples=0))
     assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 2e-3 * abs(ev[-1])
-
-
-def explicit_grads(model, x, y):
-    """Per-example gradients by plain autograd, one example at a time."""
-    rows = []
-    for i in range(len(x)):
-        model.zero_grad()
-        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
-    return torch.stack(rows).numpy()
 
 
 @pytest.mark.parametrize("memory_mb", [512, 0.0005])  # one block; one example per block
@@ -207,12 +183,6 @@ def test_fisher_subset_is_a_seeded_subset():
     idx = torch.randperm(25, generator=ctx.generator("fisher"))[:9].sort().values
     Gs = explicit_grads(model, x[idx], y[idx])
     assert C.fisher_trace(ctx) == pytest.approx((Gs ** 2).sum() / 9, rel=1e-10)
-
-
-def explicit_full_grad(model, x, y):
-    model.zero_grad()
-    F.cross_entropy(model(x), y).backward()
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
 
 
 @pytest.mark.parametrize("with_log", [True, False])

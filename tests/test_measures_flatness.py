@@ -14,12 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from study.measures import MeasureContext, compute, measure, measure_full, select
 from study.measures import flatness as fl
 from study.measures.registry import Undefined
 from study.models import build_model
+from tests import references as R
+from tests.references import module_err
 
 SEED = 3
 KNOBS = {"flat_rtol": 0.005}   # a tight bracket, so that 1.2× lies well above it
@@ -55,46 +57,18 @@ def make_ctx(net, **knobs):
 
 # -- independent evaluation on the module ------------------------------------------
 
-def module_err(model, vec, x, y) -> float:
-    m = copy.deepcopy(model)
-    vector_to_parameters(vec, m.parameters())
-    with torch.no_grad():
-        return int((m(x).argmax(1) != y).sum()) / len(y)
-
-
 def mc_mean_err(ctx, net, what, s) -> float:
     """Mean error over the M seeded draws (k-th randn(ω_all) of flatness.<what>)."""
     model, _, x, y = net
-    w = parameters_to_vector(model.parameters()).detach().double().numpy()
-    gen = ctx.generator(f"flatness.{what}")
-    errs = []
-    for _ in range(ctx.knob("flat_samples")):
-        z = torch.randn(w.size, generator=gen).double().numpy()
-        std = s if what == "sigma" else np.sqrt(s * s * w * w + EPS * EPS)
-        errs.append(module_err(model, torch.tensor(w + std * z, dtype=torch.float32), x, y))
-    return float(np.mean(errs))
+    return R.mc_mean_err(model, x, y, ctx.generator(f"flatness.{what}"),
+                         ctx.knob("flat_samples"), what, s)
 
 
 def ascent_max_err(ctx, net, what, s) -> float:
     """Largest error visited by the seeded projected sign-gradient ascent in |v| ≤ b."""
     model, _, x, y = net
-    w = parameters_to_vector(model.parameters()).detach()
-    b = torch.full_like(w, s) if what == "alpha" else s * w.abs() + EPS
-    gen = ctx.generator(f"flatness.{what}")
-    steps = ctx.knob("flat_steps")
-    worst = 0.0
-    for _ in range(ctx.knob("flat_restarts")):
-        t = 2 * torch.rand(w.numel(), generator=gen) - 1
-        for it in range(steps + 1):
-            m = copy.deepcopy(model)
-            vector_to_parameters(w + b * t, m.parameters())
-            logits = m(x)
-            worst = max(worst, int((logits.argmax(1) != y).sum()) / len(y))
-            if it < steps:
-                F.cross_entropy(logits, y).backward()
-                g = torch.cat([p.grad.reshape(-1) for p in m.parameters()])
-                t = (t + 2.5 / steps * torch.sign(g)).clamp(-1, 1)
-    return worst
+    return R.ascent_max_err(model, x, y, ctx.generator(f"flatness.{what}"),
+                            ctx.knob("flat_steps"), ctx.knob("flat_restarts"), what, s)
 
 
 # -- the searched scales ---------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Norm and margin measures against numpy, brute force and dense convolution matrices."""
 
 import copy
-import itertools
 import math
 
 import numpy as np
@@ -14,56 +13,13 @@ from study.measures import MeasureContext, measure_full
 from study.measures import core, norms
 from study.models import mlp, nin
 
-from tests.test_weights import np_fold, randomise_bn
+from tests.references import (brute_force_path_norm, dense, fitted_labels, norm_reference,
+                              np_fold, np_fold_affine, np_gamma, randomise_bn)
 
 MARGIN = ["inverse_margin", "log_prod_spec_over_margin", "log_sum_spec_over_margin",
           "log_spec_init_main", "log_spec_orig_main", "log_prod_fro_over_margin",
           "log_sum_fro_over_margin", "path_norm_over_margin"]
 INIT = ["log_spec_init_main", "dist_spec_init", "fro_dist"]
-
-
-def np_gamma(model, x, y) -> float:
-    with torch.no_grad():
-        z = model.eval()(x).double().numpy()
-    y = y.numpy()
-    true = z[np.arange(len(y)), y]
-    z[np.arange(len(y)), y] = -np.inf
-    return float(np.percentile(true - z.max(1), 10))
-
-
-def fitted_labels(model, x):
-    """Labels the network predicts: every margin ≥ 0, so γ > 0."""
-    with torch.no_grad():
-        return model.eval()(x).argmax(1)
-
-
-def reference(model, init, x, y) -> dict[str, float]:
-    """Every norm measure recomputed from its definition with numpy."""
-    W = np_fold(model, model.state_dict())
-    W0 = np_fold(init, init.state_dict())
-    spec2 = np.array([np.linalg.norm(w, 2) ** 2 for w in W])
-    fro2 = np.array([np.sum(w ** 2) for w in W])
-    dspec2 = np.array([np.linalg.norm(w - w0, 2) ** 2 for w, w0 in zip(W, W0)])
-    dfro2 = np.array([np.sum((w - w0) ** 2) for w, w0 in zip(W, W0)])
-    d, g = len(W), np_gamma(model, x, y)
-    ls, lf = np.log(spec2), np.log(fro2)
-    return {
-        "inverse_margin": 1 / g ** 2,
-        "log_prod_spec": ls.sum(),
-        "log_prod_spec_over_margin": ls.sum() - 2 * np.log(g),
-        "log_sum_spec": np.log(d) + ls.mean(),
-        "log_sum_spec_over_margin": np.log(d) + np.mean(np.log(spec2 / g ** 2)),
-        "log_spec_init_main": ls.sum() - 2 * np.log(g) + np.log(np.sum(dfro2 / spec2)),
-        "log_spec_orig_main": ls.sum() - 2 * np.log(g) + np.log(np.sum(fro2 / spec2)),
-        "fro_over_spec": np.sum(fro2 / spec2),
-        "dist_spec_init": dspec2.sum(),
-        "log_prod_fro": lf.sum(),
-        "log_prod_fro_over_margin": lf.sum() - 2 * np.log(g),
-        "log_sum_fro": np.log(d) + lf.mean(),
-        "log_sum_fro_over_margin": np.log(d) + np.mean(np.log(fro2 / g ** 2)),
-        "param_norm": fro2.sum(),
-        "fro_dist": dfro2.sum(),
-    }
 
 
 @pytest.mark.parametrize("build,shape", [
@@ -78,24 +34,11 @@ def test_norm_measures_match_numpy(build, shape):
     model = randomise_bn(build(), 2)   # independent weights and BN statistics
     x = torch.randn(40, *shape)
     y = fitted_labels(model, x)
-    ref = reference(model, init, x, y)
+    ref = norm_reference(model, init.state_dict(), x, y)
     res = measure_full(model, (x, y), init=init, names=list(ref))
     assert not res.reasons, res.reasons
     for k, v in ref.items():
         assert res.values[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
-
-
-def brute_force_path_norm(Ws, bs) -> float:
-    """Σ over every input→output path (and every bias→output path) of Π w²."""
-    sizes = [Ws[0].shape[1]] + [w.shape[0] for w in Ws]
-    total = 0.0
-    for start in range(len(Ws) + 1):   # 0: paths from the inputs; l ≥ 1: from layer l's biases
-        for units in itertools.product(*(range(n) for n in sizes[start:])):
-            p = 1.0 if start == 0 else bs[start - 1][units[0]] ** 2
-            for l in range(start, len(Ws)):
-                p *= Ws[l][units[l - start + 1], units[l - start]] ** 2
-            total += p
-    return total
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
@@ -104,20 +47,8 @@ def test_path_norm_is_the_sum_over_all_paths(batchnorm):
     model = randomise_bn(mlp((3,), 2, depth=2, width=4, batchnorm=batchnorm), 5)
     if batchnorm:
         assert model[1].bias is None   # BN gives the hidden layers their only bias
-    Ws, bs, mods = [], [], list(model)
-    for i, m in enumerate(mods):   # fold in numpy
-        if not isinstance(m, nn.Linear):
-            continue
-        w = m.weight.detach().double().numpy()
-        b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(w.shape[0])
-        bn = mods[i + 1] if i + 1 < len(mods) else None
-        if isinstance(bn, nn.BatchNorm1d):
-            s = bn.weight.detach().double().numpy() / np.sqrt(
-                bn.running_var.double().numpy() + bn.eps)
-            w = w * s[:, None]
-            b = s * (b - bn.running_mean.double().numpy()) + bn.bias.detach().double().numpy()
-        Ws.append(w)
-        bs.append(b)
+    folded = np_fold_affine(model, model.state_dict())   # fold in numpy
+    Ws, bs = [w for _, w, _ in folded], [b for _, _, b in folded]
     assert len(Ws) == 3
     x = torch.randn(30, 3)
     y = fitted_labels(model, x)
@@ -133,14 +64,6 @@ def test_path_norm_of_a_network_with_other_parametrised_modules_is_undefined():
     x = torch.randn(6, 3)
     res = measure_full(model, (x, fitted_labels(model, x)), names=["path_norm"])
     assert math.isnan(res.values["path_norm"]) and "LayerNorm" in res.reasons["path_norm"]
-
-
-def dense(fn, in_shape) -> np.ndarray:
-    """The matrix of a linear map, column by column from the basis vectors."""
-    n = math.prod(in_shape)
-    basis = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
-    with torch.no_grad():
-        return fn(basis).reshape(n, -1).T.numpy()
 
 
 CONVS = [  # (module, input shape)

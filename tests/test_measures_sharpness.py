@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-import scipy.optimize
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
+from tests.references import keskar_lbfgsb
 from study.measures import REGISTRY, MeasureContext, select
 from study.measures import sharpness as S
 
@@ -42,19 +42,7 @@ def net():
 @pytest.mark.parametrize("name,eps", [("keskar_sharpness_1e-3", 1e-3), ("keskar_sharpness_5e-4", 5e-4)])
 def test_keskar_against_independent_lbfgsb(net, name, eps):
     model, x, y = net
-    w = flat_of(model).numpy()
-
-    def neg(v):
-        t = torch.tensor(w + v, requires_grad=True)
-        L = explicit_loss(t, x, y)
-        L.backward()
-        return -L.item(), -t.grad.numpy().copy()
-
-    b = eps * (np.abs(w) + 1)
-    res = scipy.optimize.minimize(neg, np.zeros_like(w), jac=True, method="L-BFGS-B",
-                                  bounds=list(zip(-b, b)), options={"maxiter": 10})
-    L0 = explicit_loss(torch.tensor(w), x, y).item()
-    want = 100 * (-res.fun - L0) / (1 + L0)
+    want = keskar_lbfgsb(lambda t: explicit_loss(t, x, y), flat_of(model), eps, 10)
     ctx = MeasureContext(model, x, y)
     got = REGISTRY[name].fn(ctx)
     assert want > 0

@@ -11,36 +11,7 @@ from torch import nn
 from study.measures import MeasureContext, measure_full
 from study.measures import core, weights
 from study.models import mlp, nin
-
-
-def randomise_bn(model: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial running statistics and affine parameters in every BatchNorm."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g))
-                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
-                m.weight.copy_(torch.randn(n, generator=g))
-                m.bias.copy_(torch.randn(n, generator=g))
-    return model.eval()
-
-
-def np_fold(model: nn.Sequential, sd: dict) -> list[np.ndarray]:
-    """Folded weight matrices recomputed in numpy from a state dict."""
-    out, mods = [], list(model.named_children())
-    for i, (name, m) in enumerate(mods):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = sd[f"{name}.weight"].double().numpy()
-            nxt = mods[i + 1] if i + 1 < len(mods) else None
-            if nxt is not None and isinstance(nxt[1], nn.modules.batchnorm._BatchNorm):
-                bn = nxt[0]
-                s = sd[f"{bn}.weight"].double().numpy() / np.sqrt(
-                    sd[f"{bn}.running_var"].double().numpy() + nxt[1].eps)
-                w = w * s.reshape(-1, *([1] * (w.ndim - 1)))
-            out.append(w.reshape(w.shape[0], -1))
-    return out
+from tests.references import np_fold, randomise_bn
 
 
 def ctx_for(model, x, init=None):

@@ -74,7 +74,9 @@ def knob(case: Case, name: str):
 
 def rtol(case: Case) -> float:
     """Agreement expected of two computations of the same number in the case's dtype."""
-    return 1e-9 if case.dtype == torch.float64 else 1e-4
+    if case.dtype == torch.float64:
+        return 1e-9
+    return 1e-4 if case.device.type == "cpu" else 1e-3   # cuDNN may convolve in TF32
 
 
 def close(got, want, rel, abs_=0.0, what=""):
@@ -396,10 +398,20 @@ CHECKS = {
 
 
 def test_every_measure_has_a_reference():
+    assert REGISTRY, "the registry is empty: the case matrix would test nothing"
     missing = [n for n in REGISTRY if n not in CHECKS and n not in SKIP]
     assert not missing, f"registered measures without a reference: {missing}"
     stale = sorted((set(CHECKS) | set(SKIP)) - set(REGISTRY))
     assert not stale, f"references for measures that are not registered: {stale}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "MEASURES.md: hessian_trace is exact (tr H = tr GGN) where the network output is linear "
+    "in each single parameter, as in every case here, and records which was used; "
+    "curvature.py always returns Hutchinson's estimate"))
+def test_hessian_trace_is_exact_on_piecewise_linear_networks(case):
+    H, _, _ = hessian(case)
+    close(measured(case).values["hessian_trace"], np.trace(H), 1e-6)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -97,16 +97,8 @@ def format_table(table: pl.DataFrame, top: int = 20) -> str:
 def write_table(table: pl.DataFrame, out: str) -> None:
     """Write as CSV or Parquet by the extension, atomically, to a path or a pyarrow.fs URI."""
     buf = io.BytesIO()
-    if os.path.splitext(out)[1].lower() == ".csv":
-        table.write_csv(buf)
-    else:
-        table.write_parquet(buf)
-    fs, path = None, os.path.abspath(out)
-    if "://" in out:
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(out)
-    write_atomic(path, buf.getvalue(), fs)
+    (table.write_csv if os.path.splitext(out)[1].lower() == ".csv" else table.write_parquet)(buf)
+    write_atomic(out, buf.getvalue())
 
 
 def _rank(args: argparse.Namespace) -> int:

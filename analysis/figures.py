@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.load import sort_ranking
-from study.schema import Artifact, artifact_col, artifacts_of_kind, is_hp, measure_col, name_of
+from study.schema import ARTIFACTS, Artifact, artifact_col, is_hp, measure_col, name_of
 
 _STYLE = {
     "font.size": 9,
@@ -225,10 +225,9 @@ def leading_measures(table: pl.DataFrame, k: int = 6, *, by: str = "cmi") -> lis
 
 
 def _measure_col(df: pl.DataFrame, measure: str) -> str:
-    if measure in df.columns:
-        return measure
-    if measure_col(measure) in df.columns:
-        return measure_col(measure)
+    for c in (measure, measure_col(measure)):
+        if c in df.columns:
+            return c
     raise KeyError(f"measure {measure!r} is not a column of the runs table "
                    f"(looked for {measure!r} and {measure_col(measure)!r})")
 
@@ -317,10 +316,8 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
 
 def stored_artifacts(df: pl.DataFrame, kind: str) -> list[Artifact]:
     """The artifacts of ``kind`` (``study.schema.ARTIFACTS``) that ``df`` holds as lists, with their x lists."""
-    def held(col: str) -> bool:
-        return (col in df.columns and isinstance(df.schema[col], (pl.List, pl.Array))
-                and df[col].drop_nulls().len() > 0)
-    return [a for a in artifacts_of_kind(kind) if held(a.column) and held(artifact_col(a.x))]
+    held = [c for c in df.columns if isinstance(df.schema[c], (pl.List, pl.Array)) and df[c].drop_nulls().len()]
+    return [a for a in ARTIFACTS.values() if a.kind == kind and {a.column, artifact_col(a.x)} <= set(held)]
 
 
 def broadened_density(nodes, weights, grid: np.ndarray, sigma: float) -> np.ndarray:
@@ -337,7 +334,7 @@ class _Panel:
     title: str
     xlabel: str
     ylabel: str
-    curves: dict[int, list[tuple[np.ndarray, np.ndarray]]]  # run index → its curves
+    curves: dict[int, tuple[np.ndarray, np.ndarray]]  # run index → its curve (x, y)
     log_y: bool = False
 
 
@@ -361,13 +358,13 @@ def _spectral_panels(df: pl.DataFrame, a: Artifact, idx: list[int]) -> list[_Pan
     lo, hi = float(finite.min()), float(finite.max())
     span = max(hi - lo, 1e-12)
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 400)
-    absolute = {i: [(grid, broadened_density(nodes[i], weights[i], grid, 0.015 * span))] for i in idx}
+    absolute = {i: (grid, broadened_density(nodes[i], weights[i], grid, 0.015 * span)) for i in idx}
     rel_grid = np.linspace(-1.05, 1.05, 400)
     relative = {}
     for i, t in zip(idx, th):
         scale = float(np.nanmax(np.abs(t))) if np.isfinite(t).any() else 0.0
         if scale > 0:
-            relative[i] = [(rel_grid, broadened_density(t / scale, weights[i], rel_grid, 0.015 * 2.1))]
+            relative[i] = (rel_grid, broadened_density(t / scale, weights[i], rel_grid, 0.015 * 2.1))
     return [_Panel(f"{a.name}: λ", "eigenvalue λ", "density", absolute, True),
             _Panel(f"{a.name}: λ / max|λ| per run", "λ / max|λ|", "density", relative, True)]
 
@@ -382,7 +379,7 @@ def _curve_panel(df: pl.DataFrame, a: Artifact, idx: list[int], ylabel: str, xla
             continue
         v = v.reshape(-1, x.size)
         k = max(k, len(v))
-        curves[i] = [(x, np.nanmean(v, axis=0) if len(v) > 1 else v[0])]
+        curves[i] = (x, np.nanmean(v, axis=0) if len(v) > 1 else v[0])
     title = a.name + (f" (mean over {k} directions)" if k > 1 else "")
     return _Panel(title, f"{xlabel} ({a.x})", ylabel, curves)
 
@@ -403,12 +400,10 @@ def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome:
         cmap = colormaps["viridis"]
         for ax, p in zip(axes, panels):
             top = 0.0
-            for i, cs in p.curves.items():
-                colour = cmap(norm(gap[i])) if np.isfinite(gap[i]) else "#999"
-                for x, y in cs:
-                    ax.plot(x, y, color=colour, lw=0.9, alpha=0.75)
-                    if np.isfinite(y).any():
-                        top = max(top, float(np.nanmax(y)))
+            for i, (x, y) in p.curves.items():
+                ax.plot(x, y, color=cmap(norm(gap[i])) if np.isfinite(gap[i]) else "#999", lw=0.9, alpha=0.75)
+                if np.isfinite(y).any():
+                    top = max(top, float(np.nanmax(y)))
             if p.log_y and top > 0:
                 ax.set_yscale("log")
                 ax.set_ylim(top * 1e-5, top * 2)

@@ -165,15 +165,10 @@ def sort_ranking(table: pl.DataFrame, by: str = "cmi", *, per_dataset: bool = Fa
     """A ranking table in the order of ``study.schema.ranking_order`` (keys it lacks are skipped;
     a stable sort)."""
     keys = [k for k in ranking_order(by, per_dataset=per_dataset) if k.column in table.columns]
-    if not keys:
-        return table
-    exprs = []
-    for k in keys:
-        e = pl.col(k.column)
-        if k.descending:  # a score: NaN is missing
-            e = e.cast(pl.Float64).fill_nan(None)
-        exprs.append(e.abs() if k.absolute else e)
-    return table.sort(exprs, descending=[k.descending for k in keys], nulls_last=True, maintain_order=True)
+    score = [pl.col(k.column).cast(pl.Float64).fill_nan(None) for k in keys]  # a score's NaN is missing
+    exprs = [(s.abs() if k.absolute else s) if k.descending else pl.col(k.column) for k, s in zip(keys, score)]
+    return table.sort(exprs, descending=[k.descending for k in keys], nulls_last=True,
+                      maintain_order=True) if keys else table
 
 
 def split_datasets(df: pl.DataFrame, dataset_axis: bool = False) -> list[tuple[str, pl.DataFrame]]:

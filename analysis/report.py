@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from analysis import figures
 from analysis.load import RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
-from study.schema import artifact_col, artifacts_of_kind, is_hp, is_measure, is_seconds, name_of, write_atomic
+from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
@@ -240,7 +240,7 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
         cap = ("Training loss along random filter-normalised directions δ, L(w + t·δ), one curve per run "
                "coloured by the run's gap.")
     if fig is None:
-        cols = " and ".join(f"<code>{_esc(c)}</code>" for a in artifacts_of_kind(drawn)
+        cols = " and ".join(f"<code>{_esc(c)}</code>" for a in ARTIFACTS.values() if a.kind == drawn
                             for c in (a.column, artifact_col(a.x)))
         return f'<p class="note">The analysed runs stored no {what} (no list columns {cols}).</p>'
     return _png(fig, kind, cap)

@@ -17,9 +17,8 @@ defined (fewer than two runs, no environment kept) are NaN.
 Runs are taken in ``run_id`` order, so the table (bootstrap included) does
 not depend on the order in which files were listed.
 
-Sorted by dataset, then by ``cmi`` descending (the measure that keeps the
-most information about the gap once the hyperparameters are controlled for
-comes first; NaN last), then by ``|tau|`` descending, then by name.
+Sorted by dataset, then as ``study.schema.ranking_order`` says: ``cmi``
+descending, ``|tau|`` descending (NaN last), name.
 """
 
 from __future__ import annotations

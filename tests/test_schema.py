@@ -17,7 +17,7 @@ def test_column_names_and_types():
     assert schema.measure_col("sharpness") == "measure.sharpness" and schema.hp_col("lr") == "hp.lr"
     assert [schema.name_of(c) for c in ("measure.a", "hp.b", "seconds.c", "artifact.d", "gap")] == list("abcd") + ["gap"]
     assert schema.is_measure("measure.a") and not schema.is_measure("measure_seconds")
-    assert schema.is_declared("hp.depth") and schema.is_declared("nan_reasons") and not schema.is_declared("x")
+    assert schema.MEASURE == "measure." and schema.HP.col("lr") == "hp.lr" and schema.is_hp("hp.lr")
     assert schema.arrow_type("measure.a", 3) == pa.float64() == schema.arrow_type("seconds.a", 1)
     assert schema.arrow_type("artifact.a", [1.0]) == pa.list_(pa.float64())
     assert [schema.arrow_type("hp.x", v) for v in (True, 3, 0.5, "sgd")] == [pa.bool_(), pa.int64(), pa.float64(),

@@ -3,31 +3,15 @@
 ``load_dataset(name, ...)`` returns a :class:`Dataset` with float32 inputs
 (``(N, C, H, W)`` images, ``(N, 2)`` for ``xor``) and int64 labels.
 
-Where the data comes from:
-
-- ``digits``: scikit-learn's bundled ``load_digits`` (1797 8×8 images), split
-  into train/test by a stratified split seeded with ``data_seed`` (test
-  fraction 0.2: 1437 train, 360 test). Always available, no network.
-- ``mnist``, ``fashion_mnist``: the four IDX files (``train-images-idx3-ubyte``,
-  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
-  ``t10k-labels-idx1-ubyte``; gzipped or not), read directly from
-  ``ROOT/MNIST/raw`` or ``ROOT/mnist`` (``ROOT/FashionMNIST/raw`` or
-  ``ROOT/fashion-mnist`` for Fashion-MNIST, then the Debian package
-  ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist``).
-- ``cifar10``: the python pickle batches in ``ROOT/cifar-10-batches-py``
-  (``data_batch_1`` … ``data_batch_5``, ``test_batch``).
-- ``svhn``: ``train_32x32.mat`` and ``test_32x32.mat`` in ``ROOT/svhn`` or
-  ``ROOT`` (label 10 is the digit 0).
-- ``xor``: synthetic, points uniform in ``[-1, 1]²`` labelled 1 where
-  ``x1·x2 > 0`` and 0 otherwise (the XOR task used for MLPs by Wen et al.);
-  1000 test points and 1000 (or ``train_size``) training points, seeded by
-  ``data_seed``.
-
-``ROOT`` is the ``root`` argument, else ``$STUDY_DATA``, else
-``~/.cache/study/data``. The files are read by this module itself, not by
-torchvision's dataset classes (those check the MD5 of every CIFAR/SVHN file,
-so they reject anything but the official files); torchvision is used only
-to download a missing dataset when ``download=True``.
+Each dataset is one :class:`DatasetKind` subclass below, registered with
+``@register`` in `DATASETS`: its name, classes, training-set size, and how its
+data is generated, or read from files, fetched, and got by hand (a subclass of
+a dataset in the same format, as ``FashionMNIST(MNIST)``, names only what
+differs). Files are looked for under ``ROOT``: the ``root`` argument, else
+``$STUDY_DATA``, else ``~/.cache/study/data``. This module reads them itself,
+not torchvision's dataset classes (those check the MD5 of every CIFAR/SVHN
+file, so they reject anything but the official files); torchvision only
+downloads a missing dataset when ``download=True``.
 
 Preprocessing, in this order:
 
@@ -58,38 +42,24 @@ from __future__ import annotations
 
 import functools
 import gzip
+import inspect
 import math
-import numbers
 import os
 import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 
-DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10", "svhn", "xor")
+from .options import Options, parse
 
-#: Where the Debian package ``dataset-fashion-mnist`` puts its IDX files.
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-DIGITS_TEST_FRACTION = 0.2
-XOR_TRAIN_SIZE = 1000
-XOR_TEST_SIZE = 1000
-
-_NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "mnist": 10, "cifar10": 10, "svhn": 10, "xor": 2}
-# Training-set sizes of the official data (None: no limit, the set is generated).
-_TRAIN_COUNTS: dict[str, int | None] = {
-    "digits": 1797 - math.ceil(1797 * DIGITS_TEST_FRACTION),
-    "fashion_mnist": 60000,
-    "mnist": 60000,
-    "cifar10": 50000,
-    "svhn": 73257,
-    "xor": None,
-}
 # Seed tags: one independent random stream per purpose.
 _TAG_SUBSET, _TAG_NOISE, _TAG_XOR_TRAIN, _TAG_XOR_TEST = 1, 2, 3, 4
+Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x_train, y_train, x_test, y_test
 
 
 class DatasetUnavailable(RuntimeError):
@@ -113,36 +83,85 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-# --------------------------------------------------------------------------- options
+class DataOptions(Options):
+    """What fixes a dataset's content besides its name (all of it is in the run id)."""
+    train_size: int | None = Field(None, ge=1)   # a stratified subset of the training split
+    label_noise: float = Field(0.0, ge=0, le=1)  # chance that a training label is redrawn
+    data_seed: int = Field(0, ge=0)
 
 
-def check_dataset_options(name, train_size, label_noise) -> None:
-    """Raise ``ValueError`` naming the problem if the options cannot be valid.
+class DatasetKind:
+    """One dataset of the study: subclass, set the class attributes, and give either
+    ``raw`` (generated data) or, for data in files, ``read`` (the data from the files
+    under ``root``, None where absent), ``places`` (the folders it looks in) and
+    ``by_hand`` (how to put the files there); ``fetch`` downloads with the torchvision
+    class named ``torchvision``. Then decorate the class with ``@register``."""
 
-    Checks only what is known without loading: the name, that ``train_size``
-    is ``None`` or a positive integer not above the official training-set
-    size, and that ``label_noise`` is a number in ``[0, 1]``.
-    """
+    name: ClassVar[str]
+    num_classes: ClassVar[int] = 10
+    train_count: ClassVar[int | None] = None  # size of the training split; None: generated at any size
+    torchvision: ClassVar[str] = ""
+    hint: ClassVar[str] = ""  # another way to get the data, said first
+
+    def raw(self, root: Path, download: bool) -> Raw:
+        """The whole standardised data, before options. Its parameters, by name, are the
+        load arguments it depends on (``root``, ``download``, ``data_seed``, ``train_size``):
+        the result is memoised per process on them."""
+        found = self.read(root)
+        if found is None:
+            if not download:
+                raise DatasetUnavailable(self.how_to_get(root, "download=False"))
+            try:
+                self.fetch(root)
+            except Exception as err:  # no network, server down, disk full, …
+                raise DatasetUnavailable(self.how_to_get(root, f"the download failed: {err!r}")) from err
+            found = self.read(root)
+            if found is None:
+                raise DatasetUnavailable(self.how_to_get(root, "the download left no readable files"))
+        return found
+
+    def read(self, root: Path) -> Raw | None:
+        raise NotImplementedError
+
+    def places(self, root: Path) -> list[Path]:
+        return [root]
+
+    def by_hand(self, root: Path) -> str:
+        raise NotImplementedError
+
+    def fetch(self, root: Path) -> None:
+        from torchvision import datasets
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(datasets, self.torchvision)(str(root), train=True, download=True)
+
+    def how_to_get(self, root: Path, why: str) -> str:
+        ways = [*filter(None, [self.hint]), "run with download=True on a machine with network access "
+                f"(torchvision fetches it into {root})", self.by_hand(root)]
+        return (f"dataset {self.name} is not available ({why}); looked in: "
+                f"{', '.join(map(str, self.places(root)))}. To get it: " + "; or ".join(ways)
+                + ". The data folder is the `root` argument, else $STUDY_DATA, else ~/.cache/study/data.")
+
+    def check(self, train_size: int | None) -> None:
+        """Raise ``ValueError`` if ``train_size`` is above the training split."""
+        if train_size is not None and self.train_count is not None and train_size > self.train_count:
+            raise ValueError(f"train_size={train_size} is above the {self.train_count} training "
+                             f"examples of {self.name}")
+
+
+DATASETS: dict[str, type[DatasetKind]] = {}
+
+
+def register(kind: type[DatasetKind]) -> type[DatasetKind]:
+    """Make ``kind`` a dataset of the study, under ``kind.name``."""
+    DATASETS[kind.name] = kind
+    return kind
+
+
+def dataset_kind(name: str) -> DatasetKind:
+    """The registered dataset ``name``."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
-    if train_size is not None:
-        if isinstance(train_size, bool) or not isinstance(train_size, numbers.Integral):
-            raise ValueError(f"train_size must be a positive integer or None, got {train_size!r}")
-        if train_size < 1:
-            raise ValueError(f"train_size must be a positive integer, got {train_size}")
-        available = _TRAIN_COUNTS[name]
-        if available is not None and train_size > available:
-            raise ValueError(
-                f"train_size={train_size} is above the {available} training examples of {name}")
-    if isinstance(label_noise, bool) or not isinstance(label_noise, numbers.Real):
-        raise ValueError(f"label_noise must be a number in [0, 1], got {label_noise!r}")
-    if not 0.0 <= float(label_noise) <= 1.0:  # also rejects NaN
-        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
-
-
-def _check_seed(data_seed) -> None:
-    if isinstance(data_seed, bool) or not isinstance(data_seed, numbers.Integral) or data_seed < 0:
-        raise ValueError(f"data_seed must be a non-negative integer, got {data_seed!r}")
+        raise ValueError(f"unknown dataset {name!r}; datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]()
 
 
 def _rng(data_seed: int, tag: int) -> np.random.Generator:
@@ -200,36 +219,34 @@ def load_dataset(name: str, *, train_size: int | None = None, label_noise: float
     Raises ``ValueError`` for bad options and :class:`DatasetUnavailable` when the
     data is absent and ``download`` is false or the download fails.
     """
-    check_dataset_options(name, train_size, label_noise)
-    _check_seed(data_seed)
-    folder = str(data_root(root).resolve())
-    if name == "xor":
-        raw = _raw_xor(train_size or XOR_TRAIN_SIZE, int(data_seed))
-    elif name == "digits":
-        raw = _raw_digits(int(data_seed))
-    else:
-        raw = _raw_files(name, folder, bool(download))
-    x_train, y_train, x_test, y_test = raw
-    num_classes = _NUM_CLASSES[name]
-
-    if train_size is not None and name != "xor":
-        if train_size > len(y_train):
-            raise ValueError(f"train_size={train_size} is above the {len(y_train)} training "
+    kind = dataset_kind(name)
+    o = parse(DataOptions, {"train_size": train_size, "label_noise": label_noise, "data_seed": data_seed})
+    kind.check(o.train_size)
+    folder = data_root(root).resolve()
+    args = {"root": folder, "download": bool(download), "data_seed": o.data_seed, "train_size": o.train_size}
+    wants = inspect.signature(type(kind).raw).parameters
+    x_train, y_train, x_test, y_test = _raw(type(kind), tuple((k, v) for k, v in args.items() if k in wants))
+    if o.train_size is not None and kind.train_count is not None:
+        if o.train_size > len(y_train):
+            raise ValueError(f"train_size={o.train_size} is above the {len(y_train)} training "
                              f"examples of {name} found in {folder}")
-        if train_size < len(y_train):
-            idx = torch.from_numpy(stratified_subset(y_train.numpy(), train_size,
-                                                     _rng(data_seed, _TAG_SUBSET)))
+        if o.train_size < len(y_train):
+            idx = torch.from_numpy(stratified_subset(y_train.numpy(), o.train_size,
+                                                     _rng(o.data_seed, _TAG_SUBSET)))
             x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
-    if label_noise > 0:
-        y_train = randomise_labels(y_train, float(label_noise), num_classes,
-                                   _rng(data_seed, _TAG_NOISE))
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
+    if o.label_noise > 0:
+        y_train = randomise_labels(y_train, o.label_noise, kind.num_classes, _rng(o.data_seed, _TAG_NOISE))
+    return Dataset(name, x_train, y_train, x_test, y_test, kind.num_classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _raw(kind: type[DatasetKind], args: tuple) -> Raw:
+    return kind().raw(**dict(args))
 
 
 def clear_cache() -> None:
     """Forget every memoised raw load (frees memory; the next load reads the files again)."""
-    for fn in (_raw_xor, _raw_digits, _raw_files):
-        fn.cache_clear()
+    _raw.cache_clear()
 
 
 def _channel_stats(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -274,49 +291,27 @@ def _images(x_train: np.ndarray, y_train, x_test: np.ndarray, y_test, scale: flo
     return transform(x_train), ytr, transform(x_test), yte
 
 
-@functools.lru_cache(maxsize=8)
-def _raw_xor(n_train: int, data_seed: int):
-    def points(n, tag):
-        x = _rng(data_seed, tag).uniform(-1.0, 1.0, size=(n, 2))
-        y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
-        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
-
-    x_test, y_test = points(XOR_TEST_SIZE, _TAG_XOR_TEST)
-    x_train, y_train = points(n_train, _TAG_XOR_TRAIN)
-    return x_train, y_train, x_test, y_test
+# --------------------------------------------------------------------------- the datasets
 
 
-@functools.lru_cache(maxsize=8)
-def _raw_digits(data_seed: int):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+@register
+class Digits(DatasetKind):
+    """scikit-learn's bundled ``load_digits`` (1797 8×8 images), split by a stratified split
+    seeded with ``data_seed`` (1437 train, 360 test). Always available, no network."""
+    name = "digits"
+    test_fraction = 0.2
+    train_count = 1797 - math.ceil(1797 * test_fraction)
 
-    bunch = load_digits()
-    images = bunch.images.reshape(-1, 1, 8, 8).astype(np.uint8)  # integer values 0..16
-    x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=DIGITS_TEST_FRACTION,
-                                              stratify=bunch.target, random_state=data_seed)
-    return _images(x_tr, y_tr, x_te, y_te, scale=16.0)
+    def raw(self, data_seed: int) -> Raw:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
+        bunch = load_digits()
+        images = bunch.images.reshape(-1, 1, 8, 8).astype(np.uint8)  # integer values 0..16
+        x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=self.test_fraction,
+                                                  stratify=bunch.target, random_state=data_seed)
+        return _images(x_tr, y_tr, x_te, y_te, scale=16.0)
 
-@functools.lru_cache(maxsize=4)
-def _raw_files(name: str, folder: str, download: bool):
-    root = Path(folder)
-    reader = _READERS[name]
-    found = reader(root)
-    if found is None:
-        if not download:
-            raise DatasetUnavailable(_how_to_get(name, root, "download=False"))
-        try:
-            _fetch(name, root)
-        except Exception as err:  # no network, server down, disk full, …
-            raise DatasetUnavailable(_how_to_get(name, root, f"the download failed: {err!r}")) from err
-        found = reader(root)
-        if found is None:
-            raise DatasetUnavailable(_how_to_get(name, root, "the download left no readable files"))
-    return found
-
-
-# --------------------------------------------------------------------------- file formats
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_STEMS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
@@ -349,23 +344,44 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_folders(name: str, root: Path) -> list[Path]:
-    if name == "mnist":
+@register
+class MNIST(DatasetKind):
+    """LeCun's four IDX files (``train-images-idx3-ubyte`` …), gzipped or not."""
+    name = "mnist"
+    train_count = 60000
+    torchvision = "MNIST"
+    stems = ("train-images", "train-labels", "t10k-images", "t10k-labels")
+
+    def places(self, root: Path) -> list[Path]:
         return [root / "MNIST" / "raw", root / "mnist"]
-    return [root / "FashionMNIST" / "raw", root / "fashion-mnist", SYSTEM_FASHION_MNIST]
+
+    def read(self, root: Path) -> Raw | None:
+        for folder in self.places(root):
+            files = [_idx_file(folder, stem) for stem in self.stems]
+            if all(files):
+                x_tr, y_tr, x_te, y_te = (read_idx(f) for f in files)
+                for x, y, f in ((x_tr, y_tr, files[0]), (x_te, y_te, files[2])):
+                    if x.ndim != 3 or len(x) != len(y):
+                        raise ValueError(f"{f}: expected N×H×W images matching {len(y)} labels, "
+                                         f"got shape {x.shape}")
+                return _images(x_tr[:, None], y_tr, x_te[:, None], y_te, scale=255.0)
+        return None
+
+    def by_hand(self, root: Path) -> str:
+        files = ", ".join(f"{s}-idx{'3' if s.endswith('images') else '1'}-ubyte[.gz]" for s in self.stems)
+        return f"put {files} under {self.places(root)[0]}"
 
 
-def _read_idx_set(name: str, root: Path):
-    for folder in _idx_folders(name, root):
-        files = [_idx_file(folder, stem) for stem in _IDX_STEMS]
-        if all(files):
-            x_tr, y_tr, x_te, y_te = (read_idx(f) for f in files)
-            for x, y, f in ((x_tr, y_tr, files[0]), (x_te, y_te, files[2])):
-                if x.ndim != 3 or len(x) != len(y):
-                    raise ValueError(f"{f}: expected N×H×W images matching {len(y)} labels, "
-                                     f"got shape {x.shape}")
-            return _images(x_tr[:, None], y_tr, x_te[:, None], y_te, scale=255.0)
-    return None
+@register
+class FashionMNIST(MNIST):
+    """Zalando's Fashion-MNIST: MNIST's format, other folders, and a Debian package."""
+    name = "fashion_mnist"
+    torchvision = "FashionMNIST"
+    system = Path("/usr/share/datasets/fashion-mnist")
+    hint = f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs {system})"
+
+    def places(self, root: Path) -> list[Path]:
+        return [root / "FashionMNIST" / "raw", root / "fashion-mnist", self.system]
 
 
 def _unpickle(path: Path) -> dict:
@@ -374,86 +390,84 @@ def _unpickle(path: Path) -> dict:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
 
-def _read_cifar10(root: Path):
-    folder = root / "cifar-10-batches-py"
-    train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
-    test_file = folder / "test_batch"
-    if not all(f.is_file() for f in [*train_files, test_file]):
+@register
+class CIFAR10(DatasetKind):
+    """The python pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``, ``test_batch``)."""
+    name = "cifar10"
+    train_count = 50000
+    torchvision = "CIFAR10"
+
+    def places(self, root: Path) -> list[Path]:
+        return [root / "cifar-10-batches-py"]
+
+    def read(self, root: Path) -> Raw | None:
+        folder = self.places(root)[0]
+        train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        test_file = folder / "test_batch"
+        if not all(f.is_file() for f in [*train_files, test_file]):
+            return None
+
+        def batches(files):
+            entries = [_unpickle(f) for f in files]
+            x = np.concatenate([_as_bytes(e["data"]).reshape(-1, 3, 32, 32) for e in entries])
+            y = np.concatenate([np.asarray(e["labels"], dtype=np.int64) for e in entries])
+            return x, y
+
+        return _images(*batches(train_files), *batches([test_file]), scale=255.0)
+
+    def by_hand(self, root: Path) -> str:
+        return (f"unpack cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) "
+                f"into {root} so that {self.places(root)[0]}/data_batch_1..5 and test_batch exist")
+
+
+@register
+class SVHN(DatasetKind):
+    """The Street View House Numbers' .mat files (label 10 is the digit 0)."""
+    name = "svhn"
+    train_count = 73257
+
+    def places(self, root: Path) -> list[Path]:
+        return [root / "svhn", root]
+
+    def read(self, root: Path) -> Raw | None:
+        for folder in self.places(root):
+            train, test = folder / "train_32x32.mat", folder / "test_32x32.mat"
+            if train.is_file() and test.is_file():
+                import scipy.io
+
+                def split(path):
+                    mat = scipy.io.loadmat(path)
+                    x = np.transpose(mat["X"], (3, 2, 0, 1))  # (H, W, C, N) → (N, C, H, W)
+                    y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10  # label 10 is digit 0
+                    return x, y
+
+                return _images(*split(train), *split(test), scale=255.0)
         return None
 
-    def batches(files):
-        entries = [_unpickle(f) for f in files]
-        x = np.concatenate([_as_bytes(e["data"]).reshape(-1, 3, 32, 32)
-                            for e in entries])
-        y = np.concatenate([np.asarray(e["labels"], dtype=np.int64) for e in entries])
-        return x, y
-
-    return _images(*batches(train_files), *batches([test_file]), scale=255.0)
-
-
-def _read_svhn(root: Path):
-    for folder in (root / "svhn", root):
-        train, test = folder / "train_32x32.mat", folder / "test_32x32.mat"
-        if train.is_file() and test.is_file():
-            import scipy.io
-
-            def split(path):
-                mat = scipy.io.loadmat(path)
-                x = np.transpose(mat["X"], (3, 2, 0, 1))  # (H, W, C, N) → (N, C, H, W)
-                y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10  # label 10 is digit 0
-                return x, y
-
-            return _images(*split(train), *split(test), scale=255.0)
-    return None
-
-
-_READERS = {
-    "mnist": functools.partial(_read_idx_set, "mnist"),
-    "fashion_mnist": functools.partial(_read_idx_set, "fashion_mnist"),
-    "cifar10": _read_cifar10,
-    "svhn": _read_svhn,
-}
-
-
-# --------------------------------------------------------------------------- download and help
-
-
-def _fetch(name: str, root: Path) -> None:
-    """Download ``name`` into ``root`` with torchvision (needs network)."""
-    from torchvision import datasets
-
-    root.mkdir(parents=True, exist_ok=True)
-    if name == "mnist":
-        datasets.MNIST(str(root), train=True, download=True)
-    elif name == "fashion_mnist":
-        datasets.FashionMNIST(str(root), train=True, download=True)
-    elif name == "cifar10":
-        datasets.CIFAR10(str(root), train=True, download=True)
-    elif name == "svhn":
+    def fetch(self, root: Path) -> None:
+        from torchvision import datasets
         for split in ("train", "test"):
             datasets.SVHN(str(root / "svhn"), split=split, download=True)
-    else:  # pragma: no cover - the generated and bundled datasets never reach here
-        raise ValueError(f"{name} is not downloaded")
+
+    def by_hand(self, root: Path) -> str:
+        return (f"put train_32x32.mat and test_32x32.mat (http://ufldl.stanford.edu/housenumbers/) "
+                f"under {self.places(root)[0]}")
 
 
-def _how_to_get(name: str, root: Path, why: str) -> str:
-    if name in ("mnist", "fashion_mnist"):
-        places = [str(p) for p in _idx_folders(name, root)]
-        files = ", ".join(f"{s}-idx{'3' if s.endswith('images') else '1'}-ubyte[.gz]" for s in _IDX_STEMS)
-        put = f"put {files} under {_idx_folders(name, root)[0]}"
-    elif name == "cifar10":
-        places = [str(root / "cifar-10-batches-py")]
-        put = (f"unpack cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) "
-               f"into {root} so that {places[0]}/data_batch_1..5 and test_batch exist")
-    else:
-        places = [str(root / "svhn"), str(root)]
-        put = (f"put train_32x32.mat and test_32x32.mat "
-               f"(http://ufldl.stanford.edu/housenumbers/) under {places[0]}")
-    ways = [f"run with download=True on a machine with network access (torchvision fetches it into {root})",
-            put]
-    if name == "fashion_mnist":
-        ways.insert(0, "`apt-get install dataset-fashion-mnist` "
-                       f"(Debian/Ubuntu; installs {SYSTEM_FASHION_MNIST})")
-    return (f"dataset {name} is not available ({why}); looked in: {', '.join(places)}. "
-            f"To get it: " + "; or ".join(ways) + ". The data folder is the `root` argument, "
-            f"else $STUDY_DATA, else ~/.cache/study/data.")
+@register
+class XOR(DatasetKind):
+    """Points uniform in ``[-1, 1]²`` labelled 1 where ``x1·x2 > 0``, else 0 (the XOR task used
+    for MLPs by Wen et al.): 1000 test points, 1000 (or ``train_size``) training points."""
+    name = "xor"
+    num_classes = 2
+    train_default, test_size = 1000, 1000
+
+    def raw(self, train_size: int | None, data_seed: int) -> Raw:
+        def points(n, tag):
+            x = _rng(data_seed, tag).uniform(-1.0, 1.0, size=(n, 2))
+            y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+            return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+        x_test, y_test = points(self.test_size, _TAG_XOR_TEST)
+        x_train, y_train = points(train_size or self.train_default, _TAG_XOR_TRAIN)
+        return x_train, y_train, x_test, y_test

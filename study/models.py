@@ -3,19 +3,77 @@
 Both are ``nn.Sequential`` with modules in forward order, BatchNorm directly
 after the layer it normalises and ``nn.ReLU`` activations: the layout that
 `study.measures` relies on for BN folding, path norm and unit counts.
+
+A family is a builder ``(input_shape, num_classes, options) -> nn.Module`` and
+its `Options` type, registered once with ``@register(name, OptionsType)``: the
+options are the study file's ``[model]`` keys and grid axes, and the builder is
+then also callable with keywords, ``mlp((64,), 10, depth=3)``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
+from typing import Callable
 
+from pydantic import Field
 from torch import nn
 
-MODELS = ("nin", "mlp")
+from .options import Options, parse
 
 
-def nin(input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: int = 16,
-        dropout: float = 0.0, batchnorm: bool = False) -> nn.Sequential:
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[..., nn.Module]   # (input_shape, num_classes, options)
+    options: type[Options]
+
+
+MODELS: dict[str, Family] = {}
+
+
+def register(name: str, options: type[Options]):
+    """Register a builder as the model family ``name`` with its options type."""
+    def add(build):
+        MODELS[name] = Family(name, build, options)
+
+        @functools.wraps(build)
+        def with_keywords(input_shape, num_classes: int, **given) -> nn.Module:
+            return build(tuple(input_shape), num_classes, parse(options, given))
+        return with_keywords
+    return add
+
+
+def family(name: str) -> Family:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Module:
+    """The model ``name`` with ``options`` (unknown names and options are errors)."""
+    f = family(name)
+    return f.build(tuple(input_shape), num_classes, parse(f.options, options))
+
+
+class Layers(Options):
+    depth: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batchnorm: bool = False
+
+
+class NiNOptions(Layers):
+    width: int = Field(16, ge=1)
+
+
+class MLPOptions(Layers):
+    width: int = Field(64, ge=1)
+    bias: bool = True
+
+
+@register("nin", NiNOptions)
+def nin(input_shape: tuple[int, ...], num_classes: int, o: NiNOptions) -> nn.Sequential:
     """NiN as in Jiang et al. 2020: ``depth`` blocks of a 3×3 stride-2 conv and two
     1×1 convs (``width`` channels each, ReLU, optional BN), dropout after each
     block, then a 1×1 conv to the classes and global average pooling.
@@ -26,18 +84,19 @@ def nin(input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: i
     c = input_shape[0]
 
     def conv(cin, k, stride):
-        layers.append(nn.Conv2d(cin, width, k, stride=stride, padding=k // 2, bias=not batchnorm))
-        if batchnorm:
-            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.Conv2d(cin, o.width, k, stride=stride, padding=k // 2,
+                                bias=not o.batchnorm))
+        if o.batchnorm:
+            layers.append(nn.BatchNorm2d(o.width))
         layers.append(nn.ReLU())
 
-    for _ in range(depth):
+    for _ in range(o.depth):
         conv(c, 3, 2)
-        conv(width, 1, 1)
-        conv(width, 1, 1)
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        c = width
+        conv(o.width, 1, 1)
+        conv(o.width, 1, 1)
+        if o.dropout > 0:
+            layers.append(nn.Dropout(o.dropout))
+        c = o.width
     layers += [nn.Conv2d(c, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     net = nn.Sequential(*layers)
     # He initialisation: with PyTorch's default conv init the signal fades through
@@ -50,38 +109,18 @@ def nin(input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: i
     return net
 
 
-def mlp(input_shape: tuple[int, ...], num_classes: int, depth: int = 2, width: int = 64,
-        dropout: float = 0.0, batchnorm: bool = False, bias: bool = True) -> nn.Sequential:
+@register("mlp", MLPOptions)
+def mlp(input_shape: tuple[int, ...], num_classes: int, o: MLPOptions) -> nn.Sequential:
     """MLP: ``depth`` hidden layers of ``width`` ReLU units (optional BN, dropout)."""
     layers: list[nn.Module] = [nn.Flatten()]
     d = math.prod(input_shape)
-    for _ in range(depth):
-        layers.append(nn.Linear(d, width, bias=bias and not batchnorm))
-        if batchnorm:
-            layers.append(nn.BatchNorm1d(width))
+    for _ in range(o.depth):
+        layers.append(nn.Linear(d, o.width, bias=o.bias and not o.batchnorm))
+        if o.batchnorm:
+            layers.append(nn.BatchNorm1d(o.width))
         layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        d = width
-    layers.append(nn.Linear(d, num_classes, bias=bias))
+        if o.dropout > 0:
+            layers.append(nn.Dropout(o.dropout))
+        d = o.width
+    layers.append(nn.Linear(d, num_classes, bias=o.bias))
     return nn.Sequential(*layers)
-
-
-_BUILDERS = {"nin": nin, "mlp": mlp}
-_OPTIONS = {"nin": {"depth", "width", "dropout", "batchnorm"},
-            "mlp": {"depth", "width", "dropout", "batchnorm", "bias"}}
-
-
-def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Sequential:
-    """The model ``name`` with ``options`` (unknown names and options are errors)."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
-    bad = set(options) - _OPTIONS[name]
-    if bad:
-        raise ValueError(f"model {name!r} has no option(s) {', '.join(sorted(bad))}; "
-                         f"options: {', '.join(sorted(_OPTIONS[name]))}")
-    return _BUILDERS[name](tuple(input_shape), num_classes, **options)
-
-
-def model_options(name: str) -> set[str]:
-    return set(_OPTIONS[name])

@@ -1,73 +1,98 @@
 """Study files: TOML → a validated, frozen `Study`; its grid → `RunSpec`s.
 
-A study file has these sections (unknown keys are errors):
+A study file has these sections, each read into typed options (frozen
+pydantic models with defaults and constraints; unknown keys are errors):
 
-    [study]      name, dataset, model, seeds, out
-    [data]       train_size, label_noise, data_seed, root, download
-    [model]      fixed model options (depth, width, dropout, batchnorm, bias)
-    [train]      target_loss, max_epochs, and fixed training options
-                 (optimizer, lr, batch_size, weight_decay)
-    [grid]       axis = [values]: the cartesian product is the study
-    [measures]   include, exclude, subset, and [measures.knobs]
-    [resources]  num_cpus, num_gpus (per run), max_in_flight (driver)
+    [study]      name, dataset, model, seeds (`StudyHead`), out
+    [data]       train_size, label_noise, data_seed (`data.DataOptions`);
+                 root, download (`DataSource`)
+    [model]      the model family's options (`models.MLPOptions`, `models.NiNOptions`, …)
+    [train]      optimizer, lr, batch_size, weight_decay, target_loss, max_epochs
+                 (`train.TrainOptions`)
+    [grid]       axis = [values], any option of [data], [model] or [train]:
+                 the cartesian product is the study
+    [measures]   include, exclude, subset, and [measures.knobs] (`MeasureSettings`)
+    [resources]  num_cpus, num_gpus (per run), max_in_flight (driver) (`Resources`)
 
 An option is either fixed in its section or an axis of the grid, not both.
-Every option that changes a result is in the run id (`RunSpec.run_id`): a
-short hash of the canonical JSON of the run's identity plus the schema
-version. Where output goes and resources are not.
+What fixes a run's result (dataset and data options, model and the model
+options given, every training option, seed, measures) is its identity, hashed
+into the run id (`RunSpec.run_id`) with the schema version; where and how it
+runs (out, root, download, resources) is in neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from . import SCHEMA_VERSION
-from .data import DATASETS, check_dataset_options
-from .models import MODELS, model_options
+from .data import DataOptions, dataset_kind
+from .models import MODELS, family
+from .options import Options, check_keys, parse
+from .train import TrainOptions
 
 
 class StudyError(ValueError):
     """The study file is invalid; the message names the problem and the fix."""
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+class StudyHead(Options):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="letters, digits, '_', '-', '.'")
+    dataset: str
+    model: str
+    seeds: list[int] = Field([0], min_length=1, description="a non-empty list of distinct integers ≥ 0")
+    out: str = Field("runs", min_length=1, description="a path or URI")  # in no run id
 
-# option -> (section, type, check, description); the grid may vary any of them.
-_FLOAT, _INT, _BOOL, _STR = float, int, bool, str
-OPTIONS: dict[str, tuple[str, type, Any]] = {
-    # data
-    "train_size": ("data", _INT, lambda v: v > 0 or "must be a positive integer"),
-    "label_noise": ("data", _FLOAT, lambda v: 0 <= v <= 1 or "must be in [0, 1]"),
-    # model
-    "depth": ("model", _INT, lambda v: v >= 1 or "must be ≥ 1"),
-    "width": ("model", _INT, lambda v: v >= 1 or "must be ≥ 1"),
-    "dropout": ("model", _FLOAT, lambda v: 0 <= v < 1 or "must be in [0, 1)"),
-    "batchnorm": ("model", _BOOL, None),
-    "bias": ("model", _BOOL, None),
-    # training
-    "optimizer": ("train", _STR, lambda v: v in OPTIMIZERS or f"must be one of {', '.join(OPTIMIZERS)}"),
-    "lr": ("train", _FLOAT, lambda v: v > 0 or "must be > 0"),
-    "batch_size": ("train", _INT, lambda v: v >= 1 or "must be ≥ 1"),
-    "weight_decay": ("train", _FLOAT, lambda v: v >= 0 or "must be ≥ 0"),
-}
-TRAIN_DEFAULTS = {"optimizer": "sgd", "lr": 0.1, "batch_size": 64, "weight_decay": 0.0}
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("seeds must be distinct and ≥ 0")
+        return seeds
 
-_SECTIONS = {
-    "study": {"name", "dataset", "model", "seeds", "out"},
-    "data": {"data_seed", "root", "download"} | {k for k, v in OPTIONS.items() if v[0] == "data"},
-    "model": {k for k, v in OPTIONS.items() if v[0] == "model"},
-    "train": {"target_loss", "max_epochs"} | {k for k, v in OPTIONS.items() if v[0] == "train"},
-    "grid": set(OPTIONS),
-    "measures": {"include", "exclude", "subset", "knobs"},
-    "resources": {"num_cpus", "num_gpus", "max_in_flight"},
-}
+
+class DataSource(Options):
+    """Where the data is read from (in no run id)."""
+    root: str | None = Field(None, description="a path")
+    download: bool = True
+
+
+class MeasureSettings(Options):
+    include: list[str] = Field(["all"], description="a list of measure or family names")
+    exclude: list[str] = Field([], description="a list of measure or family names")
+    subset: int = Field(0, ge=0, description="an integer ≥ 0 (0: the whole training set)")
+    knobs: dict[str, Any] = Field({}, description="a table of knob = value")
+
+
+class Resources(Options):
+    """What one run asks of Ray, and how many run at once (in no run id)."""
+    num_cpus: int | float = Field(1, ge=0, description="a number ≥ 0 (fractions allowed)")
+    num_gpus: int | float = Field(0, ge=0, description="a number ≥ 0 (above 1: a whole number)")
+    max_in_flight: int = Field(0, ge=0, description="an integer ≥ 0 (0: automatic)")
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_above_one(cls, n: float) -> float:
+        if n > 1 and n != int(n):
+            raise ValueError("above 1 it must be a whole number")
+        return n
+
+
+SECTIONS = ("study", "data", "model", "train", "grid", "measures", "resources")
+
+
+def _section_of(axis: str) -> str:
+    return ("data" if axis in DataOptions.model_fields
+            else "train" if axis in TrainOptions.model_fields else "model")
 
 
 def _canonical(obj: Any) -> str:
@@ -119,6 +144,8 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Study:
+    """A validated study file. What fixes the results: name, dataset, model, seeds, data,
+    model_options, train, grid, measures; where and how it runs: out, data_source, resources."""
     name: str
     dataset: str
     model: str
@@ -141,7 +168,7 @@ class Study:
             sections = {"data": dict(self.data), "model": dict(self.model_options),
                         "train": dict(self.train)}
             for axis, v in point.items():
-                sections[OPTIONS[axis][0]][axis] = v
+                sections[_section_of(axis)][axis] = v
             for seed in self.seeds:
                 out.append(RunSpec(self.name, self.dataset, sections["data"], self.model,
                                    sections["model"], sections["train"], seed, point,
@@ -152,167 +179,80 @@ class Study:
         return Study(**{**self.__dict__, "out": out})
 
 
-# -- validation ----------------------------------------------------------------
-
-def _err(where: str, msg: str) -> StudyError:
-    return StudyError(f"{where}: {msg}")
-
-
-def _coerce(where: str, name: str, value: Any) -> Any:
-    """Type-check one option value (ints accepted for floats)."""
-    _, typ, check = OPTIONS[name]
-    if typ is _FLOAT and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if typ is _INT and isinstance(value, bool) or not isinstance(value, typ):
-        raise _err(where, f"{name} = {value!r} must be {typ.__name__}")
-    if check is not None:
-        ok = check(value)
-        if ok is not True:
-            raise _err(where, f"{name} = {value!r} {ok}")
-    return value
-
-
-def _keys(where: str, table: Any, allowed: set[str]) -> dict:
-    if not isinstance(table, dict):
-        raise _err(where, "must be a table")
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise _err(where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    return table
-
-
 def parse_study(doc: dict, path: str = "<study>") -> Study:
     """Validate a parsed study document; raise StudyError naming the first problem."""
-    _keys(path, doc, set(_SECTIONS))
-    sec = {name: _keys(f"{path} [{name}]", doc.get(name, {}), keys) for name, keys in _SECTIONS.items()}
-    st = sec["study"]
-    for key in ("name", "dataset", "model"):
-        if key not in st:
-            raise _err(f"{path} [study]", f"missing required key {key!r}")
-    name = st["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise _err(f"{path} [study]", f"name = {name!r} must be letters, digits, '_', '-', '.'")
-    if st["dataset"] not in DATASETS:
-        raise _err(f"{path} [study]", f"unknown dataset {st['dataset']!r}; datasets: {', '.join(DATASETS)}")
-    if st["model"] not in MODELS:
-        raise _err(f"{path} [study]", f"unknown model {st['model']!r}; models: {', '.join(MODELS)}")
-    seeds = st.get("seeds", [0])
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-            or len(set(seeds)) != len(seeds)):
-        raise _err(f"{path} [study]", f"seeds = {seeds!r} must be a non-empty list of distinct integers ≥ 0")
-    out = st.get("out", "runs")
-    if not isinstance(out, str) or not out:
-        raise _err(f"{path} [study]", f"out = {out!r} must be a path or URI")
+    @contextlib.contextmanager
+    def at(section: str):
+        """A ValueError raised inside becomes a StudyError naming the file and section."""
+        try:
+            yield
+        except StudyError:
+            raise
+        except ValueError as e:
+            raise StudyError(f"{path} [{section}]: {e}" if section else f"{path}: {e}") from None
 
-    # grid
-    grid_doc = sec["grid"]
-    if not grid_doc:
-        raise _err(f"{path} [grid]", "the grid is empty: give at least one axis, e.g. lr = [0.1, 0.01]")
+    def typed(section: str, *kinds: type[Options]) -> list:
+        """The section's table split among the options types ``kinds``."""
+        given = sec[section]
+        with at(section):
+            check_keys(given, [k for t in kinds for k in t.model_fields])
+            return [parse(t, {k: v for k, v in given.items() if k in t.model_fields}) for t in kinds]
+
+    with at(""):
+        check_keys(doc, SECTIONS)
+    sec = {name: doc.get(name, {}) for name in SECTIONS}
+    for name in (n for n, table in sec.items() if not isinstance(table, dict)):
+        raise StudyError(f"{path} [{name}]: must be a table")
+    head, = typed("study", StudyHead)
+    with at("study"):
+        kind, fam = dataset_kind(head.dataset), family(head.model)
+    owner = {**dict.fromkeys(DataOptions.model_fields, DataOptions),
+             **dict.fromkeys(fam.options.model_fields, fam.options),
+             **dict.fromkeys(TrainOptions.model_fields, TrainOptions)}
+    for section, keys in (("grid", set().union(*(f.options.model_fields for f in MODELS.values()))),
+                          ("model", set(sec["model"]))):
+        with at(section):
+            bad = sorted(k for k in keys & set(sec[section]) if k not in fam.options.model_fields)
+            if bad:
+                raise ValueError(f"model {head.model!r} has no option {bad[0]!r}; "
+                                 f"options: {', '.join(sorted(fam.options.model_fields))}")
+    with at("grid"):
+        check_keys(sec["grid"], owner)
+        if not sec["grid"]:
+            raise ValueError("the grid is empty: give at least one axis, e.g. lr = [0.1, 0.01]")
+    for section in ("data", "model", "train"):
+        with at(section):
+            for k in sec[section].keys() & sec["grid"].keys():
+                raise ValueError(f"{k} is both fixed here and an axis of [grid]; keep one")
+    (data, source), (model,), (train,) = (typed("data", DataOptions, DataSource),
+                                          typed("model", fam.options), typed("train", TrainOptions))
     grid = {}
-    mopts = model_options(st["model"])
-    for axis, values in grid_doc.items():
-        where = f"{path} [grid]"
-        if not isinstance(values, list) or not values:
-            raise _err(where, f"axis {axis} = {values!r} must be a non-empty list of values")
-        if OPTIONS[axis][0] == "model" and axis not in mopts:
-            raise _err(where, f"model {st['model']!r} has no option {axis!r}; options: {', '.join(sorted(mopts))}")
-        vals = tuple(_coerce(where, axis, v) for v in values)
-        if len(set(vals)) != len(vals):
-            raise _err(where, f"axis {axis} repeats a value: {values!r}")
-        grid[axis] = vals
+    for axis, values in sec["grid"].items():
+        with at("grid"):
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"axis {axis} = {values!r} must be a non-empty list of values")
+            grid[axis] = tuple(getattr(parse(owner[axis], {axis: v}), axis) for v in values)
+            if len(set(grid[axis])) != len(values):
+                raise ValueError(f"axis {axis} repeats a value: {values!r}")
+    with at("data"):
+        for train_size in grid.get("train_size", (data.train_size,)):
+            kind.check(train_size)
 
-    def fixed(section: str, keys: set[str]) -> dict:
-        out = {}
-        for k, v in sec[section].items():
-            if k not in keys:
-                continue
-            if k in grid:
-                raise _err(f"{path} [{section}]", f"{k} is both fixed here and an axis of [grid]; keep one")
-            if section == "model" and k not in mopts:
-                raise _err(f"{path} [model]", f"model {st['model']!r} has no option {k!r}; options: {', '.join(sorted(mopts))}")
-            out[k] = _coerce(f"{path} [{section}]", k, v)
-        return out
-
-    data = fixed("data", {"train_size", "label_noise"})
-    data.setdefault("label_noise", 0.0)
-    data_seed = sec["data"].get("data_seed", 0)
-    if not isinstance(data_seed, int) or isinstance(data_seed, bool) or data_seed < 0:
-        raise _err(f"{path} [data]", f"data_seed = {data_seed!r} must be an integer ≥ 0")
-    data["data_seed"] = data_seed
-    source = {"root": sec["data"].get("root"), "download": sec["data"].get("download", True)}
-    if source["root"] is not None and not isinstance(source["root"], str):
-        raise _err(f"{path} [data]", "root must be a path")
-    if not isinstance(source["download"], bool):
-        raise _err(f"{path} [data]", "download must be true or false")
-    try:
-        for tsize in grid.get("train_size", (data.get("train_size"),)):
-            for noise in grid.get("label_noise", (data["label_noise"],)):
-                check_dataset_options(st["dataset"], tsize, noise)
-    except ValueError as e:
-        raise _err(f"{path} [data]", str(e)) from None
-
-    model = fixed("model", mopts)
-    train = fixed("train", {k for k, v in OPTIONS.items() if v[0] == "train"})
-    for k, v in TRAIN_DEFAULTS.items():
-        if k not in grid:
-            train.setdefault(k, v)
-    tr = sec["train"]
-    target = tr.get("target_loss", 0.01)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
-        raise _err(f"{path} [train]", f"target_loss = {target!r} must be a number > 0")
-    max_epochs = tr.get("max_epochs", 300)
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise _err(f"{path} [train]", f"max_epochs = {max_epochs!r} must be an integer ≥ 1")
-    train["target_loss"] = float(target)
-    train["max_epochs"] = max_epochs
-
-    measures = _measures(path, sec["measures"])
-    resources = _resources(path, sec["resources"])
-    return Study(name, st["dataset"], st["model"], tuple(seeds), out, data, source, model,
-                 train, grid, measures, resources, path)
-
-
-def _measures(path: str, m: dict) -> dict:
-    from .measures.registry import check_knobs, select
-    where = f"{path} [measures]"
-    include = m.get("include", ["all"])
-    exclude = m.get("exclude", [])
-    for key, v in (("include", include), ("exclude", exclude)):
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-            raise _err(where, f"{key} = {v!r} must be a list of measure or family names")
-    if not include:
-        raise _err(where, "include is empty: name measures or families, or [\"all\"]")
-    subset = m.get("subset", 0)
-    if isinstance(subset, bool) or not isinstance(subset, int) or subset < 0:
-        raise _err(where, f"subset = {subset!r} must be an integer ≥ 0 (0: the whole training set)")
-    knobs = m.get("knobs", {})
-    try:
-        if not select(include, exclude):
-            raise _err(where, "the selection is empty after exclude")
-        check_knobs(knobs)
-    except StudyError:
-        raise
-    except ValueError as e:
-        raise _err(where, str(e)) from None
-    return {"include": sorted(include), "exclude": sorted(exclude), "subset": subset,
-            "knobs": dict(sorted(knobs.items()))}
-
-
-def _resources(path: str, r: dict) -> dict:
-    where = f"{path} [resources]"
-    out = {"num_cpus": r.get("num_cpus", 1), "num_gpus": r.get("num_gpus", 0),
-           "max_in_flight": r.get("max_in_flight", 0)}
-    for k in ("num_cpus", "num_gpus"):
-        v = out[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise _err(where, f"{k} = {v!r} must be a number ≥ 0 (fractions allowed)")
-    if out["num_gpus"] > 1 and out["num_gpus"] != int(out["num_gpus"]):
-        raise _err(where, f"num_gpus = {out['num_gpus']!r}: above 1 it must be a whole number")
-    v = out["max_in_flight"]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _err(where, f"max_in_flight = {v!r} must be an integer ≥ 0 (0: automatic)")
-    return out
+    m, = typed("measures", MeasureSettings)
+    with at("measures"):
+        from .measures.registry import check_knobs, select
+        if not m.include:
+            raise ValueError('include is empty: name measures or families, or ["all"]')
+        if not select(m.include, m.exclude):
+            raise ValueError("the selection is empty after exclude")
+        check_knobs(m.knobs)
+    measures = {"include": sorted(m.include), "exclude": sorted(m.exclude), "subset": m.subset,
+                "knobs": dict(sorted(m.knobs.items()))}
+    resources, = typed("resources", Resources)
+    return Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
+                 data.model_dump(exclude_none=True), source.model_dump(),
+                 model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
+                 resources.model_dump(), path)
 
 
 def load_study(path: str | Path) -> Study:

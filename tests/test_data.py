@@ -18,8 +18,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from study import data
-from study.data import (DATASETS, Dataset, DatasetUnavailable, check_dataset_options,
-                        load_dataset, read_idx)
+from study.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, read_idx
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -71,7 +70,7 @@ def digits() -> Dataset:
 # ----------------------------------------------------------------------------- digits
 
 def test_digits_shapes_types(digits):
-    assert DATASETS == ("digits", "fashion_mnist", "mnist", "cifar10", "svhn", "xor")
+    assert list(DATASETS) == ["digits", "mnist", "fashion_mnist", "cifar10", "svhn", "xor"]
     assert digits.name == "digits" and digits.num_classes == 10
     assert digits.x_train.shape == (1437, 1, 8, 8) and digits.x_test.shape == (360, 1, 8, 8)
     assert digits.y_train.shape == (1437,) and digits.y_test.shape == (360,)
@@ -292,7 +291,7 @@ def test_read_idx_rejects_corrupt_files(tmp_path):
         read_idx(tmp_path / "png")
 
 
-@pytest.mark.skipif(not data.SYSTEM_FASHION_MNIST.is_dir(),
+@pytest.mark.skipif(not data.FashionMNIST.system.is_dir(),
                     reason="Debian package dataset-fashion-mnist not installed "
                            "(apt-get install dataset-fashion-mnist)")
 def test_fashion_mnist_from_debian_package(tmp_path):
@@ -304,7 +303,7 @@ def test_fashion_mnist_from_debian_package(tmp_path):
         assert np.bincount(d.y_test.numpy()).tolist() == [1000] * 10
         # Independent parse with the fixed 16-byte (images) and 8-byte (labels) headers.
         def parse(stem, offset):
-            path = data.SYSTEM_FASHION_MNIST / f"{stem}.gz"
+            path = data.FashionMNIST.system / f"{stem}.gz"
             return np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=offset)
 
         labels = parse("t10k-labels-idx1-ubyte", 8)
@@ -323,7 +322,7 @@ def test_fashion_mnist_from_debian_package(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10", "svhn", "mnist", "fashion_mnist"])
 def test_absent_dataset_without_download(tmp_path, monkeypatch, name):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(data.FashionMNIST, "system", tmp_path / "no-system-copy")
     with pytest.raises(DatasetUnavailable) as info:
         load_dataset(name, root=str(tmp_path), download=False)
     msg = str(info.value)
@@ -340,10 +339,10 @@ def test_root_from_environment(tmp_path, monkeypatch):
 
 
 def test_failed_download_says_how_to_get_it(tmp_path, monkeypatch):
-    def offline(name, root):
+    def offline(self, root):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(data, "_fetch", offline)
+    monkeypatch.setattr(data.CIFAR10, "fetch", offline)
     with pytest.raises(DatasetUnavailable, match="download failed.*Name or service not known"):
         load_dataset("cifar10", root=str(tmp_path), download=True)
 
@@ -351,11 +350,11 @@ def test_failed_download_says_how_to_get_it(tmp_path, monkeypatch):
 def test_download_is_used_when_absent(tmp_path, monkeypatch):
     calls = []
 
-    def fake_fetch(name, root):  # stands in for torchvision: leaves the files where it would
-        calls.append(name)
+    def fake_fetch(self, root):  # stands in for torchvision: leaves the files where it would
+        calls.append(self.name)
         write_idx_set(root / "MNIST" / "raw", np.random.default_rng(4), n_train=3, n_test=2)
 
-    monkeypatch.setattr(data, "_fetch", fake_fetch)
+    monkeypatch.setattr(data.MNIST, "fetch", fake_fetch)
     d = load_dataset("mnist", root=str(tmp_path), download=True)
     assert calls == ["mnist"] and d.x_train.shape == (3, 1, 28, 28)
     load_dataset("mnist", root=str(tmp_path), download=True)
@@ -363,29 +362,26 @@ def test_download_is_used_when_absent(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, train_size, noise, pattern", [
-    ("imagenet", None, 0.0, "unknown dataset 'imagenet'; valid datasets: digits, fashion_mnist, "
-                            "mnist, cifar10, svhn, xor"),
-    ("digits", 0, 0.0, "positive integer"),
-    ("digits", -5, 0.0, "positive integer"),
-    ("digits", 1.5, 0.0, "positive integer"),
-    ("digits", True, 0.0, "positive integer"),
+    ("imagenet", None, 0.0, "unknown dataset 'imagenet'; datasets: digits, mnist, fashion_mnist, "
+                            "cifar10, svhn, xor"),
+    ("digits", 0, 0.0, "train_size = 0 must be an integer ≥ 1"),
+    ("digits", -5, 0.0, "train_size = -5 must be an integer ≥ 1"),
+    ("digits", 1.5, 0.0, "train_size = 1.5 must be an integer ≥ 1"),
+    ("digits", True, 0.0, "train_size = True must be an integer ≥ 1"),
     ("digits", 1438, 0.0, "above the 1437 training examples of digits"),
     ("cifar10", 50001, 0.0, "above the 50000"),
-    ("digits", None, -0.1, r"label_noise must be in \[0, 1\]"),
-    ("digits", None, 1.5, r"label_noise must be in \[0, 1\]"),
-    ("digits", None, float("nan"), r"label_noise must be in \[0, 1\]"),
-    ("digits", None, "0.1", "label_noise must be a number"),
+    ("digits", None, -0.1, r"label_noise = -0.1 must be a number in \[0, 1\]"),
+    ("digits", None, 1.5, r"label_noise = 1.5 must be a number in \[0, 1\]"),
+    ("digits", None, float("nan"), r"label_noise = nan must be a number in \[0, 1\]"),
+    ("digits", None, "0.1", r"label_noise = '0.1' must be a number in \[0, 1\]"),
 ])
 def test_bad_options(name, train_size, noise, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        check_dataset_options(name, train_size, noise)
     with pytest.raises(ValueError, match=pattern):
         load_dataset(name, train_size=train_size, label_noise=noise, download=False)
 
 
 def test_good_options_pass():
-    check_dataset_options("digits", 1437, 1.0)
-    check_dataset_options("xor", 10**6, 0.0)
-    check_dataset_options("svhn", None, 0.25)
-    with pytest.raises(ValueError, match="data_seed"):
+    for name, train_size in (("digits", 1437), ("xor", 10**6), ("svhn", None)):
+        data.dataset_kind(name).check(train_size)
+    with pytest.raises(ValueError, match="data_seed = -1 must be an integer ≥ 0"):
         load_dataset("digits", data_seed=-1)

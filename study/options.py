@@ -1,11 +1,9 @@
 """Typed options: the base of every options type, and its errors in plain words.
 
-An options type is a frozen pydantic model whose fields carry their defaults
-and constraints (``Field(2, ge=1)``); values are strict (no strings for
-numbers, no numbers for booleans; an integer is accepted for a float).
-`parse` turns a table into one and a bad value into a ``ValueError`` that
-names the key, the value and what it must be, e.g. ``lr = -1.0 must be a
-number > 0``. A field's ``description``, where given, says what it must be.
+An options type is a frozen pydantic model, each field with its default and
+constraint (``Field(2, ge=1)``); values are strict (an int passes for a float,
+nothing else converts). `parse` raises ``ValueError("lr = -1.0 must be a number
+> 0")``; a field's ``description``, where given, says what it must be.
 """
 
 from __future__ import annotations

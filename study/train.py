@@ -6,10 +6,9 @@ tenth of an epoch once it is within twice that threshold, so the stop
 overshoots the target by little. NaN or infinite loss stops training as
 diverged. The initial weights are kept for the measures.
 
-`TrainOptions` declares every training option once, with its default and
-constraint: the study file's ``[train]`` keys and grid axes, the run id's
-``train`` part and `train`'s arguments all come from it. A new option is a
-new field here and its use in `train`.
+`TrainOptions` declares each training option once (default, constraint): the
+study file's ``[train]`` keys and grid axes, the run id's ``train`` and
+`train`'s arguments all come from it.
 """
 
 from __future__ import annotations

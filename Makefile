@@ -26,6 +26,7 @@ sysdeps:
 	@bash .ci/sysdeps
 
 test: $(STAMP) sysdeps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -20,8 +20,7 @@ from collections import defaultdict
 import torch
 
 from study.data import load_dataset
-from study.measures import compute, select
-from study.measures import MeasureContext, stable_seed
+from study.measures import MeasureContext, compute, select, stable_seed
 from study.models import build_model
 from study.spec import load_study
 from study.train import TrainOptions, train

@@ -22,7 +22,6 @@ def main() -> None:
     ap.add_argument("--study", default="configs/mini.toml")
     args = ap.parse_args()
     study = load_study(args.study)
-    n = len(study.runs())
     rate = {}
     for mode in ("serial", "ray"):
         with tempfile.TemporaryDirectory() as out:

@@ -37,6 +37,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    """`study run`: train and measure every run not yet stored."""
     from .fanout import run_study
     study = _load(args)
     s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
@@ -57,6 +58,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """`study status`: done / failed / left, per axis value."""
     study = _load(args)
     store = Store(study.out, study.name)
     stored = store.statuses()
@@ -77,6 +79,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_consolidate(args) -> int:
+    """`study consolidate`: the runs in one Parquet file."""
     study = _load(args)
     path, n = Store(study.out, study.name).consolidate()
     print(f"{study.name}: {n} rows consolidated into {path}")
@@ -84,6 +87,7 @@ def cmd_consolidate(args) -> int:
 
 
 def main(argv=None) -> int:
+    """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -314,7 +314,6 @@ class Digits(DatasetKind):
 
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_IDX_STEMS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

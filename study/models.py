@@ -46,6 +46,7 @@ def register(name: str, options: type[Options]):
 
 
 def family(name: str) -> Family:
+    """The registered model family ``name``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
     return MODELS[name]

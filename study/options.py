@@ -20,6 +20,7 @@ class Options(BaseModel):
 
 
 def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:
+    """Raise ``ValueError`` naming the keys of ``given`` not in ``allowed``."""
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise ValueError(f"{what} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

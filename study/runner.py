@@ -20,8 +20,7 @@ import torch
 
 from . import SCHEMA_VERSION, __version__
 from .data import load_dataset
-from .measures import compute, select
-from .measures import MeasureContext, stable_seed
+from .measures import MeasureContext, compute, select, stable_seed
 from .models import build_model
 from .schema import OUTCOMES, artifact_col, hp_col, measure_col, seconds_col
 from .spec import RunSpec
@@ -42,12 +41,14 @@ def pick_device(num_gpus: float = 0) -> torch.device:
 
 
 def versions() -> dict:
+    """Versions of the code and libraries that made a row."""
     import numpy
     return {"study": __version__, "schema": SCHEMA_VERSION, "python": sys.version.split()[0],
             "torch": torch.__version__, "numpy": numpy.__version__}
 
 
 def base_row(spec: RunSpec) -> dict:
+    """The identity columns and grid point of a run."""
     row = {"run_id": spec.run_id, "study": spec.study, "dataset": spec.dataset,
            "model": spec.model, "seed": spec.seed}
     for axis, value in spec.hp.items():

@@ -64,6 +64,7 @@ class TrainResult:
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD, heavy-ball SGD (momentum 0.9) or Adam."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM if name == "momentum" else 0.0,

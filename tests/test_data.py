@@ -20,7 +20,6 @@ from sklearn.datasets import load_digits
 from study import data
 from study.data import DATASETS, Dataset, DatasetUnavailable, load_dataset, read_idx
 
-
 # ----------------------------------------------------------------------------- helpers
 
 def standardised(train_raw: np.ndarray, test_raw: np.ndarray, scale: float):

@@ -26,8 +26,8 @@ def test_run_ids_of_every_config_unchanged():
 
 
 def ranking_rows(runs_dir: Path) -> list[dict]:
-    from analysis.table import rank_table
     from analysis.load import load_runs
+    from analysis.table import rank_table
     return rank_table(load_runs(runs_dir)).to_dicts()
 
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
-from tests import references as R
-from tests.references import explicit_full_grad, explicit_grads
 from study.measures import MeasureContext, TrainLog, Undefined, measure_full, select
 from study.measures import curvature as C
-
+from tests import references as R
+from tests.references import explicit_full_grad, explicit_grads
+from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
 
 CURVATURE = {
     "keskar_sharpness_1e-3", "keskar_sharpness_5e-4", "hessian_max_eig", "hessian_trace",

@@ -9,12 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.measures import MeasureContext, measure_full
-from study.measures import core, norms
+from study.measures import MeasureContext, core, measure_full, norms
 from study.models import mlp, nin
-
-from tests.references import (brute_force_path_norm, dense, fitted_labels, norm_reference,
-                              np_fold, np_fold_affine, np_gamma, randomise_bn)
+from tests.references import (
+    brute_force_path_norm,
+    dense,
+    fitted_labels,
+    norm_reference,
+    np_fold,
+    np_fold_affine,
+    np_gamma,
+    randomise_bn,
+)
 
 MARGIN = ["inverse_margin", "log_prod_spec_over_margin", "log_sum_spec_over_margin",
           "log_spec_init_main", "log_spec_orig_main", "log_prod_fro_over_margin",

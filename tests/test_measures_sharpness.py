@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
-from tests.references import keskar_lbfgsb
 from study.measures import REGISTRY, MeasureContext, select
 from study.measures import sharpness as S
-
+from tests.references import keskar_lbfgsb
+from tests.tinymlp import D, H, K, P, explicit_loss, flat_of  # noqa: F401
 
 
 def trained_tiny(seed=0, n=48):

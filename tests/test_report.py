@@ -22,12 +22,12 @@ import pytest
 from PIL import Image
 
 from analysis import figures
-from analysis.load import RunsError, load_runs, population
 from analysis import report as report_module
+from analysis.load import RunsError, load_runs, population
 from analysis.report import write_report
 from analysis.synthetic import synthetic_runs
-from study.schema import ARTIFACTS, FIXED, PREFIXES, artifact_col, is_artifact
 from analysis.table import rank_table
+from study.schema import ARTIFACTS, FIXED, PREFIXES, artifact_col, is_artifact
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 from study.spec import StudyError, load_study, parse_study
-
-
-
 from tests.studyfiles import write_study
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.measures import MeasureContext, measure_full
-from study.measures import core, weights
+from study.measures import MeasureContext, core, measure_full, weights
 from study.models import mlp, nin
 from tests.references import np_fold, randomise_bn
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..train import TrainLog
-from . import size, norms, flatness, sharpness, curvature, optimisation  # noqa: F401  (register)
+from . import curvature, flatness, norms, optimisation, sharpness, size  # noqa: F401  (register)
 from .compute import MeasureResult, compute
 from .context import MeasureContext, stable_seed
 from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select

@@ -162,6 +162,8 @@ _PATH_OK = core.CONV + core.LINEAR
 
 
 def path_norm_value(ctx: MeasureContext) -> float:
+    """Σ_paths Π w²: the summed outputs, on an all-ones input, of the network with every
+    parameter squared (biases included, BN folded), in float64 (cached)."""
     def compute():
         net = copy.deepcopy(weights.folded_network(ctx, dtype=torch.float64))
         for name, mod in net.named_modules():

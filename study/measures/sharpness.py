@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
+from ..schema import ARTIFACTS
 from . import core
 from .context import MeasureContext
 from .registry import Undefined, knob, register
@@ -201,7 +202,7 @@ def adaptive_sharpness_l2(ctx):
 
 FS_DIRS = knob("filter_directions", 6, "random filter-normalised directions of filter_sharpness")
 FS_RADIUS = knob("filter_radius", 0.1, "radius r of filter_sharpness: L(w + r·δ) − L(w)")
-FILTER_T = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # curve grid, in units of r
+FILTER_T = ARTIFACTS["filter_sharpness_t"].grid  # curve grid, in units of r (the row schema's)
 
 
 def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torch.Tensor:

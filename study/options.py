@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from typing import ClassVar
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,6 +18,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 class Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    #: The fields always in the run id (None: all). Any other field enters it only when set
+    #: away from its default, so adding an option keeps the ids of the runs already stored.
+    ID_ALWAYS: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def id_part(cls, values: dict) -> dict:
+        """The part of ``values`` (a dump of this type) that names the run (`ID_ALWAYS`)."""
+        if cls.ID_ALWAYS is None:
+            return dict(values)
+        return {k: v for k, v in values.items()
+                if k in cls.ID_ALWAYS or v != cls.model_fields[k].default}
 
 
 def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:

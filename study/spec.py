@@ -125,14 +125,14 @@ class RunSpec:
     def identity(self) -> dict:
         return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": self.data,
                 "model": self.model, "model_options": self.model_options,
-                "train": self.train, "seed": self.seed, "measures": self.measures}
+                "train": TrainOptions.id_part(self.train), "seed": self.seed, "measures": self.measures}
 
     @property
     def run_id(self) -> str:
         return hashlib.sha256(_canonical(self.identity()).encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
-        return json.dumps({**self.identity(), "study": self.study, "hp": self.hp,
+        return json.dumps({**self.identity(), "train": self.train, "study": self.study, "hp": self.hp,
                            "data_source": self.data_source}, sort_keys=True)
 
     @classmethod

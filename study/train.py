@@ -29,7 +29,9 @@ MOMENTUM = 0.9
 
 
 class TrainOptions(Options):
-    """How one network is trained; all of it is in the run id."""
+    """How one network is trained: the run id holds these six always, a later option only
+    when set away from its default (`Options.ID_ALWAYS`)."""
+    ID_ALWAYS = ("optimizer", "lr", "batch_size", "weight_decay", "target_loss", "max_epochs")
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = Field(0.1, gt=0)
     batch_size: int = Field(64, ge=1)

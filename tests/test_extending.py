@@ -71,3 +71,19 @@ def test_the_new_options_are_checked_like_the_built_in_ones(toys):
         parse_study(doc(hidden=[0]), "toy.toml")
     with pytest.raises(StudyError, match="model 'two_layer' has no option 'width'; options: hidden, scale"):
         parse_study({**doc(lr=[0.1]), "model": {"width": 3}}, "toy.toml")
+
+
+def test_a_new_training_option_keeps_the_stored_run_ids():
+    from study.spec import RunSpec
+    from study.train import TrainOptions
+
+    class WithClip(TrainOptions):  # TrainOptions with one option added
+        grad_clip: float = Field(0.0, ge=0)
+
+    old = TrainOptions().model_dump()
+    assert WithClip.id_part(WithClip().model_dump()) == TrainOptions.id_part(old) == old
+    assert WithClip.id_part(WithClip(grad_clip=1.0).model_dump()) == {**old, "grad_clip": 1.0}
+    spec = parse_study({**doc(lr=[0.1]), "study": {"name": "t", "dataset": "digits", "model": "mlp"},
+                        "data": {"train_size": 100}}, "t.toml").runs()[0]
+    back = RunSpec.from_json(spec.to_json())
+    assert back == spec and back.run_id == spec.run_id

@@ -131,43 +131,6 @@ def tau_small(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
-def argsort_int(key: np.ndarray) -> np.ndarray:
-    """Stable argsort of an integer array by bottom-up merge sort."""
-    n = key.shape[0]
-    a = np.arange(n)
-    b = np.empty_like(a)
-    width = 1
-    while width < n:
-        lo = 0
-        while lo < n:
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
-            i = lo
-            j = mid
-            k = lo
-            while i < mid and j < hi:
-                if key[a[i]] <= key[a[j]]:
-                    b[k] = a[i]
-                    i += 1
-                else:
-                    b[k] = a[j]
-                    j += 1
-                k += 1
-            while i < mid:
-                b[k] = a[i]
-                i += 1
-                k += 1
-            while j < hi:
-                b[k] = a[j]
-                j += 1
-                k += 1
-            lo += 2 * width
-        a, b = b, a
-        width *= 2
-    return a
-
-
-@nb.njit(cache=True, nogil=True)
 def tau_unsorted(x: np.ndarray, y: np.ndarray) -> float:
     """τ-a of unweighted integer ranks ``x``, ``y`` (non-negative) in any order."""
     n = x.shape[0]
@@ -177,7 +140,7 @@ def tau_unsorted(x: np.ndarray, y: np.ndarray) -> float:
     for t in range(n):
         ny = max(ny, y[t] + 1)
     key = x * ny + y
-    o = argsort_int(key)
+    o = np.argsort(key, kind="mergesort")  # stable in numba
     return tau_sorted(x[o], y[o], np.ones(n, dtype=np.int64), ny)
 
 

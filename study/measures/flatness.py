@@ -219,9 +219,8 @@ def _mc_wrong(ctx: MeasureContext, noise: Callable[[torch.Tensor], torch.Tensor]
     return n_wrong
 
 
-def _search_mc(ctx: MeasureContext, what: str) -> Search:
-    wrong0, n = err0(ctx)
-    _check_room(what, wrong0, n)
+def _mc_criterion(ctx: MeasureContext, what: str, wrong0: int, n: int
+                  ) -> Callable[[float], tuple[bool, float]]:
     samples = int(ctx.knob(SAMPLES))
     if samples < 1:
         raise ValueError("flat_samples must be ≥ 1")
@@ -237,10 +236,7 @@ def _search_mc(ctx: MeasureContext, what: str) -> Search:
             noise = lambda z: z * std                                 # noqa: E731
         wrong = _mc_wrong(ctx, noise, f"flatness.{what}", samples, limit)
         return wrong <= limit, wrong / total
-
-    lo, hi, stat, evals = _bisect(crit, ctx.knob(_MAX_KNOB[what]), int(ctx.knob(DEPTH)),
-                                  float(ctx.knob(RTOL)), int(ctx.knob(EXPAND)), what)
-    return Search(lo, hi, stat, wrong0 / n, evals)
+    return crit
 
 
 # -- worst-case scales α, α' ----------------------------------------------------
@@ -274,9 +270,8 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
     return worst
 
 
-def _search_worst(ctx: MeasureContext, what: str) -> Search:
-    wrong0, n = err0(ctx)
-    _check_room(what, wrong0, n)
+def _worst_criterion(ctx: MeasureContext, what: str, wrong0: int, n: int
+                     ) -> Callable[[float], tuple[bool, float]]:
     steps, restarts = int(ctx.knob(STEPS)), int(ctx.knob(RESTARTS))
     if steps < 0 or restarts < 1:
         raise ValueError("flat_steps must be ≥ 0 and flat_restarts ≥ 1")
@@ -287,7 +282,13 @@ def _search_worst(ctx: MeasureContext, what: str) -> Search:
         b = torch.full_like(w, s) if what == "alpha" else s * w.abs() + EPS
         wrong = _worst_wrong(ctx, b, f"flatness.{what}", steps, restarts, limit)
         return wrong <= limit, wrong / n
+    return crit
 
+
+def _search(ctx: MeasureContext, what: str) -> Search:
+    wrong0, n = err0(ctx)
+    _check_room(what, wrong0, n)
+    crit = (_mc_criterion if what.startswith("sigma") else _worst_criterion)(ctx, what, wrong0, n)
     lo, hi, stat, evals = _bisect(crit, ctx.knob(_MAX_KNOB[what]), int(ctx.knob(DEPTH)),
                                   float(ctx.knob(RTOL)), int(ctx.knob(EXPAND)), what)
     return Search(lo, hi, stat, wrong0 / n, evals)
@@ -295,11 +296,9 @@ def _search_worst(ctx: MeasureContext, what: str) -> Search:
 
 def search(ctx: MeasureContext, what: str) -> Search:
     """The searched scale ``what`` ∈ {sigma, sigma_mag, alpha, alpha_mag}, memoised."""
-    if what in ("sigma", "sigma_mag"):
-        return ctx.cached(f"flatness.{what}", lambda: _search_mc(ctx, what))
-    if what in ("alpha", "alpha_mag"):
-        return ctx.cached(f"flatness.{what}", lambda: _search_worst(ctx, what))
-    raise ValueError(f"unknown searched scale {what!r}; one of {', '.join(_MAX_KNOB)}")
+    if what not in _MAX_KNOB:
+        raise ValueError(f"unknown searched scale {what!r}; one of {', '.join(_MAX_KNOB)}")
+    return ctx.cached(f"flatness.{what}", lambda: _search(ctx, what))
 
 
 # -- the bound-shaped measures ----------------------------------------------------

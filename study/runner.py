@@ -21,8 +21,9 @@ import torch
 from . import SCHEMA_VERSION, __version__
 from .data import load_dataset
 from .measures import MeasureContext, compute, select, stable_seed
+from .measures.registry import settings_hash
 from .models import build_model
-from .schema import OUTCOMES, artifact_col, hp_col, measure_col, seconds_col
+from .schema import OUTCOMES, artifact_col, cfg_col, hp_col, measure_col, seconds_col
 from .spec import RunSpec
 from .train import TrainOptions, evaluate, train
 
@@ -110,6 +111,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress)
     row["measure_seconds"] = time.perf_counter() - t0
     for name, v in result.values.items():
         row[measure_col(name)] = v
+        row[cfg_col(name)] = settings_hash(name, spec.measures["knobs"], subset)
     for name, s in result.seconds.items():
         row[seconds_col(name)] = s
     for name, arr in result.artifacts.items():

@@ -26,12 +26,14 @@ class Prefix(str):
 
 
 MEASURE = Prefix("measure.")    # float64, NaN where not defined (nan_reasons says why)
+MEASURE_CFG = Prefix("measure_cfg.")  # string: the measure's settings hash (registry.settings_hash)
 HP = Prefix("hp.")              # one column per grid axis, typed by its values
 SECONDS = Prefix("seconds.")    # what a measure cost (shared work charged to its group)
 ARTIFACT = Prefix("artifact.")  # list<float64> for plots, described in ARTIFACTS
-PREFIXES = (MEASURE, HP, SECONDS, ARTIFACT)
+PREFIXES = (MEASURE, MEASURE_CFG, HP, SECONDS, ARTIFACT)
 measure_col, hp_col, seconds_col, artifact_col = MEASURE.col, HP.col, SECONDS.col, ARTIFACT.col
 is_measure, is_hp, is_seconds, is_artifact = MEASURE.holds, HP.holds, SECONDS.holds, ARTIFACT.holds
+cfg_col, is_cfg = MEASURE_CFG.col, MEASURE_CFG.holds
 
 IDENTITY = ("run_id", "study", "dataset", "model", "seed")
 OUTCOMES = ("train_acc", "test_acc", "train_loss", "test_loss", "gap", "loss_gap")  # gap = train − test acc
@@ -49,7 +51,10 @@ def name_of(col: str) -> str:
 
 def arrow_type(col: str, value) -> pa.DataType:
     """A row column's Arrow type: measures and seconds float64 (NaN and integers alike),
-    artifacts list<float64>, the others by the Python value (bool, int64, float64, else string)."""
+    artifacts list<float64>, settings hashes string, the others by the Python value (bool, int64,
+    float64, else string)."""
+    if col.startswith(MEASURE_CFG):
+        return pa.string()
     if col.startswith((MEASURE, SECONDS)):
         return pa.float64()
     if col.startswith(ARTIFACT):

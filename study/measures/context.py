@@ -25,7 +25,8 @@ from torch.func import functional_call
 from ..train import TrainLog
 from .registry import check_knobs, knob
 
-EVAL_BATCH = knob("eval_batch", 2048, "examples per forward pass when evaluating the measure set")
+EVAL_BATCH = knob("eval_batch", 2048, "examples per forward pass when evaluating the measure set",
+                  batching=True)
 
 
 def stable_seed(*parts: Any) -> int:

@@ -31,7 +31,8 @@ from .registry import Undefined, knob
 log = logging.getLogger("study.measures")
 
 MEMORY_MB = knob("memory_mb", 512.0, "memory budget (MiB) that sizes every vmapped batch: "
-                 "perturbed networks, mini-batch gradients, HVP probes, per-example gradients")
+                 "perturbed networks, mini-batch gradients, HVP probes, per-example gradients",
+                 batching=True)
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR = (nn.Linear,)

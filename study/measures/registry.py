@@ -10,10 +10,23 @@ the registry is full whenever any part of the package is imported.
 
 A measure that is undefined for a network raises `Undefined` with the
 reason; the runner records NaN and the reason, and the other measures go on.
+
+Provenance: `settings` (and its short hash, `settings_hash`) is what fixes a
+measure's value on a given network: its name, its code ``version`` (bump it
+in ``register`` when a change of the code changes the values), the
+measure-set ``subset`` and every knob it declares, defaults resolved. A
+knob declared with ``batching=True`` (``eval_batch``, ``memory_mb``) only
+sizes batches; every random draw is taken one vector at a time in a fixed
+order, so such a knob changes nothing but floating-point rounding and is
+left out, so that a new memory budget does not make every stored value
+stale. The runner writes the hash as ``measure_cfg.<name>``; `study status`
+and `analysis` compare them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +50,7 @@ class Knob:
     name: str
     default: Any
     doc: str
+    batching: bool = False  # only sizes batches: left out of `settings`
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class Measure:
     knobs: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     doc: str = ""
+    version: int = 1
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -56,17 +71,21 @@ KNOBS: dict[str, Knob] = {}
 NEEDS = ("init", "train_log")
 
 
-def knob(name: str, default: Any, doc: str) -> str:
-    """Declare a knob (a measure option settable in the study file); its type is the default's."""
+def knob(name: str, default: Any, doc: str, *, batching: bool = False) -> str:
+    """Declare a knob (a measure option settable in the study file); its type is the default's.
+    ``batching``: the knob only sizes batches and cannot change a value (module docstring)."""
     if name in KNOBS and KNOBS[name].default != default:
         raise ValueError(f"knob {name!r} declared twice with different defaults")
-    KNOBS[name] = Knob(name, default, doc)
+    KNOBS[name] = Knob(name, default, doc, batching)
     return name
 
 
 def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
-             needs: tuple[str, ...] = ()):
-    """Decorator: register ``fn(ctx) -> float`` as measure ``name``."""
+             needs: tuple[str, ...] = (), version: int = 1):
+    """Decorator: register ``fn(ctx) -> float`` as measure ``name``. ``version``: the code's
+    version, in the settings hash; bump it when a change of the code changes the values."""
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"measure {name!r}: version must be an integer ≥ 1, got {version!r}")
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
     for n in needs:
@@ -80,7 +99,7 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
             if k not in KNOBS:
                 raise ValueError(f"measure {name!r} uses undeclared knob {k!r}")
         REGISTRY[name] = Measure(name, family, fn, cite, tuple(knobs), tuple(needs),
-                                 (fn.__doc__ or "").strip())
+                                 (fn.__doc__ or "").strip(), version)
         return fn
 
     return wrap
@@ -137,3 +156,21 @@ def check_knobs(knobs: dict) -> dict:
         want = _TYPE_TEXT.get(type(d), type(d).__name__)
         raise ValueError(f"measure knob {k!r} must be {want} like its default {d!r}, "
                          f"got {knobs[k]!r}") from None
+
+
+def settings(measure: Measure | str, knobs: dict | None = None, subset: int = 0) -> dict:
+    """What fixes ``measure``'s value on a network (module docstring): name, code version,
+    measure-set ``subset`` (0: the whole training set) and its declared non-batching knobs,
+    from ``knobs`` (study-file overrides) with the defaults resolved. Pure; JSON-ready."""
+    m = REGISTRY[measure] if isinstance(measure, str) else measure
+    full = check_knobs(dict(knobs or {}))
+    read = sorted(k for k in set(m.knobs) if not KNOBS[k].batching)
+    return {"measure": m.name, "version": m.version, "subset": int(subset),
+            "knobs": {k: type(KNOBS[k].default)(full[k]) for k in read}}
+
+
+def settings_hash(measure: Measure | str, knobs: dict | None = None, subset: int = 0) -> str:
+    """12 hex digits of the sha256 of `settings` as canonical JSON (sorted keys, no spaces):
+    the ``measure_cfg.<name>`` column of a row."""
+    text = json.dumps(settings(measure, knobs, subset), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

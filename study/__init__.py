@@ -1,4 +1,4 @@
 """Define, run and measure a study of generalization measures (see ../shared/DESIGN.md)."""
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of the run id: 2 names the network only; 1 also held the measures

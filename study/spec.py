@@ -3,7 +3,7 @@
 A study file has these sections, each read into typed options (frozen
 pydantic models with defaults and constraints; unknown keys are errors):
 
-    [study]      name, dataset, model, seeds (`StudyHead`), out
+    [study]      name, dataset, model, seeds (`StudyHead`), out, keep_networks
     [data]       train_size, label_noise, data_seed (`data.DataOptions`);
                  root, download (`DataSource`)
     [model]      the model family's options (`models.MLPOptions`, `models.NiNOptions`, …)
@@ -15,10 +15,11 @@ pydantic models with defaults and constraints; unknown keys are errors):
     [resources]  num_cpus, num_gpus (per run), max_in_flight (driver) (`Resources`)
 
 An option is either fixed in its section or an axis of the grid, not both.
-What fixes a run's result (dataset and data options, model and the model
-options given, every training option, seed, measures) is its identity, hashed
-into the run id (`RunSpec.run_id`) with the schema version; where and how it
-runs (out, root, download, resources) is in neither.
+The run id names the network (`RunSpec.run_id`): a hash of what fixes the
+trained weights (dataset and data options, model and the model options given,
+every training option, seed) and the schema version. The measures are computed
+on that network and recorded in its row, but are not in its id; where and how
+it runs (out, keep_networks, root, download, resources) is in neither.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class StudyHead(Options):
     model: str
     seeds: list[int] = Field([0], min_length=1, description="a non-empty list of distinct integers ≥ 0")
     out: str = Field("runs", min_length=1, description="a path or URI")  # in no run id
+    keep_networks: bool = True  # store initial and final weights beside each row; in no run id
 
     @field_validator("seeds")
     @classmethod
@@ -110,7 +112,7 @@ def _canonical(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One network of the study: everything that determines its result."""
+    """One run of the study: the network (`identity`) and the measures computed on it."""
     study: str
     dataset: str
     data: dict            # train_size, label_noise, data_seed (root/download excluded)
@@ -123,9 +125,10 @@ class RunSpec:
     data_source: dict = field(default_factory=dict, compare=False)  # root, download
 
     def identity(self) -> dict:
+        """What fixes the trained weights, and the schema version: hashed into `run_id`."""
         return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": self.data,
                 "model": self.model, "model_options": self.model_options,
-                "train": TrainOptions.id_part(self.train), "seed": self.seed, "measures": self.measures}
+                "train": TrainOptions.id_part(self.train), "seed": self.seed}
 
     @property
     def run_id(self) -> str:
@@ -133,10 +136,12 @@ class RunSpec:
 
     def to_json(self) -> str:
         return json.dumps({**self.identity(), "train": self.train, "study": self.study, "hp": self.hp,
-                           "data_source": self.data_source}, sort_keys=True)
+                           "measures": self.measures, "data_source": self.data_source}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
+        """The spec of a row's ``config``, of this schema or an older one (whose identity
+        also held the measures: the same fields)."""
         d = json.loads(text)
         d.pop("schema")
         return cls(**d)
@@ -144,8 +149,9 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study file. What fixes the results: name, dataset, model, seeds, data,
-    model_options, train, grid, measures; where and how it runs: out, data_source, resources."""
+    """A validated study file. What fixes the networks: name, dataset, model, seeds, data,
+    model_options, train, grid; what is computed on them: measures; where and how it runs:
+    out, keep_networks, data_source, resources."""
     name: str
     dataset: str
     model: str
@@ -159,6 +165,7 @@ class Study:
     measures: dict
     resources: dict
     path: str = ""
+    keep_networks: bool = True
 
     def runs(self) -> list[RunSpec]:
         """The cartesian product of the grid, times the seeds, in a stable order."""
@@ -252,7 +259,7 @@ def parse_study(doc: dict, path: str = "<study>") -> Study:
     return Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
                  data.model_dump(exclude_none=True), source.model_dump(),
                  model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
-                 resources.model_dump(), path)
+                 resources.model_dump(), path, keep_networks=head.keep_networks)
 
 
 def load_study(path: str | Path) -> Study:

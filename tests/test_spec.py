@@ -33,10 +33,10 @@ def test_grid_is_the_cartesian_product_times_seeds():
     assert r.train["lr"] == r.hp["lr"] and r.model_options["depth"] == r.hp["depth"]
 
 
-def test_run_id_depends_on_results_only():
+def test_run_id_names_the_network_only():
     a = parse_study(base()).runs()
-    # output location and resources do not change results: same ids
-    b = parse_study({**base(), "study": {**base()["study"], "out": "elsewhere"},
+    # output location, checkpoints kept or not and resources do not change the network: same ids
+    b = parse_study({**base(), "study": {**base()["study"], "out": "elsewhere", "keep_networks": False},
                      "resources": {"num_cpus": 2}}).runs()
     assert [r.run_id for r in a] == [r.run_id for r in b]
     # ints and floats written either way give the same id; a real change gives another
@@ -45,8 +45,10 @@ def test_run_id_depends_on_results_only():
     assert [r.run_id for r in a] == [r.run_id for r in c]
     d = parse_study(base(train={"target_loss": 0.06})).runs()
     assert not {r.run_id for r in a} & {r.run_id for r in d}
-    e = parse_study(base(measures={"knobs": {"eval_batch": 64}})).runs()
-    assert not {r.run_id for r in a} & {r.run_id for r in e}
+    # the measures are computed on the network, not part of it: same ids, recorded in the config
+    e = parse_study(base(measures={"include": ["size"], "knobs": {"eval_batch": 64}})).runs()
+    assert [r.run_id for r in a] == [r.run_id for r in e]
+    assert '"eval_batch": 64' in e[0].to_json() and "eval_batch" not in a[0].to_json()
 
 
 def test_run_id_is_stable_across_processes():

@@ -7,7 +7,10 @@ RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
 (:mod:`analysis.table`) as CSV or Parquet, chosen by the extension, and
 prints its head. ``report`` hands over to ``analysis.report.write_report``.
-Bad input ends with one line ``error: …`` on stderr and exit status 2.
+Both refuse a measure column whose rows mix settings hashes
+(``measure_cfg.<name>``; :func:`analysis.load.check_settings`) unless
+``--allow-mixed``. Bad input ends with one line ``error: …`` on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import polars as pl
 
 from study.schema import write_atomic
 
-from .load import RunsError, load_runs
+from .load import RunsError, check_settings, load_runs
 
 FORMATS = (".csv", ".parquet")
 
@@ -51,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--ci", type=float, default=None, help="bootstrap interval level (default 0.95)")
         p.add_argument("--dataset-axis", action="store_true", default=None,
                        help="analyse all datasets together, with the dataset as an axis")
+        p.add_argument("--allow-mixed", action="store_true", default=None,
+                       help="rank measure columns whose rows were computed under different settings")
         p.add_argument("--skip-corrupt", action="store_true",
                        help="leave unreadable run files out (with a warning) instead of failing")
         if name == "rank":
@@ -58,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-OPTIONS = ("include_unconverged", "max_cond", "robust_n", "min_ess", "n_boot", "boot_seed", "ci", "dataset_axis")
+OPTIONS = ("include_unconverged", "max_cond", "robust_n", "min_ess", "n_boot", "boot_seed", "ci", "dataset_axis",
+           "allow_mixed")
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -125,6 +131,10 @@ def _report(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
+    if not args.allow_mixed:  # refused here: the report would only show the error on its page
+        check_settings(load_runs(args.runs, include_unconverged=bool(args.include_unconverged),
+                                 on_corrupt=opts.get("on_corrupt", "error")),
+                       dataset_axis=bool(args.dataset_axis))
     write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0

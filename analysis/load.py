@@ -17,6 +17,11 @@ Choices:
 - A corrupt or truncated Parquet file is an error naming the file
   (:class:`RunsError`); ``on_corrupt="skip"`` leaves such files out with a
   warning that names each one. Never silently.
+
+Settings (DESIGN.md, ``measure_cfg.<name>``): a measure column is ranked
+only when its rows share one settings hash (`check_settings`); a row
+without the hash (written before it existed) counts as the setting
+``unknown``, so old outputs rank on their own but not mixed with new rows.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.schema import hp_col, is_hp, is_measure, ranking_order
+from study.schema import cfg_col, hp_col, is_hp, is_measure, name_of, ranking_order
+
+UNKNOWN = "unknown"  # the settings of a row written before measure_cfg.<name> existed
 
 
 class RunsError(ValueError):
     """The runs cannot be read or analysed; the message says why and what to do."""
+
+
+class MixedSettingsError(RunsError):
+    """A measure column holds values computed under different settings."""
 
 
 def _open(source: str) -> tuple[pafs.FileSystem, str, str]:
@@ -188,3 +199,46 @@ def split_datasets(df: pl.DataFrame, dataset_axis: bool = False) -> list[tuple[s
             df = df.with_columns(pl.col("dataset").alias(hp_col("dataset")))
         return [("+".join(names), df)]
     return [(name, df.filter(pl.col("dataset") == name)) for name in names]
+
+
+def settings_counts(df: pl.DataFrame, measure: str) -> dict[str, int]:
+    """How many rows with a finite value in the measure column ``measure`` (``measure.<name>``)
+    carry each settings hash, ``UNKNOWN`` for a row without one; most rows first."""
+    if measure not in df.columns:
+        return {}
+    cfg = cfg_col(name_of(measure))
+    h = df[cfg].cast(pl.String) if cfg in df.columns else pl.Series(cfg, [None] * df.height, pl.String)
+    finite = df[measure].cast(pl.Float64, strict=False).is_finite().fill_null(False)
+    counts = h.filter(finite).fill_null(UNKNOWN).value_counts(sort=True, name="n")
+    return dict(sorted(zip(counts[cfg].to_list(), counts["n"].to_list()), key=lambda kv: (-kv[1], kv[0])))
+
+
+def mixed_settings(df: pl.DataFrame, measures: list[str] | None = None) -> dict[str, dict[str, int]]:
+    """The measure columns (default: all of ``df``'s) whose finite values come from more than one
+    settings hash, each with `settings_counts`."""
+    out = {}
+    for m in measure_columns(df) if measures is None else measures:
+        counts = settings_counts(df, m)
+        if len(counts) > 1:
+            out[m] = counts
+    return out
+
+
+def check_settings(df: pl.DataFrame, measures: list[str] | None = None, *, allow_mixed: bool = False,
+                   dataset_axis: bool = False) -> None:
+    """Raise :class:`MixedSettingsError` when a measure column of a table that is ranked together
+    (each dataset, or all with ``dataset_axis``; `split_datasets`) mixes settings, naming how many
+    rows have which hash; ``allow_mixed`` skips the check."""
+    if allow_mixed:
+        return
+    parts = split_datasets(df, dataset_axis)
+    found = []
+    for name, part in parts:
+        where = f"dataset {name}: " if len(parts) > 1 else ""
+        for m, counts in mixed_settings(part, measures).items():
+            rows = ", ".join(f"{n} row{'s' if n != 1 else ''} with {h}" for h, n in counts.items())
+            found.append(f"{where}{m} mixes settings: {rows}")
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise MixedSettingsError("; ".join(found[:3]) + more + "; recompute the stale rows with "
+                                 "`study measure STUDY.toml --stale`, or pass --allow-mixed")

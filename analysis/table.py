@@ -14,6 +14,9 @@ bootstrap percentile intervals (level ``ci``); with ``n_boot = 0`` they are
 null. ``cmi_k<j>`` is null for ``j > max_cond``. Statistics that are not
 defined (fewer than two runs, no environment kept) are NaN.
 
+A measure column whose rows mix settings hashes (``measure_cfg.<name>``) is
+refused (:func:`analysis.load.check_settings`) unless ``allow_mixed``.
+
 Runs are taken in ``run_id`` order, so the table (bootstrap included) does
 not depend on the order in which files were listed.
 
@@ -30,7 +33,7 @@ import polars as pl
 
 from study.schema import name_of
 
-from .load import RunsError, axis_columns, measure_columns, population, sort_ranking, split_datasets
+from .load import RunsError, axis_columns, check_settings, measure_columns, population, sort_ranking, split_datasets
 from .stats._ranks import rank_inputs
 from .stats.bootstrap import bootstrap_plans
 from .stats.cmi import CMIPlan
@@ -141,7 +144,8 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
 
 def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_failed: bool = False,
                max_cond: int = 2, robust_n: float | None = None, min_ess: float = 12.0, n_boot: int = 200,
-               boot_seed: int = 0, ci: float = 0.95, dataset_axis: bool = False) -> pl.DataFrame:
+               boot_seed: int = 0, ci: float = 0.95, dataset_axis: bool = False,
+               allow_mixed: bool = False) -> pl.DataFrame:
     """The ranking table of a runs table (module docstring for the columns and the order).
 
     ``include_unconverged`` / ``include_failed`` admit those runs;
@@ -149,8 +153,10 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
     test-set size of the robust weight (default: each run's ``n_test``);
     ``min_ess``: the robust environments' minimum effective sample size;
     ``n_boot``/``boot_seed``/``ci``: the bootstrap; ``dataset_axis``: analyse
-    all datasets together with the dataset as an axis. Raises
-    :class:`~analysis.load.RunsError` on input that cannot be ranked.
+    all datasets together with the dataset as an axis; ``allow_mixed``: rank
+    a measure column whose rows mix settings. Raises
+    :class:`~analysis.load.RunsError` on input that cannot be ranked
+    (:class:`~analysis.load.MixedSettingsError` on mixed settings).
     """
     if df.height == 0:
         raise RunsError("the runs table has no rows")
@@ -177,6 +183,7 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
         pop = pop.filter(finite)
         if pop.height == 0:
             raise RunsError("no run in the population has a finite gap")
+    check_settings(pop, measures, allow_mixed=allow_mixed, dataset_axis=dataset_axis)
     parts = [_rank_dataset(part, name, measures, max_cond=max_cond, robust_n=robust_n, min_ess=min_ess,
                            n_boot=n_boot, boot_seed=boot_seed, ci=ci)
              for name, part in split_datasets(pop, dataset_axis)]

@@ -78,9 +78,16 @@ def varying_axes(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if is_hp(c) and df[c].drop_nulls().n_unique() > 1]
 
 
-def _grid_shape(n: int, max_cols: int) -> tuple[int, int]:
+def _panels(n: int, max_cols: int, cell: tuple[float, float], pad: tuple[float, float], **kw):
+    """A figure of ``n`` panels, at most ``max_cols`` a row, each cell ``cell`` inches plus ``pad``
+    in all, the cells left over hidden: (figure, axes, columns)."""
     cols = min(n, max_cols)
-    return math.ceil(n / cols), cols
+    rows = math.ceil(n / cols)
+    fig = _figure(cell[0] * cols + pad[0], cell[1] * rows + pad[1])
+    axes = fig.subplots(rows, cols, squeeze=False, **kw).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes, cols
 
 
 # --------------------------------------------------------------- the gap
@@ -98,12 +105,8 @@ def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str
         return _empty(f"no runs with a '{outcome}' to show")
     with _style():
         n = max(len(axes), 1)
-        rows, cols = _grid_shape(n, 4)
-        fig = _figure(2.6 * cols + 0.4, 2.4 * rows + 0.3)
-        panels = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+        fig, panels, cols = _panels(n, 4, (2.6, 2.4), (0.4, 0.3), sharey=True)
         rng = np.random.default_rng(0)
-        for ax in panels[n:]:
-            ax.set_visible(False)
         if not axes:  # no axis varies: one box of all runs
             y = df[outcome].cast(pl.Float64).to_numpy()
             y = y[np.isfinite(y)]
@@ -265,11 +268,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
         for row in table.iter_rows(named=True):
             stats[short_name(row["measure"])] = row
     with _style():
-        rows, cols = _grid_shape(len(measures), 3)
-        fig = _figure(3.3 * cols, 2.75 * rows + (0.5 if colour_by else 0.1))
-        panels = fig.subplots(rows, cols, squeeze=False).ravel()
-        for ax in panels[len(measures):]:
-            ax.set_visible(False)
+        fig, panels, cols = _panels(len(measures), 3, (3.3, 2.75), (0, 0.5 if colour_by else 0.1))
         colours, handles = None, {}
         if colour_by:
             values = sorted(df[colour_by].drop_nulls().unique().to_list())
@@ -386,11 +385,7 @@ def _curve_panel(df: pl.DataFrame, a: Artifact, idx: list[int], ylabel: str, xla
 
 def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome: str) -> Figure:
     with _style():
-        rows, cols = _grid_shape(len(panels), 2)
-        fig = _figure(4.6 * cols + 0.8, 3.0 * rows + 0.4)
-        axes = fig.subplots(rows, cols, squeeze=False).ravel()
-        for ax in axes[len(panels):]:
-            ax.set_visible(False)
+        fig, axes, _ = _panels(len(panels), 2, (4.6, 3.0), (0.8, 0.4))
         gap = (df[outcome].cast(pl.Float64).to_numpy() if outcome in df.columns
                else np.full(df.height, np.nan))
         fin = gap[np.isfinite(gap)]

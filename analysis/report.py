@@ -127,10 +127,9 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
         ("enter the analysis", f"{pop.height} (" + ("ok runs, converged or not" if include_unconverged
                                                      else "ok and converged runs") + ")"),
     ]
-    if "dataset" in runs.columns:
-        rows.append(("datasets", ", ".join(_esc(d) for d in sorted(runs["dataset"].drop_nulls().unique().to_list()))))
-    if "model" in runs.columns:
-        rows.append(("models", ", ".join(_esc(d) for d in sorted(runs["model"].drop_nulls().unique().to_list()))))
+    for col in ("dataset", "model"):
+        if col in runs.columns:
+            rows.append((col + "s", ", ".join(_esc(d) for d in sorted(runs[col].drop_nulls().unique().to_list()))))
     if "seed" in runs.columns:
         rows.append(("seeds", str(runs["seed"].n_unique())))
     n_measures = sum(map(is_measure, runs.columns))
@@ -171,6 +170,9 @@ def _axes_table(runs: pl.DataFrame) -> str:
             + "".join(body) + "</table>")
 
 
+_PLAIN = ("cmi_k0", "cmi_k1", "cmi_k2", "robust_max", "robust_mean", "robust_p90", "robust_envs")
+
+
 def _rank_html(table: pl.DataFrame) -> str:
     psi_axes = [c for c in table.columns if c.startswith("psi_")]
     cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
@@ -190,11 +192,8 @@ def _rank_html(table: pl.DataFrame) -> str:
         cset = g("cmi_set")
         cells += [f"<td{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
                   f'<td class="ci">{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
-                  f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>',
-                  f"<td>{_num(g('cmi_k0'))}</td>", f"<td>{_num(g('cmi_k1'))}</td>",
-                  f"<td>{_num(g('cmi_k2'))}</td>", f"<td>{_num(g('robust_max'))}</td>",
-                  f"<td>{_num(g('robust_mean'))}</td>", f"<td>{_num(g('robust_p90'))}</td>",
-                  f"<td>{_num(g('robust_envs'))}</td>"]
+                  f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
+        cells += [f"<td>{_num(g(c))}</td>" for c in _PLAIN]
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<div class="wrap"><table class="rank"><tr>' + "".join(head) + "</tr>"
             + "\n".join(body) + "</table></div>")

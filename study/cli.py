@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
     r.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s = sub.add_parser("status", help="done / failed / left, per axis value")
+    s = sub.add_parser("status", help="done / failed / left, per axis value; stale and missing measures")
     s.add_argument("study")
     s.add_argument("--out")
     c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    """`study status`: done / failed / left, per axis value."""
+    """`study status`: done / failed / left, per axis value; then the stale and missing measures."""
     study = _load(args)
     store = Store(study.out, study.name)
     stored = store.statuses()
@@ -75,7 +75,37 @@ def cmd_status(args) -> int:
     extra = len(set(stored) - {s.run_id for s in specs})
     if extra:
         print(f"  ({extra} stored runs are not in this study file's grid)")
+    if stored:
+        _print_stale(study, store)
     return 0
+
+
+def _print_stale(study, store: Store) -> None:
+    """Per measure of the study file, how many stored ok rows (all of them: analysis ranks every
+    stored row) hold it under other settings (stale) or not at all (missing)."""
+    from .measures.registry import expected_settings, outdated, select
+    from .schema import stored_settings
+
+    m = study.measures
+    expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"])
+    rows = [r for r in store.read_all().to_pylist() if r.get("status") == "ok"]
+    stale, missing = Counter(), Counter()
+    for r in rows:
+        s, miss = outdated(stored_settings(r), expected)
+        stale.update(s)
+        missing.update(miss)
+    names = [n for n in expected if stale[n] or missing[n]]
+    if not names:
+        print(f"measures: all {len(expected)} up to date in the {len(rows)} ok rows")
+        return
+    print(f"measures not up to date with this study file ({len(names)} of {len(expected)}, "
+          f"over {len(rows)} ok rows):")
+    width = max(len(n) for n in names)
+    print(f"  {'measure':<{width}}  {'stale':>5} {'missing':>7}")
+    for n in names:
+        print(f"  {n:<{width}}  {stale[n]:>5} {missing[n]:>7}")
+    print(f"recompute them with `study measure {study.path or 'STUDY.toml'} --stale` (other settings) "
+          "and `--missing` (not computed), without training")
 
 
 def cmd_consolidate(args) -> int:

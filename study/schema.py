@@ -49,6 +49,13 @@ def name_of(col: str) -> str:
     return next((col[len(p):] for p in PREFIXES if col.startswith(p)), col)
 
 
+def stored_settings(row: dict) -> dict[str, str | None]:
+    """name → settings hash (``measure_cfg.<name>``; None when absent) of every measure that
+    ``row`` (a dict of columns) holds a value of (a NaN value counts: it was computed)."""
+    return {col[len(MEASURE):]: row.get(cfg_col(col[len(MEASURE):]))
+            for col, v in row.items() if is_measure(col) and v is not None}
+
+
 def arrow_type(col: str, value) -> pa.DataType:
     """A row column's Arrow type: measures and seconds float64 (NaN and integers alike),
     artifacts list<float64>, settings hashes string, the others by the Python value (bool, int64,

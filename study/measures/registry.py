@@ -174,3 +174,19 @@ def settings_hash(measure: Measure | str, knobs: dict | None = None, subset: int
     the ``measure_cfg.<name>`` column of a row."""
     text = json.dumps(settings(measure, knobs, subset), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expected_settings(measures: list[Measure], knobs: dict | None = None, subset: int = 0) -> dict[str, str]:
+    """name → `settings_hash` of each measure under a study's knobs and subset: what a row
+    computed now would hold."""
+    return {m.name: settings_hash(m, knobs, subset) for m in measures}
+
+
+def outdated(stored: dict[str, str | None], expected: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(stale, missing) measure names of one row: ``stored`` maps each measure the row holds a
+    value of to its settings hash (None: written before hashes existed); ``expected`` is
+    `expected_settings`. Stale: held with a different (or no) hash; missing: not held.
+    In ``expected``'s order."""
+    stale = [n for n, h in expected.items() if n in stored and stored[n] != h]
+    missing = [n for n in expected if n not in stored]
+    return stale, missing

@@ -6,7 +6,10 @@ as they finish (`ray.wait`). Each task trains, measures and writes its own
 row (so a dying driver loses nothing that finished) and returns a small
 record. Ray retries a task lost with its worker or node; a task finding its
 row already stored does nothing, so retries and reruns never run a network
-twice. Run the same command again to resume after any interruption.
+twice. Run the same command again to resume after any interruption. With
+``[study] keep_networks`` (the default) each ok run writes its checkpoint
+before its row. Rows of an older run-id schema stop the driver before any
+work (`study migrate` rewrites them).
 """
 
 from __future__ import annotations
@@ -52,14 +55,16 @@ def plan(study: Study, store: Store, retry_failed: bool = False) -> tuple[list[R
     return todo, stored
 
 
-def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed: bool) -> dict:
-    """Train, measure and store one run, unless its row is already stored."""
+def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed: bool,
+            keep_networks: bool = True) -> dict:
+    """Train, measure and store one run (its checkpoint, then its row), unless its row is
+    already stored."""
     spec = RunSpec.from_json(spec_json)
     store = Store(out, study)
     prior = store.statuses_of([spec.run_id]).get(spec.run_id)
     if prior is not None and (prior == "ok" or not retry_failed):
         return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
-    row = execute(spec, pick_device(num_gpus))
+    row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
     store.write_row(row)
     return {"run_id": spec.run_id, "status": row["status"],
             "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
@@ -75,8 +80,10 @@ def _failed_row(spec: RunSpec, error: str) -> dict:
 def run_study(study: Study, *, address: str | None = None, retry_failed: bool = False,
               serial: bool = False, max_in_flight: int | None = None,
               progress: bool = True) -> Summary:
-    """Run what is missing; returns counts. Ctrl-C stops cleanly (rows are whole files)."""
+    """Run what is missing; returns counts. Ctrl-C stops cleanly (rows are whole files).
+    Raises OldSchemaError, before any work, when rows of an older run-id schema are stored."""
     store = Store(study.out, study.name)
+    store.check_schema(study.path or "STUDY.toml")
     store.check_writable()
     store.clean_tmp()
     todo, stored = plan(study, store, retry_failed)
@@ -107,7 +114,7 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
         if serial:
             for spec in todo:
                 record(run_one(spec.to_json(), study.out, study.name, study.resources["num_gpus"],
-                               retry_failed))
+                               retry_failed, study.keep_networks))
         else:
             _run_ray(study, todo, store, address, retry_failed, max_in_flight, record)
     except KeyboardInterrupt:
@@ -142,7 +149,7 @@ def _run_ray(study: Study, todo: list[RunSpec], store: Store, address: str | Non
                 while queue and len(pending) < max_in_flight:
                     spec = queue.pop(0)
                     ref = task.remote(spec.to_json(), study.out, study.name, res["num_gpus"],
-                                      retry_failed)
+                                      retry_failed, study.keep_networks)
                     pending[ref] = spec
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
                 for ref in done:

@@ -3,6 +3,10 @@
 `execute` never raises for a failure of the run itself: a failed run gives
 a row with ``status = "failed"`` and the error text; a diverged one,
 ``status = "diverged"``. Both are stored so that a rerun is a choice.
+
+`measure_network` is the one way a trained network is measured: by `execute`
+right after training, and later from a checkpoint (`load_network`) without
+training.
 """
 
 from __future__ import annotations
@@ -14,18 +18,20 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 import torch
 
 from . import SCHEMA_VERSION, __version__
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .measures import MeasureContext, compute, select, stable_seed
 from .measures.registry import settings_hash
 from .models import build_model
 from .schema import OUTCOMES, artifact_col, cfg_col, hp_col, measure_col, seconds_col
 from .spec import RunSpec
-from .train import TrainOptions, evaluate, train
+from .storage import Store
+from .train import TrainLog, TrainOptions, evaluate, train
 
 log = logging.getLogger("study.runner")
 
@@ -57,15 +63,17 @@ def base_row(spec: RunSpec) -> dict:
     return row
 
 
-def execute(spec: RunSpec, device: torch.device | None = None, progress=None) -> dict:
-    """Train and measure one network; the row always comes back."""
+def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
+            store: Store | None = None) -> dict:
+    """Train and measure one network; the row always comes back. ``store``: write the run's
+    checkpoint there (an ok run only, before the caller writes the row)."""
     device = device or torch.device("cpu")
     row = base_row(spec)
     row.update({"status": "ok", "error": "", "config": spec.to_json(),
                 "versions": json.dumps(versions()), "device": str(device),
                 "host": socket.gethostname(), "started_at": _now()})
     try:
-        _train_and_measure(spec, device, row, progress)
+        _train_and_measure(spec, device, row, progress, store)
     except Exception as e:  # the row records the failure; nothing is lost
         log.exception("run %s failed", spec.run_id)
         row["status"] = "failed"
@@ -74,47 +82,88 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None) ->
     return row
 
 
-def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress) -> None:
-    data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
-    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
-    xte, yte = data.x_test.to(device), data.y_test.to(device)
-    row.update(n_train=len(xtr), n_test=len(xte))
+def build_network(spec: RunSpec, data: Dataset, device: torch.device) -> torch.nn.Module:
+    """The run's network at its seeded initialisation, on ``device``."""
     torch.manual_seed(stable_seed(spec.seed, "init"))
-    model = build_model(spec.model, data.input_shape, data.num_classes, **spec.model_options).to(device)
+    return build_model(spec.model, data.input_shape, data.num_classes, **spec.model_options).to(device)
+
+
+def load_data(spec: RunSpec, device: torch.device) -> Dataset:
+    """The run's dataset with its tensors on ``device``."""
+    data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+    return replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device),
+                   x_test=data.x_test.to(device), y_test=data.y_test.to(device))
+
+
+def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
+                       store: Store | None) -> None:
+    data = load_data(spec, device)
+    xtr, ytr = data.x_train, data.y_train
+    row.update(n_train=len(xtr), n_test=len(data.x_test))
+    model = build_network(spec, data, device)
     res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
                epochs=res.log.epochs, train_seconds=res.seconds)
-    measures = select(spec.measures["include"], spec.measures["exclude"])
     if res.diverged:
         row["status"] = "diverged"
         row["error"] = f"training loss became NaN or infinite after {res.log.steps} steps"
         for k in OUTCOMES:
             row[k] = math.nan
-        for m in measures:
+        for m in select(spec.measures["include"], spec.measures["exclude"]):
             row[measure_col(m.name)] = math.nan
         return
+    final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train_loss, train_acc = evaluate(model, xtr, ytr)
-    test_loss, test_acc = evaluate(model, xte, yte)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
     row.update(train_acc=train_acc, test_acc=test_acc, train_loss=train_loss,
                test_loss=test_loss, gap=train_acc - test_acc, loss_gap=test_loss - train_loss)
+    row.update(measure_network(spec, model, res.init_state, res.log, data, device, progress=progress))
+    if store is not None:  # before the row: a stored row implies its checkpoint
+        store.write_net(spec.run_id, res.init_state, final_state,
+                        {"config": spec.to_json(), "train_log": json.dumps(asdict(res.log))})
+
+
+def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, train_log: TrainLog,
+                    data: Dataset, device: torch.device, names=None, progress=None) -> dict:
+    """The measure columns of the row of a trained network: ``measure.*``, ``measure_cfg.*``,
+    ``seconds.*``, ``artifact.*``, ``measure_seconds`` and ``nan_reasons``. ``names``: the
+    measures (names or families) to compute; None: the spec's selection. The measure set is
+    the training set, or its seeded ``subset``, as in the run itself."""
+    measures = (select(names) if names is not None
+                else select(spec.measures["include"], spec.measures["exclude"]))
+    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
     mx, my = xtr, ytr
     subset = spec.measures["subset"]
     if subset and subset < len(xtr):
         g = torch.Generator().manual_seed(stable_seed(spec.seed, "measure_set"))
         idx = torch.randperm(len(xtr), generator=g)[:subset].to(device)
         mx, my = xtr[idx], ytr[idx]
-    ctx = MeasureContext(model, mx, my, init_state=res.init_state, train_log=res.log,
+    ctx = MeasureContext(model, mx, my, init_state=init_state, train_log=train_log,
                          seed=spec.seed, knobs=spec.measures["knobs"], n_train=len(xtr),
                          device=device)
     t0 = time.perf_counter()
     result = compute(ctx, measures, progress=progress)
-    row["measure_seconds"] = time.perf_counter() - t0
+    cols = {"measure_seconds": time.perf_counter() - t0}
     for name, v in result.values.items():
-        row[measure_col(name)] = v
-        row[cfg_col(name)] = settings_hash(name, spec.measures["knobs"], subset)
+        cols[measure_col(name)] = v
+        cols[cfg_col(name)] = settings_hash(name, spec.measures["knobs"], subset)
     for name, s in result.seconds.items():
-        row[seconds_col(name)] = s
+        cols[seconds_col(name)] = s
     for name, arr in result.artifacts.items():
-        row[artifact_col(name)] = [float(a) for a in arr]
-    row["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
+        cols[artifact_col(name)] = [float(a) for a in arr]
+    cols["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
+    return cols
 
+
+def load_network(store: Store, spec: RunSpec, device: torch.device,
+                 data: Dataset | None = None) -> tuple[torch.nn.Module, dict, TrainLog]:
+    """The trained network of a stored run rebuilt from its checkpoint and ``spec``, in eval
+    mode on ``device``, with its initial state dict and training log: the arguments
+    `measure_network` takes. ``data`` (for the input shape and classes): loaded if None."""
+    init_state, final_state, meta = store.read_net(spec.run_id)
+    if data is None:
+        data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+    model = build_network(spec, data, device)
+    model.load_state_dict(final_state)
+    model.eval()
+    return model, {k: v.to(device) for k, v in init_state.items()}, TrainLog(**json.loads(meta["train_log"]))

@@ -1,11 +1,17 @@
-"""Where a study's rows live: ``OUT/<study>/runs/<run_id>.parquet``, one row each.
+"""Where a study's rows live: ``OUT/<study>/runs/<run_id>.parquet``, one row each, and
+its networks: ``OUT/<study>/nets/<run_id>.safetensors``, the initial and final weights.
 
 ``OUT`` is a local path or any URI that `pyarrow.fs` opens (``s3://``,
 ``gs://``, ``file://``); credentials come from the usual environment. A row
 is written whole or not at all: locally to a hidden temporary name and
 renamed, on object stores as one upload of the whole file (pyarrow may use a
 multipart upload, which also appears whole or not at all). Consolidation
-writes ``OUT/<study>/runs.parquet`` the same way.
+writes ``OUT/<study>/runs.parquet`` the same way, and so are checkpoints.
+
+A checkpoint is a safetensors file (tensors and a string table, no code run on
+load): keys ``init/<name>`` and ``final/<name>`` for every entry of the state
+dict (BatchNorm buffers included), metadata ``config`` (the run's spec JSON)
+and ``train_log`` (its `TrainLog` as JSON).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import uuid
 from typing import Any
 
@@ -21,11 +28,24 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import SCHEMA_VERSION
 from .schema import TMP_PREFIX, arrow_type, is_artifact, write_atomic
 
 
 class StorageError(RuntimeError):
     """The output location cannot be used; the message says why."""
+
+
+class OldSchemaError(StorageError):
+    """Rows stored under an older run-id schema; `study migrate` rewrites them."""
+
+
+def config_schema(config: str | None) -> int | None:
+    """The run-id schema of a row's ``config`` JSON (None when it has none)."""
+    try:
+        return int(json.loads(config)["schema"])
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -57,6 +77,7 @@ class Store:
         self.fs, base = open_fs(out)
         self.base = f"{base.rstrip('/')}/{study}"
         self.runs_dir = f"{self.base}/runs"
+        self.nets_dir = f"{self.base}/nets"
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def uri(self, path: str) -> str:
@@ -70,6 +91,9 @@ class Store:
 
     def run_path(self, run_id: str) -> str:
         return f"{self.runs_dir}/{run_id}.parquet"
+
+    def net_path(self, run_id: str) -> str:
+        return f"{self.nets_dir}/{run_id}.safetensors"
 
     def check_writable(self) -> None:
         """Create the runs folder and write, read and delete a probe file."""
@@ -85,9 +109,42 @@ class Store:
 
     def write_row(self, row: dict[str, Any]) -> str:
         """Write one run's row, atomically; returns its path."""
+        return self.write_row_table(row_table(row))
+
+    def write_row_table(self, table: pa.Table) -> str:
+        """Write a one-row table as its run's row (named by its ``run_id``), atomically."""
         buf = io.BytesIO()
-        pq.write_table(row_table(row), buf)
-        return write_atomic(self.run_path(row["run_id"]), buf.getvalue(), self.fs)
+        pq.write_table(table, buf)
+        return write_atomic(self.run_path(table["run_id"][0].as_py()), buf.getvalue(), self.fs)
+
+    def write_net(self, run_id: str, init_state: dict, final_state: dict, meta: dict[str, str]) -> str:
+        """Write a run's initial and final state dicts and ``meta`` (str → str) as one
+        safetensors file, atomically; returns its path."""
+        from safetensors.torch import save
+        tensors = {f"{tag}/{k}": v.detach().to("cpu").contiguous().clone()
+                   for tag, state in (("init", init_state), ("final", final_state))
+                   for k, v in state.items()}
+        return write_atomic(self.net_path(run_id), save(tensors, metadata=meta), self.fs)
+
+    def read_net(self, run_id: str) -> tuple[dict, dict, dict[str, str]]:
+        """(initial state dict, final state dict, metadata) of a stored run, on the CPU."""
+        from safetensors.torch import load
+        try:
+            with self.fs.open_input_stream(self.net_path(run_id)) as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise StorageError(f"no checkpoint {self.uri(self.net_path(run_id))}: the run was not "
+                               "stored with [study] keep_networks = true") from None
+        n, = struct.unpack("<Q", data[:8])  # safetensors: u64 header size, then the JSON header
+        meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+        state = {"init": {}, "final": {}}
+        for key, v in load(data).items():
+            tag, name = key.split("/", 1)
+            state[tag][name] = v
+        return state["init"], state["final"], meta
+
+    def has_net(self, run_id: str) -> bool:
+        return self.fs.get_file_info(self.net_path(run_id)).type == pafs.FileType.File
 
     def _run_files(self) -> list[pafs.FileInfo]:
         try:
@@ -100,15 +157,48 @@ class Store:
     def clean_tmp(self) -> int:
         """Remove temporary files left by writers that were killed (one driver per study)."""
         n = 0
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.runs_dir, allow_not_found=True))
-        except FileNotFoundError:
-            return 0
-        for i in infos:
-            if i.base_name.startswith(TMP_PREFIX):
-                self.fs.delete_file(i.path)
-                n += 1
+        for folder in (self.runs_dir, self.nets_dir):
+            try:
+                infos = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            except FileNotFoundError:
+                continue
+            for i in infos:
+                if i.base_name.startswith(TMP_PREFIX):
+                    self.fs.delete_file(i.path)
+                    n += 1
         return n
+
+    def run_files(self) -> list[str]:
+        """Paths of the stored run files."""
+        return [f.path for f in self._run_files()]
+
+    def old_schema_rows(self) -> int:
+        """How many stored rows were written under an older run-id schema (their ``config``
+        says so); unreadable files count as none."""
+        files = self._run_files()
+        if not files:
+            return 0
+        try:
+            configs = ds.dataset([f.path for f in files], filesystem=self.fs, format="parquet") \
+                .to_table(columns=["config"])["config"].to_pylist()
+        except Exception:  # a corrupt file or one without a config among them: one by one
+            configs = []
+            for f in files:
+                try:
+                    configs.append(pq.read_table(f.path, filesystem=self.fs, columns=["config"])["config"][0].as_py())
+                except Exception:
+                    continue
+        return sum(1 for c in configs if (config_schema(c) or SCHEMA_VERSION) < SCHEMA_VERSION)
+
+    def check_schema(self, study_file: str = "STUDY.toml") -> None:
+        """Raise OldSchemaError when rows of an older run-id schema are stored."""
+        n = self.old_schema_rows()
+        if n:
+            raise OldSchemaError(
+                f"{n} stored row{'s' if n > 1 else ''} in {self.uri(self.runs_dir)} "
+                f"{'were' if n > 1 else 'was'} written under an older run-id schema (its id also "
+                f"hashed the measures; schema {SCHEMA_VERSION} names the network only). Nothing was "
+                f"run; run `study migrate {study_file}` to rewrite them under their new ids")
 
     def statuses(self) -> dict[str, str]:
         """run_id → status of every stored run (unreadable files count as absent)."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m study run|status|consolidate STUDY.toml``."""
+"""Command line: ``python -m study run|status|consolidate|migrate STUDY.toml``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
     c.add_argument("study")
     c.add_argument("--out")
+    m = sub.add_parser("migrate", help="rewrite rows of an older run-id schema under their new ids")
+    m.add_argument("study")
+    m.add_argument("--out")
     return p
 
 
@@ -61,6 +64,7 @@ def cmd_status(args) -> int:
     """`study status`: done / failed / left, per axis value; then the stale and missing measures."""
     study = _load(args)
     store = Store(study.out, study.name)
+    store.check_schema(args.study)
     stored = store.statuses()
     specs = study.runs()
     count = Counter(stored.get(s.run_id, "left") for s in specs)
@@ -116,12 +120,34 @@ def cmd_consolidate(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    """`study migrate`: old-schema rows rewritten under their new ids (study.migrate)."""
+    from . import SCHEMA_VERSION
+    from .migrate import migrate
+    study = _load(args)
+    store = Store(study.out, study.name)
+    r = migrate(store)
+    where = store.uri(store.runs_dir)
+    if not r.old_rows:
+        print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
+    else:
+        ids = {s.run_id for s in study.runs()}
+        mine = len(set(store.statuses()) & ids)
+        print(f"{study.name}: {r.old_rows} old-schema rows in {where} migrated to schema {SCHEMA_VERSION}: "
+              f"{r.written} rows written ({r.merged} merged from rows of the same network), "
+              f"{r.deleted} old files deleted; {mine} of this study file's {len(ids)} runs are stored")
+    for s in r.skipped:
+        print(f"  not migrated: {s}")
+    return 1 if r.skipped else 0
+
+
 def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate}[args.cmd](args)
+        return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
+                "migrate": cmd_migrate}[args.cmd](args)
     except (StudyError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

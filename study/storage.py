@@ -196,7 +196,7 @@ class Store:
         if n:
             raise OldSchemaError(
                 f"{n} stored row{'s' if n > 1 else ''} in {self.uri(self.runs_dir)} "
-                f"{'were' if n > 1 else 'was'} written under an older run-id schema (its id also "
+                f"{'were' if n > 1 else 'was'} written under an older run-id schema (whose ids also "
                 f"hashed the measures; schema {SCHEMA_VERSION} names the network only). Nothing was "
                 f"run; run `study migrate {study_file}` to rewrite them under their new ids")
 

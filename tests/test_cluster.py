@@ -318,6 +318,8 @@ def test_c_study_on_s3(cluster, s3, tmp_path, capsys):
     s = run_study(load_study(toml), progress=False)
     assert (s.ran, s.ok) == (4, 4)
     assert sorted(keys()) == sorted(f"lab/c/runs/{i}.parquet" for i in ids)
+    nets = client.list_objects_v2(Bucket="studies", Prefix="lab/c/nets/").get("Contents", [])
+    assert sorted(o["Key"] for o in nets) == sorted(f"lab/c/nets/{i}.safetensors" for i in ids)
 
     lost = sorted(keys())[0]
     client.delete_object(Bucket="studies", Key=lost)

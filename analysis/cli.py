@@ -26,7 +26,7 @@ import polars as pl
 
 from study.schema import write_atomic
 
-from .load import RunsError, check_settings, load_runs
+from .load import RunsError, load_runs
 
 FORMATS = (".csv", ".parquet")
 
@@ -131,10 +131,6 @@ def _report(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
-    if not args.allow_mixed:  # refused here: the report would only show the error on its page
-        check_settings(load_runs(args.runs, include_unconverged=bool(args.include_unconverged),
-                                 on_corrupt=opts.get("on_corrupt", "error")),
-                       dataset_axis=bool(args.dataset_axis))
     write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0

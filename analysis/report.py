@@ -17,7 +17,7 @@ import polars as pl
 from matplotlib import colormaps
 
 from analysis import figures
-from analysis.load import RunsError, load_runs, population, sort_ranking
+from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
 
@@ -255,7 +255,8 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     ``source``: a runs folder, a study folder, a consolidated Parquet file or
     a URI (as ``analysis.load.load_runs``, which also takes ``on_corrupt``).
     ``top``: how many leading measures to plot against the gap.
-    ``rank_options`` go to ``analysis.table.rank_table``.
+    ``rank_options`` go to ``analysis.table.rank_table``; a measure column whose rows mix
+    settings raises its :class:`~analysis.load.MixedSettingsError` (``allow_mixed=True`` ranks it).
     """
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
     runs = load_runs(source, include_unconverged=True, include_failed=True, on_corrupt=on_corrupt)
@@ -268,6 +269,8 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     else:
         try:
             table = rank_table(pop, include_unconverged=include_unconverged, **rank_options)
+        except MixedSettingsError:  # refused, not reported: the page would rank nothing
+            raise
         except RunsError as e:  # input that cannot be ranked: say why on the page
             error = f"the ranking failed: {e}"
     names = table["dataset"].unique(maintain_order=True).to_list() if table is not None else datasets

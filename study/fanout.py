@@ -9,7 +9,9 @@ row already stored does nothing, so retries and reruns never run a network
 twice. Run the same command again to resume after any interruption. With
 ``[study] keep_networks`` (the default) each ok run writes its checkpoint
 before its row. Rows of an older run-id schema stop the driver before any
-work (`study migrate` rewrites them).
+work (`study migrate` rewrites them). The loop itself (`fan_out`: serial or
+Ray, bounded in flight, `ray.wait`) is shared with `study measure` and
+`analysis score` (`study.remeasure`).
 """
 
 from __future__ import annotations
@@ -110,13 +112,16 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
                         left=summary.left, refresh=False)
         bar.update(1)
 
+    def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure
+        store.write_row(_failed_row(spec, error))
+        return {"run_id": spec.run_id, "status": "failed", "error": error}
+
     try:
-        if serial:
-            for spec in todo:
-                record(run_one(spec.to_json(), study.out, study.name, study.resources["num_gpus"],
-                               retry_failed, study.keep_networks))
-        else:
-            _run_ray(study, todo, store, address, retry_failed, max_in_flight, record)
+        fan_out(todo, run_one, lambda spec: (spec.to_json(), study.out, study.name,
+                                             study.resources["num_gpus"], retry_failed,
+                                             study.keep_networks),
+                study.resources, record, address=address, serial=serial,
+                max_in_flight=max_in_flight, lost=lost)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -125,8 +130,18 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     return summary
 
 
-def _run_ray(study: Study, todo: list[RunSpec], store: Store, address: str | None,
-             retry_failed: bool, max_in_flight: int | None, record) -> None:
+def fan_out(items: list, task, args_of, resources: dict, record, *, address: str | None = None,
+            serial: bool = False, max_in_flight: int | None = None, lost=None) -> None:
+    """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
+    finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
+    (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
+    A task lost beyond Ray's retries gives ``record(lost(item, error text))`` (``lost`` None:
+    the error is raised). Ctrl-C cancels the tasks in flight and raises KeyboardInterrupt.
+    Tasks write their own results and return small records: what finished is kept."""
+    if serial:
+        for item in items:
+            record(task(*args_of(item)))
+        return
     import ray
 
     started_here = not ray.is_initialized()
@@ -137,29 +152,27 @@ def _run_ray(study: Study, todo: list[RunSpec], store: Store, address: str | Non
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=True)
     try:
-        res = study.resources
-        task = ray.remote(run_one).options(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
-                                           max_retries=3, retry_exceptions=False)
+        remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
+                                          max_retries=3, retry_exceptions=False)
         if not max_in_flight:
-            max_in_flight = res["max_in_flight"] or _auto_in_flight(ray, res)
+            max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
         pending: dict = {}
-        queue = list(todo)
+        queue = list(items)
         try:
             while queue or pending:
                 while queue and len(pending) < max_in_flight:
-                    spec = queue.pop(0)
-                    ref = task.remote(spec.to_json(), study.out, study.name, res["num_gpus"],
-                                      retry_failed, study.keep_networks)
-                    pending[ref] = spec
+                    item = queue.pop(0)
+                    pending[remote.remote(*args_of(item))] = item
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
                 for ref in done:
-                    spec = pending.pop(ref)
+                    item = pending.pop(ref)
                     try:
-                        record(ray.get(ref))
-                    except ray.exceptions.RayError as e:  # lost beyond retries: store the failure
-                        error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-                        store.write_row(_failed_row(spec, error))
-                        record({"run_id": spec.run_id, "status": "failed", "error": error})
+                        res = ray.get(ref)
+                    except ray.exceptions.RayError as e:
+                        if lost is None:
+                            raise
+                        res = lost(item, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                    record(res)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)

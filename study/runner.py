@@ -131,15 +131,10 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     the training set, or its seeded ``subset``, as in the run itself."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
-    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
-    mx, my = xtr, ytr
+    mx, my = measure_set(spec, data, device)
     subset = spec.measures["subset"]
-    if subset and subset < len(xtr):
-        g = torch.Generator().manual_seed(stable_seed(spec.seed, "measure_set"))
-        idx = torch.randperm(len(xtr), generator=g)[:subset].to(device)
-        mx, my = xtr[idx], ytr[idx]
     ctx = MeasureContext(model, mx, my, init_state=init_state, train_log=train_log,
-                         seed=spec.seed, knobs=spec.measures["knobs"], n_train=len(xtr),
+                         seed=spec.seed, knobs=spec.measures["knobs"], n_train=len(data.x_train),
                          device=device)
     t0 = time.perf_counter()
     result = compute(ctx, measures, progress=progress)
@@ -153,6 +148,18 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
         cols[artifact_col(name)] = [float(a) for a in arr]
     cols["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
     return cols
+
+
+def measure_set(spec: RunSpec, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) the measures see: the training set, or its ``[measures] subset`` drawn with a
+    generator seeded by the run's seed, on ``device``."""
+    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
+    subset = spec.measures["subset"]
+    if subset and subset < len(xtr):
+        g = torch.Generator().manual_seed(stable_seed(spec.seed, "measure_set"))
+        idx = torch.randperm(len(xtr), generator=g)[:subset].to(device)
+        return xtr[idx], ytr[idx]
+    return xtr, ytr
 
 
 def load_network(store: Store, spec: RunSpec, device: torch.device,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m study run|status|consolidate|migrate STUDY.toml``."""
+"""Command line: ``python -m study run|status|consolidate|migrate|measure STUDY.toml``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="rewrite rows of an older run-id schema under their new ids")
     m.add_argument("study")
     m.add_argument("--out")
+    e = sub.add_parser("measure", help="(re)compute measures of the stored networks from their "
+                                       "checkpoints, without training")
+    e.add_argument("study")
+    e.add_argument("--measures", help="comma-separated measure or family names ('all': every "
+                                      "registered measure); default: the study file's selection")
+    e.add_argument("--stale", action="store_true", help="the measures held under other settings")
+    e.add_argument("--missing", action="store_true", help="the measures not computed")
+    e.add_argument("--force", action="store_true", help="recompute even what is up to date")
+    e.add_argument("--out")
+    e.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
+    e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
+    e.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -141,13 +154,44 @@ def cmd_migrate(args) -> int:
     return 1 if r.skipped else 0
 
 
+def cmd_measure(args) -> int:
+    """`study measure`: measures of the stored networks computed from their checkpoints."""
+    from .remeasure import Want, measure_study
+    study = _load(args)
+    names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
+    if args.measures is not None and not names:
+        raise StudyError("--measures is empty: name measures or families, comma-separated")
+    want = Want(names, args.stale, args.missing, args.force)
+    s = measure_study(study, want, address=args.address, serial=args.serial,
+                      max_in_flight=args.max_in_flight, progress=not args.no_progress)
+    what = ("all " if args.force else "stale or missing " if args.stale == args.missing
+            else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
+                                                             else "measures of the study file")
+    print(f"{study.name}: {s.rows} stored ok networks in {s.runs_dir}: {s.todo} to measure "
+          f"({s.pairs} values, {what}), {s.up_to_date} up to date")
+    if s.no_checkpoint:
+        print(f"  {len(s.no_checkpoint)} without a checkpoint (stored with keep_networks = false), "
+              f"skipped: {', '.join(s.no_checkpoint[:5])}{' …' if len(s.no_checkpoint) > 5 else ''}")
+    if not s.todo:
+        print("nothing to compute")
+        return 0
+    print(f"measured {s.done - len(s.failures)} of {s.todo} networks ({s.computed} values) in "
+          f"{s.seconds:.0f} s, no training; {len(s.failures)} failed")
+    for f in s.failures[:10]:
+        print(f"  failed {f}")
+    if s.interrupted:
+        print(f"interrupted: {s.todo - s.done} networks left; run the same command again to continue")
+        return 130
+    return 1 if s.failures else 0
+
+
 def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
-                "migrate": cmd_migrate}[args.cmd](args)
+                "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
     except (StudyError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

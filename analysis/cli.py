@@ -2,11 +2,15 @@
 
     python -m analysis rank RUNS --out TABLE.csv      (or TABLE.parquet)
     python -m analysis report RUNS --out report.html
+    python -m analysis score PATH.py:FUNCTION RUNS [--out TABLE.csv] [--report report.html]
 
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
 (:mod:`analysis.table`) as CSV or Parquet, chosen by the extension, and
 prints its head. ``report`` hands over to ``analysis.report.write_report``.
+``score`` computes a user's measure on every stored network (:mod:`analysis.score`, the
+one command that imports torch, inside it) and ranks it with the rest, as ``rank`` does
+(``--report``: the report too).
 Both refuse a measure column whose rows mix settings hashes
 (``measure_cfg.<name>``; :func:`analysis.load.check_settings`) unless
 ``--allow-mixed``. Bad input ends with one line ``error: …`` on stderr and
@@ -35,12 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.")
     sub = ap.add_subparsers(dest="command", required=True)
     for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
-                           ("report", "write the HTML report")):
+                           ("report", "write the HTML report"),
+                           ("score", "a measure of your own (PATH.py:FUNCTION) on every stored "
+                                     "network, ranked with the study's")):
         p = sub.add_parser(name, help=helptext)
+        if name == "score":
+            p.add_argument("target", metavar="PATH.py:FUNCTION",
+                           help="a function (model, (x, y), init) -> float in a Python file")
         p.add_argument("runs", help="runs folder, study folder, consolidated runs.parquet, "
                                     "or a URI (s3://, gs://, file://)")
         p.add_argument("--out", required=(name == "report"),
-                       help="output file: .csv or .parquet for rank, .html for report")
+                       help="output file: .csv or .parquet for rank and score, .html for report")
         p.add_argument("--include-unconverged", action="store_true", default=None,
                        help="admit runs that did not reach the target loss")
         p.add_argument("--max-cond", type=int, default=None, help="largest CMI conditioning set (default 2)")
@@ -58,8 +67,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="rank measure columns whose rows were computed under different settings")
         p.add_argument("--skip-corrupt", action="store_true",
                        help="leave unreadable run files out (with a warning) instead of failing")
-        if name == "rank":
+        if name in ("rank", "score"):
             p.add_argument("--top", type=int, default=20, help="rows printed per dataset (default 20)")
+        if name == "score":
+            p.add_argument("--name", help="the measure's column name (default: the function's name)")
+            p.add_argument("--report", help="also write the HTML report (.html)")
+            p.add_argument("--serial", action="store_true", help="compute in this process, one at a time")
+            p.add_argument("--address", help="Ray cluster address; default: local Ray")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
 
@@ -123,6 +138,34 @@ def _rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from .score import score
+    from .table import rank_table
+
+    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
+        raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
+    opts = _options(args)
+    df, reasons, no_net = score(args.target, args.runs, name=args.name, serial=args.serial,
+                                address=args.address, progress=not args.no_progress)
+    col = df.columns[-1]
+    for rid, why in list(reasons.items())[:5]:
+        print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)
+    if len(reasons) > 5:
+        print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
+    table = rank_table(df, **opts)
+    print(format_table(table, args.top))
+    print(f"{col}: {df.height - len(reasons)} of {df.height} networks scored"
+          + (f", {len(no_net)} without a checkpoint" if no_net else ""))
+    if args.out:
+        write_table(table, args.out)
+        print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
+    if args.report:
+        from .report import write_report
+        write_report(args.runs, args.report, runs=df, **opts)
+        print(f"wrote {args.report}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     try:
         from .report import write_report
@@ -143,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         try:
-            return _rank(args) if args.command == "rank" else _report(args)
+            return {"rank": _rank, "report": _report, "score": _score}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

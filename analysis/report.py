@@ -249,17 +249,19 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
 
 
 def write_report(source, out_path, *, include_unconverged: bool = False, top: int = 6,
-                 on_corrupt: str = "error", **rank_options) -> Path:
+                 on_corrupt: str = "error", runs: pl.DataFrame | None = None, **rank_options) -> Path:
     """Write the HTML report of the runs at ``source`` to ``out_path``; return the path.
 
     ``source``: a runs folder, a study folder, a consolidated Parquet file or
     a URI (as ``analysis.load.load_runs``, which also takes ``on_corrupt``).
-    ``top``: how many leading measures to plot against the gap.
+    ``top``: how many leading measures to plot against the gap. ``runs``: the runs already read
+    (with columns added in memory, as `analysis score` does); ``source`` then only names them.
     ``rank_options`` go to ``analysis.table.rank_table``; a measure column whose rows mix
     settings raises its :class:`~analysis.load.MixedSettingsError` (``allow_mixed=True`` ranks it).
     """
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
-    runs = load_runs(source, include_unconverged=True, include_failed=True, on_corrupt=on_corrupt)
+    if runs is None:
+        runs = load_runs(source, include_unconverged=True, include_failed=True, on_corrupt=on_corrupt)
     pop = population(runs, include_unconverged=include_unconverged)
     datasets = sorted(pop["dataset"].drop_nulls().unique().to_list()) if "dataset" in pop.columns else []
     table, error = None, None

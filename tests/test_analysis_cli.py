@@ -198,7 +198,7 @@ def test_module_entry_point_runs(study, tmp_path):
 
 def test_analysis_does_not_import_torch_or_ray():
     code = ("import sys, study.schema; bad = [m for m in ('torch', 'ray', 'polars') if m in sys.modules]; "
-            "import analysis.table, analysis.cli, analysis.load, analysis.stats, analysis.synthetic; "
+            "import analysis.table, analysis.cli, analysis.load, analysis.stats, analysis.synthetic, analysis.score; "
             "bad += [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

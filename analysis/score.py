@@ -1,0 +1,64 @@
+"""`analysis score PATH.py:FUNCTION RUNS`: a user's own measure on every stored network, ranked
+with the study's measures (the PGDL workflow, offline).
+
+The function is ``fn(model, (x, y), init) -> float``: ``model`` the trained network rebuilt
+from its checkpoint (eval mode), ``(x, y)`` the run's training data as the measures see it
+(the ``[measures] subset`` included), ``init`` its initial state dict. It runs on every stored
+ok network with a checkpoint, fanned out like `study measure` (`study.remeasure.score_runs`);
+a failure on one network gives NaN and its reason. The values become the column
+``measure.<NAME>`` of the runs table in memory (nothing is written to the rows), ranked with
+the rest by `analysis.table.rank_table`.
+
+Computing needs torch and the study package: they are imported inside `score` only, so that
+importing this module, like the rest of `analysis`, imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import polars as pl
+
+from study.schema import measure_col
+
+from .load import RunsError, load_runs
+
+
+def study_location(runs: str) -> tuple[str, str]:
+    """(out, study name) of a runs folder ``OUT/<study>/runs``, a study folder ``OUT/<study>`` or
+    its ``runs.parquet``, as a path or a URI (whose ``?options`` are kept on ``out``)."""
+    base, _, query = str(runs).partition("?")
+    if "://" not in base:
+        base = os.path.abspath(os.path.expanduser(base))
+    base = base.rstrip("/")
+    for tail in ("/runs.parquet", "/runs"):
+        if base.endswith(tail):
+            base = base[:-len(tail)]
+            break
+    out, _, name = base.rpartition("/")
+    if not name or not out:
+        raise RunsError(f"{runs}: not a study's runs (OUT/<study>/runs, OUT/<study> or its runs.parquet)")
+    return out + (f"?{query}" if query else ""), name
+
+
+def score(target: str, runs: str, *, name: str | None = None, serial: bool = False,
+          address: str | None = None, progress: bool = True) -> tuple[pl.DataFrame, dict[str, str], list[str]]:
+    """The runs table of ``runs`` with the column ``measure.<name>`` (default: the function's
+    name) of the user's measure ``target`` (``PATH.py:FUNCTION``); also run_id → reason of each
+    NaN it gave, and the run ids without a checkpoint (NaN). Raises
+    `study.remeasure.ScoreError` (a ValueError) for a missing file or function."""
+    from study.remeasure import load_function, score_runs
+
+    fn = load_function(target)
+    name = name or getattr(fn, "__name__", None) or target.rpartition(":")[2]
+    df = load_runs(runs, include_unconverged=True, include_failed=True)
+    out, study = study_location(runs)
+    values, reasons, no_net = score_runs(out, study, target, serial=serial, address=address,
+                                         progress=progress)
+    for rid in no_net:
+        reasons[rid] = "no checkpoint (stored with keep_networks = false)"
+    col = measure_col(name)
+    ids = df["run_id"].to_list()
+    df = df.with_columns(pl.Series(col, [values.get(i, math.nan) for i in ids], dtype=pl.Float64))
+    return df, reasons, no_net

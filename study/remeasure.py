@@ -115,9 +115,10 @@ def _network(store: Store, row: dict, measures: dict, num_gpus: float):
 
 
 def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Want,
-                num_gpus: float = 0) -> dict:
-    """Compute what is still wanted of one stored network and rewrite its row merged; returns
-    a small record (``computed``: how many measures; ``status`` ok / failed, ``error``)."""
+                expected: dict[str, str], num_gpus: float = 0) -> dict:
+    """Compute what is still wanted of one stored network (``expected``: `Want.expected` of the
+    study file's ``[measures]``) and rewrite its row merged; returns a small record
+    (``computed``: how many measures; ``status`` ok / failed, ``error``; ``seconds``)."""
     from .runner import measure_network
     t0 = time.perf_counter()
     store = Store(out, study)
@@ -125,11 +126,11 @@ def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Wan
     try:
         table = pq.read_table(store.run_path(run_id), filesystem=store.fs)
         row = table.to_pylist()[0]
-        names = wanted(row, want, want.expected(measures))
+        names = wanted(row, want, expected)
         if not names:
             return {"run_id": run_id, "status": "ok", "computed": 0, "error": ""}
         spec, model, init, log, data, device = _network(store, row, measures, num_gpus)
-        cols = measure_network(spec, model, init, log, data, device, names=names)
+        cols = measure_network(spec, model, init, log, data, device, names=names, hashes=expected)
         store.write_row_table(merge_measures(table, cols, names, _now()))
     except Exception as e:  # the row stays as it was; the summary names the failure
         return {"run_id": run_id, "status": "failed", "computed": 0,
@@ -207,7 +208,7 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
 
     try:
         fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,
-                                                study.resources["num_gpus"]),
+                                                expected, study.resources["num_gpus"]),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost)
     except KeyboardInterrupt:

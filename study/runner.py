@@ -124,11 +124,13 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
 
 
 def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, train_log: TrainLog,
-                    data: Dataset, device: torch.device, names=None, progress=None) -> dict:
+                    data: Dataset, device: torch.device, names=None, progress=None,
+                    hashes: dict[str, str] | None = None) -> dict:
     """The measure columns of the row of a trained network: ``measure.*``, ``measure_cfg.*``,
     ``seconds.*``, ``artifact.*``, ``measure_seconds`` and ``nan_reasons``. ``names``: the
     measures (names or families) to compute; None: the spec's selection. The measure set is
-    the training set, or its seeded ``subset``, as in the run itself."""
+    the training set, or its seeded ``subset``, as in the run itself. ``hashes``: the measures'
+    settings hashes when the caller has them (`registry.expected_settings`), else computed."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
     mx, my = measure_set(spec, data, device)
@@ -141,7 +143,7 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     cols = {"measure_seconds": time.perf_counter() - t0}
     for name, v in result.values.items():
         cols[measure_col(name)] = v
-        cols[cfg_col(name)] = settings_hash(name, spec.measures["knobs"], subset)
+        cols[cfg_col(name)] = (hashes or {}).get(name) or settings_hash(name, spec.measures["knobs"], subset)
     for name, s in result.seconds.items():
         cols[seconds_col(name)] = s
     for name, arr in result.artifacts.items():

@@ -154,7 +154,7 @@ def _score(args: argparse.Namespace) -> int:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
     table = rank_table(df, **opts)
     print(format_table(table, args.top))
-    print(f"{col}: {df.height - len(reasons)} of {df.height} networks scored"
+    print(f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
           + (f", {len(no_net)} without a checkpoint" if no_net else ""))
     if args.out:
         write_table(table, args.out)

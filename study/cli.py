@@ -164,7 +164,7 @@ def cmd_measure(args) -> int:
     want = Want(names, args.stale, args.missing, args.force)
     s = measure_study(study, want, address=args.address, serial=args.serial,
                       max_in_flight=args.max_in_flight, progress=not args.no_progress)
-    what = ("all " if args.force else "stale or missing " if args.stale == args.missing
+    what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
     print(f"{study.name}: {s.rows} stored ok networks in {s.runs_dir}: {s.todo} to measure "

@@ -126,9 +126,10 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
 def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, train_log: TrainLog,
                     data: Dataset, device: torch.device, names=None, progress=None) -> dict:
     """The measure columns of the row of a trained network: ``measure.*``, ``measure_cfg.*``,
-    ``seconds.*``, ``artifact.*``, ``measure_seconds`` and ``nan_reasons``. ``names``: the
-    measures (names or families) to compute; None: the spec's selection. The measure set is
-    the training set, or its seeded ``subset``, as in the run itself."""
+    ``seconds.*``, ``artifact.*``, ``measure_seconds``, ``nan_reasons`` and
+    ``measure_methods``. ``names``: the measures (names or families) to compute; None: the
+    spec's selection. The measure set is the training set, or its seeded ``subset``, as in
+    the run itself."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
     xtr, ytr = data.x_train.to(device), data.y_train.to(device)
@@ -152,6 +153,7 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     for name, arr in result.artifacts.items():
         cols[artifact_col(name)] = [float(a) for a in arr]
     cols["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
+    cols["measure_methods"] = json.dumps(result.methods, sort_keys=True)
     return cols
 
 

@@ -6,7 +6,7 @@ network only. Each old row's ``config`` holds its spec, so its new id is
 differed only in their measures, and a new-id row already stored) become one
 row: per column the value of the preferred row that has it, where ok rows are
 preferred to failed ones and then the later ``finished_at``; no column is
-lost, and ``nan_reasons`` are merged per measure the same way.
+lost, and ``nan_reasons`` and ``measure_methods`` are merged per measure the same way.
 
 Atomic and resumable: the merged row is written whole (`Store.write_row_table`)
 before any old file is deleted, so a kill leaves old files beside a complete
@@ -40,21 +40,26 @@ def _preference(table: pa.Table) -> tuple:
             table["finished_at"][0].as_py() or "" if "finished_at" in table.column_names else "")
 
 
+_PER_MEASURE_JSON = ("nan_reasons", "measure_methods")  # JSON {measure: ...} columns
+
+
 def merge_rows(tables: list[pa.Table], run_id: str, config: str) -> pa.Table:
     """One row from rows of one network: per column, the most preferred row's non-null value."""
     ordered = sorted(tables, key=_preference)  # least preferred first; later ones overwrite
     cols: dict[str, pa.ChunkedArray] = {}
-    reasons: dict = {}
+    per_measure: dict[str, dict] = {c: {} for c in _PER_MEASURE_JSON}
     for t in ordered:
         for name in t.column_names:
             if t[name][0].is_valid or name not in cols:
                 cols[name] = t[name]
-        if "nan_reasons" in t.column_names and t["nan_reasons"][0].is_valid:
-            reasons.update(json.loads(t["nan_reasons"][0].as_py()))
+        for c, merged in per_measure.items():
+            if c in t.column_names and t[c][0].is_valid:
+                merged.update(json.loads(t[c][0].as_py()))
     cols["run_id"] = pa.chunked_array([pa.array([run_id])])
     cols["config"] = pa.chunked_array([pa.array([config])])
-    if "nan_reasons" in cols:
-        cols["nan_reasons"] = pa.chunked_array([pa.array([json.dumps(reasons, sort_keys=True)])])
+    for c, merged in per_measure.items():
+        if c in cols:
+            cols[c] = pa.chunked_array([pa.array([json.dumps(merged, sort_keys=True)])])
     return pa.table(cols)
 
 

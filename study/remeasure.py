@@ -72,21 +72,22 @@ def wanted(row: dict, want: Want, expected: dict[str, str]) -> list[str]:
 def merge_measures(table: pa.Table, cols: dict, names: list[str], now: str) -> pa.Table:
     """The one-row ``table`` with the columns of `runner.measure_network` for ``names`` merged in:
     their values, settings hashes, seconds and artifacts replace the old ones, their NaN reasons
-    replace theirs (the others' stay), ``measure_seconds`` loses the recomputed measures' old
+    and methods replace theirs (the others' stay), ``measure_seconds`` loses the recomputed measures' old
     seconds and gains this computation's, and ``remeasured_at`` is ``now``. Other columns keep
     their values and types."""
     old = table.to_pylist()[0]
-    reasons = json.loads(old.get("nan_reasons") or "{}")
-    reasons = {k: v for k, v in reasons.items() if k not in names}
-    reasons.update(json.loads(cols["nan_reasons"]))
+
+    def per_measure(col: str) -> str:  # a JSON {measure: …} column: the recomputed entries replaced
+        kept = {k: v for k, v in json.loads(old.get(col) or "{}").items() if k not in names}
+        return json.dumps({**kept, **json.loads(cols[col])}, sort_keys=True)
     before = old.get("measure_seconds")
     before = 0.0 if before is None or math.isnan(before) else before
     spent = sum(old.get(seconds_col(n)) or 0.0 for n in names)
-    new = {k: v for k, v in cols.items() if k not in ("nan_reasons", "measure_seconds")}
+    new = {k: v for k, v in cols.items() if k != "measure_seconds"}
     for n in names:  # a measure that no longer writes an artifact: its own columns only
         new.setdefault(measure_col(n), math.nan)
         new.setdefault(cfg_col(n), None)
-    new["nan_reasons"] = json.dumps(reasons, sort_keys=True)
+    new["nan_reasons"], new["measure_methods"] = per_measure("nan_reasons"), per_measure("measure_methods")
     new["measure_seconds"] = max(before - spent, 0.0) + cols["measure_seconds"]
     new[REMEASURED] = now
     for k, v in new.items():

@@ -127,10 +127,11 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
                     data: Dataset, device: torch.device, names=None, progress=None,
                     hashes: dict[str, str] | None = None) -> dict:
     """The measure columns of the row of a trained network: ``measure.*``, ``measure_cfg.*``,
-    ``seconds.*``, ``artifact.*``, ``measure_seconds`` and ``nan_reasons``. ``names``: the
-    measures (names or families) to compute; None: the spec's selection. The measure set is
-    the training set, or its seeded ``subset``, as in the run itself. ``hashes``: the measures'
-    settings hashes when the caller has them (`registry.expected_settings`), else computed."""
+    ``seconds.*``, ``artifact.*``, ``measure_seconds``, ``nan_reasons`` and
+    ``measure_methods``. ``names``: the measures (names or families) to compute; None: the
+    spec's selection. The measure set is the training set, or its seeded ``subset``, as in
+    the run itself. ``hashes``: the measures' settings hashes when the caller has them
+    (`registry.expected_settings`), else computed."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
     mx, my = measure_set(spec, data, device)
@@ -149,6 +150,7 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     for name, arr in result.artifacts.items():
         cols[artifact_col(name)] = [float(a) for a in arr]
     cols["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
+    cols["measure_methods"] = json.dumps(result.methods, sort_keys=True)
     return cols
 
 

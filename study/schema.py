@@ -39,7 +39,9 @@ IDENTITY = ("run_id", "study", "dataset", "model", "seed")
 OUTCOMES = ("train_acc", "test_acc", "train_loss", "test_loss", "gap", "loss_gap")  # gap = train − test acc
 TRAINING = ("converged", "diverged", "steps", "epochs", "train_seconds", "n_train", "n_test")
 REMEASURED = "remeasured_at"  # when `study measure` last rewrote the row's measures (else absent)
-MEASURING = ("measure_seconds", "nan_reasons", REMEASURED)  # the set's cost; JSON {measure: why NaN}
+# the whole set's cost; JSON {measure: why NaN}; JSON {measure: method used}, for measures
+# computed one of several ways (hessian_trace: exact_ggn or hutchinson); REMEASURED
+MEASURING = ("measure_seconds", "nan_reasons", "measure_methods", REMEASURED)
 STATUS = ("status", "error")  # ok / failed / diverged, and the error text
 PROVENANCE = ("config", "versions", "device", "host", "started_at", "finished_at")
 FIXED = IDENTITY + OUTCOMES + TRAINING + MEASURING + STATUS + PROVENANCE

@@ -331,9 +331,10 @@ def mc_mean_err(model, x, y, gen, samples, what, s) -> float:
 
 def ascent_max_err(model, x, y, gen, steps, restarts, what, s) -> float:
     """Largest error visited by the seeded projected sign-gradient ascent in |v| ≤ b
-    (b = s, or s|w| + ε): start t = 2·rand − 1, t ← clip(t + 2.5/steps·sign(∇L), −1, 1)."""
+    (b = s, or s(|w| + ε) for α' as MEASURES.md defines it, not Jiang's s|w| + ε):
+    start t = 2·rand − 1, t ← clip(t + 2.5/steps·sign(∇L), −1, 1)."""
     w = flat_params(model)
-    b = torch.full_like(w, s) if what == "alpha" else s * w.abs() + EPS
+    b = torch.full_like(w, s) if what == "alpha" else s * (w.abs() + EPS)
     worst = 0.0
     for _ in range(restarts):
         t = (2 * torch.rand(w.numel(), generator=gen) - 1).to(w.dtype)

@@ -60,6 +60,9 @@ def test_a_checkpoint_round_trips_to_identical_measures(tmp_path):
            if not (all(map(_same, cols[k], row[k])) if isinstance(cols[k], list) else _same(cols[k], row[k]))}
     assert not bad
     assert json.loads(cols["nan_reasons"]) == json.loads(row["nan_reasons"])
+    assert json.loads(cols["measure_methods"]) == json.loads(row["measure_methods"])
+    if "measure.hessian_trace" in row:   # a BN-MLP: linear in each single parameter
+        assert json.loads(row["measure_methods"])["hessian_trace"] == "exact_ggn"
     # the rebuilt network is the trained one: same outcomes
     from study.train import evaluate
     assert evaluate(model, data.x_train, data.y_train) == (row["train_loss"], row["train_acc"])

@@ -228,9 +228,11 @@ def check_hessian_max_eig(case, res, name):
 
 
 def check_hessian_trace(case, res, name):
+    """Every case is piecewise linear in each single parameter: the exact GGN trace, which is
+    the explicit Hessian's trace (the Hutchinson path: test_measures_curvature.py, Tanh)."""
     H, _, _ = hessian(case)
-    sd = R.hutchinson_sd(H, H_PROBES)
-    assert abs(res.values[name] - np.trace(H)) <= 4 * sd + h_slack(case, H)
+    assert res.methods["hessian_trace"] == "exact_ggn"
+    close(res.values[name], np.trace(H), 1e-10 if case.dtype == torch.float64 else 1e-5)
 
 
 def check_hessian_fro(case, res, name):
@@ -405,13 +407,8 @@ def test_every_measure_has_a_reference():
     assert not stale, f"references for measures that are not registered: {stale}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MEASURES.md: hessian_trace is exact (tr H = tr GGN) where the network output is linear "
-    "in each single parameter, as in every case here, and records which was used; "
-    "curvature.py always returns Hutchinson's estimate"))
 def test_hessian_trace_is_exact_on_piecewise_linear_networks(case):
-    H, _, _ = hessian(case)
-    close(measured(case).values["hessian_trace"], np.trace(H), 1e-6)
+    check_hessian_trace(case, measured(case), "hessian_trace")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -107,17 +107,103 @@ def test_hessian_max_eig_trace_fro_against_explicit_hessian(spectrum_case):
     assert ev[0] < 0 < ev[-1]  # a mixed spectrum: the test is not vacuous
     assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 1e-6 * abs(ev[-1])
     k = ctx.knob("hutchinson_probes")
+    # a ReLU MLP: hessian_trace is exact (tr H = tr GGN)
+    assert C.hessian_trace(ctx) == pytest.approx(np.trace(Hm), rel=1e-12)
+    assert ctx.methods == {"hessian_trace": "exact_ggn"}
     # the same seeded probes through the explicit Hessian
     V = ctx.rademacher(ctx.generator("hessian"), k, P).double().numpy()
     HV = V @ Hm
-    assert C.hessian_trace(ctx) == pytest.approx((V * HV).sum(1).mean(), rel=1e-9)
+    hutch = C.hessian_spectrum(ctx)["trace"]
+    assert hutch == pytest.approx((V * HV).sum(1).mean(), rel=1e-9)
     assert C.hessian_fro(ctx) == pytest.approx(math.sqrt((HV ** 2).sum(1).mean()), rel=1e-9)
     # Hutchinson with Rademacher probes: Var(vᵀMv) = 2(‖M‖_F² − Σ M_ii²); 4 standard errors.
     sd_tr = math.sqrt(2 * ((Hm ** 2).sum() - (np.diag(Hm) ** 2).sum()) / k)
-    assert abs(C.hessian_trace(ctx) - np.trace(Hm)) <= 4 * sd_tr
+    assert abs(hutch - np.trace(Hm)) <= 4 * sd_tr
     H2 = Hm @ Hm
     sd_f2 = math.sqrt(2 * ((H2 ** 2).sum() - (np.diag(H2) ** 2).sum()) / k)
     assert abs(C.hessian_fro(ctx) ** 2 - (Hm ** 2).sum()) <= 4 * sd_f2
+
+
+def tanh_net(seed=0, n=40):
+    """A tiny MLP with Tanh: its output is not linear in each single parameter."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, K)).double()
+    g = torch.Generator().manual_seed(seed + 100)
+    return model, torch.randn(n, D, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g)
+
+
+def test_hessian_trace_is_hutchinson_where_the_output_is_not_linear_in_each_parameter():
+    model, x, y = tanh_net()
+    Hm = R.explicit_hessian(model, x, y)
+    k = 400
+    ctx = MeasureContext(model, x, y, knobs=dict(hessian_examples=0, hutchinson_probes=k), seed=5)
+    got = C.hessian_trace(ctx)
+    assert ctx.methods == {"hessian_trace": "hutchinson"}
+    V = ctx.rademacher(ctx.generator("hessian"), k, Hm.shape[0]).double().numpy()
+    assert got == pytest.approx((V * (V @ Hm)).sum(1).mean(), rel=1e-9)  # the seeded probes
+    assert abs(got - np.trace(Hm)) <= 4 * R.hutchinson_sd(Hm, k)
+    # the GGN trace differs from tr H here: the exact path would be wrong
+    ggn = float(C.core.ggn_trace_terms(ctx, x).mean())
+    assert abs(ggn - np.trace(Hm)) > 1e-3 * abs(np.trace(Hm))
+
+
+def test_ggn_trace_terms_against_explicit_jacobians():
+    """Per example, against tr(Jᵀ(diag p − ppᵀ)J) with J the logits' Jacobian from autograd."""
+    model, x, _ = tanh_net(1, n=6)
+    ctx = MeasureContext(model, x, torch.zeros(6, dtype=torch.long))
+    w = flat_of(model)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def logits(flat, xi):
+        parts, i = {}, 0
+        for n, sh in zip(names, shapes):
+            parts[n] = flat[i:i + sh.numel()].view(sh)
+            i += sh.numel()
+        return torch.func.functional_call(model, parts, (xi[None],))[0]
+
+    want = []
+    for xi in x:
+        J = torch.autograd.functional.jacobian(lambda v: logits(v, xi), w).numpy()
+        p = torch.softmax(logits(w, xi), -1).detach().numpy()
+        want.append(np.trace(J.T @ (np.diag(p) - np.outer(p, p)) @ J))
+    got = C.core.ggn_trace_terms(ctx, x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("build, linear", [
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(D, H), nn.ReLU(), nn.Dropout(0.1),
+                           nn.Linear(H, K)), True),
+    (lambda: nn.Sequential(nn.Linear(D, H), nn.BatchNorm1d(H), nn.ReLU(), nn.Linear(H, K)), True),
+    (lambda: nn.Sequential(nn.Linear(D, H), nn.BatchNorm1d(H, track_running_stats=False),
+                           nn.ReLU(), nn.Linear(H, K)), False),   # batch statistics in eval
+    (lambda: nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, K)), False),
+    (lambda: nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, K)), False),
+    (lambda: (lambda lin: nn.Sequential(lin, nn.ReLU(), lin))(nn.Linear(D, D)), False),  # reused
+    (lambda: nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Sequential(nn.Linear(H, K))), True),
+])
+def test_linear_in_each_parameter_is_conservative(build, linear):
+    from study.measures import core
+    model = build().double()
+    x = torch.randn(8, D, dtype=torch.float64)
+    ctx = MeasureContext(model, x, torch.zeros(8, dtype=torch.long))
+    assert core.linear_in_each_parameter(ctx) is linear
+
+
+def test_linear_in_each_parameter_rejects_a_custom_forward():
+    from study.measures import core
+
+    class Square(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(D, K)
+
+        def forward(self, x):
+            return self.lin(x) ** 2
+
+    ctx = MeasureContext(Square().double(), torch.randn(4, D, dtype=torch.float64),
+                         torch.zeros(4, dtype=torch.long))
+    assert not core.linear_in_each_parameter(ctx)
 
 
 def test_hessian_spectral_shares_against_explicit_hessian(spectrum_case):
@@ -228,5 +314,8 @@ def test_family_is_deterministic_and_seeded():
     assert {"hessian_density_nodes", "hessian_density_weights", "filter_sharpness_t",
             "filter_sharpness_curves"} <= set(a.artifacts)
     seeded = {"expected_sharpness", "expected_sharpness_mag", "filter_sharpness", "local_entropy",
-              "hessian_trace", "grad_variance"}
+              "hessian_fro", "grad_variance"}
     assert all(a.values[n] != c.values[n] for n in seeded)
+    # exact on this ReLU MLP, on all 40 examples: no draw left to seed
+    assert a.methods == {"hessian_trace": "exact_ggn"}
+    assert a.values["hessian_trace"] == c.values["hessian_trace"]

@@ -23,6 +23,7 @@ class MeasureResult:
     seconds: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # why a value is NaN
     artifacts: dict[str, list[float]] = field(default_factory=dict)  # arrays for plots
+    methods: dict[str, str] = field(default_factory=dict)  # which method, where there are several
 
 
 def _sync(device: torch.device) -> None:
@@ -59,4 +60,5 @@ def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> Meas
         if progress is not None:
             progress(m.name)
     res.artifacts = dict(ctx.artifacts)
+    res.methods = dict(ctx.methods)
     return res

@@ -64,6 +64,9 @@ class MeasureContext:
         # Arrays kept for plots (Hessian density, loss curves): name -> list of floats.
         # The runner stores each as a list column ``artifact.<name>``.
         self.artifacts: dict[str, list[float]] = {}
+        # How a measure with more than one method was computed this time (name -> method,
+        # e.g. hessian_trace -> exact_ggn); the runner stores it as ``measure_methods``.
+        self.methods: dict[str, str] = {}
 
     # -- knobs, cache, randomness --------------------------------------------
     def knob(self, name: str) -> Any:

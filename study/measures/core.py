@@ -8,8 +8,11 @@ module outputs per example, the size unit of the one memory budget
 parameters is evaluated by `at` (one network) and `over_networks` (many,
 vmapped); on top of them: `losses` of many parameter sets, `loss_and_grad`
 (loss, gradient and wrong predictions), `batch_losses_and_grads` (many
-mini-batches), `make_hvp` (Hessian-vector products, reverse-over-reverse)
-and `per_example_grads`. The trained network's margins and γ close the module.
+mini-batches), `make_hvp` (Hessian-vector products, reverse-over-reverse),
+`per_example_grads` and `ggn_trace_terms` (per-example traces of the
+generalised Gauss-Newton matrix, exact, from per-class vector-Jacobian
+products), with `linear_in_each_parameter` saying where that trace is the
+Hessian's. The trained network's margins and γ close the module.
 All losses are cross-entropies, the network in eval mode.
 """
 
@@ -37,6 +40,13 @@ MEMORY_MB = knob("memory_mb", 512.0, "memory budget (MiB) that sizes every vmapp
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR = (nn.Linear,)
 ACTIVATIONS = (nn.ReLU,)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Modules without parameters whose output is piecewise linear in their input.
+PIECEWISE_LINEAR = (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                    nn.Dropout3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+                    nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                    nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                    nn.AdaptiveMaxPool3d)
 
 # -- parameters as one vector -------------------------------------------------------
 
@@ -274,6 +284,70 @@ def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> 
     """Rows g_i = ∇_w ℓ(f_w(x_i), y_i) at the trained w, by ``vmap(grad(·))``."""
     f = vmap(grad(lambda v, xi, yi: batch_loss(ctx, v, xi[None], yi[None])), in_dims=(None, 0, 0))
     return f(flat(ctx), x, y).detach()
+
+
+def linear_in_each_parameter(ctx: MeasureContext) -> bool:
+    """Whether the network's output is, by construction, linear in each single parameter
+    (piecewise, almost everywhere), so that the diagonal of every ∇²f_k vanishes (cached).
+
+    Conservative: every module is an ``nn.Sequential`` or one of the exact types
+    Linear, Conv*d, BatchNorm*d in eval mode with running statistics, or a parameter-free
+    piecewise-linear module (`PIECEWISE_LINEAR`); no module with parameters is used twice
+    and no parameter is shared. Anything else (a custom ``forward``, Tanh, a residual
+    block) answers False.
+    """
+    def check() -> bool:
+        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
+        with_params = [m for m in mods if list(m.parameters(recurse=False))]
+        if len({id(m) for m in with_params}) < len(with_params):
+            return False
+        shared = list(ctx.model.named_parameters(remove_duplicate=False))
+        if len({id(p) for _, p in shared}) < len(shared):
+            return False
+        for m in mods:
+            t = type(m)
+            if t is nn.Sequential or t in LINEAR + CONV or t in PIECEWISE_LINEAR:
+                continue
+            if t in BATCHNORM and not m.training and m.track_running_stats \
+                    and m.running_mean is not None and m.running_var is not None:
+                continue
+            return False
+        return True
+    return ctx.cached("core.linear_in_each_parameter", check)
+
+
+_CPU_BLOCK_BYTES = 32 * 2**20  # per-class gradients held at once by ggn_trace_terms on the CPU
+
+
+def ggn_trace_terms(ctx: MeasureContext, x: torch.Tensor) -> torch.Tensor:
+    """Per example, tr(J_nᵀ Λ_n J_n) (float64): J_n the Jacobian of the logits in the
+    parameters, Λ_n = diag(p) − ppᵀ the softmax cross-entropy Hessian in the logits.
+
+    Λ = Σ_k p_k (e_k − p)(e_k − p)ᵀ, so the term is Σ_k p_k ‖J_nᵀ(e_k − p)‖²: K
+    vector-Jacobian products per example (vmapped over classes and examples, with
+    respect to the parameter dict, not the flat vector), with 1 − p_k summed from the
+    other classes' p_j so that confident examples lose no precision. Examples come in
+    blocks that fit the memory budget (on the CPU at most ~32 MiB of gradients: larger
+    blocks were slower there, width-256 MLP, one thread).
+    """
+    with torch.no_grad():
+        k = ctx.forward(ctx.params, x[:1]).shape[-1]
+    off = 1 - torch.eye(k, dtype=ctx.dtype, device=ctx.device)
+
+    def one(xi):
+        z, pull = vjp(lambda params: ctx.forward(params, xi[None])[0], ctx.params)
+        p = torch.softmax(z, -1)
+        cot = torch.diag((p * off).sum(1)) - p * off          # row k: e_k − p
+        (g,) = vmap(pull)(cot)
+        sq = sum(t.reshape(k, -1).pow(2).sum(1) for t in g.values())
+        return (p * sq).sum()
+
+    per_example = (2 * k * flat(ctx).numel() + 4 * k * probe(ctx).outputs) * itemsize(ctx)
+    c = fit(ctx, per_example)
+    if ctx.device.type == "cpu":  # measured: blocks of a few examples run 2-3× faster there
+        c = min(c, max(2, int(_CPU_BLOCK_BYTES // per_example)))
+    f = vmap(one)
+    return torch.cat([f(x[i:i + c]).detach().double() for i in range(0, len(x), c)])
 
 
 def per_example_grad_block(ctx: MeasureContext) -> int:

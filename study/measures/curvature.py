@@ -2,7 +2,16 @@
 the Hessian's top eigenvalue, trace, Frobenius norm and spectral shares, the
 empirical Fisher, and the mini-batch gradient variance.
 
-All Hessian measures share one cached computation (`hessian_spectrum`): a batch
+``hessian_trace`` is exact where the network's output is linear in each single
+parameter (`core.linear_in_each_parameter`: Linear, Conv, eval-mode BatchNorm,
+ReLU, pooling, in an ``nn.Sequential``): there every ∇²f_k has a zero diagonal,
+so tr ∇²L = tr GGN = (1/n) Σ_n Σ_k p_k ‖J_nᵀ(e_k − p)‖², computed exactly from
+per-example, per-class vector-Jacobian products on the ``hessian_examples``
+subset (`core.ggn_trace_terms`). Elsewhere it is Hutchinson's estimate below.
+Which one was used is recorded in ``ctx.methods["hessian_trace"]``
+(``exact_ggn`` or ``hutchinson``), stored in the row's ``measure_methods``.
+
+The other Hessian measures share one cached computation (`hessian_spectrum`): a batch
 of Rademacher probes, one batched Hessian-vector product for Hutchinson's trace
 and ‖H‖_F, and a batched Lanczos run with full reorthogonalisation on the first
 probes that gives both the top eigenvalue (run until the residual of the top
@@ -175,9 +184,26 @@ def hessian_max_eig(ctx):
     return hessian_spectrum(ctx)["lam_max"]
 
 
-@register("hessian_trace", "curvature", cite=_H_CITE, knobs=_H_KNOBS)
+def ggn_trace(ctx: MeasureContext) -> float:
+    """tr GGN = (1/n) Σ_n tr(J_nᵀ Λ_n J_n) on the ``hessian_examples`` subset (the one
+    `hessian_spectrum` uses), exact (cached)."""
+    def compute():
+        idx = ctx.subset(int(ctx.knob(H_EXAMPLES)), "hessian")
+        return float(core.ggn_trace_terms(ctx, ctx.x[idx]).mean())
+    return ctx.cached("curvature.ggn_trace", compute)
+
+
+@register("hessian_trace", "curvature", cite=_H_CITE + "; Schraudolph 2002 (GGN)",
+          knobs=_H_KNOBS, version=2)
 def hessian_trace(ctx):
-    """tr ∇²L(w), Hutchinson's estimator with Rademacher probes (Hutchinson 1989)."""
+    """tr ∇²L(w): exact, as the generalised Gauss-Newton matrix's trace, where the output is
+    linear in each single parameter (there the diagonal of every ∇²f_k vanishes); otherwise
+    Hutchinson's estimator with Rademacher probes (Hutchinson 1989). ctx.methods records
+    which ("exact_ggn" or "hutchinson")."""
+    if core.linear_in_each_parameter(ctx):
+        ctx.methods["hessian_trace"] = "exact_ggn"
+        return ggn_trace(ctx)
+    ctx.methods["hessian_trace"] = "hutchinson"
     return hessian_spectrum(ctx)["trace"]
 
 

@@ -8,9 +8,12 @@ by the measures that use it:
 - ``σ``  : ``E_{u∼N(0,σ²I)} err(w+u) − err(w) ≤ δ``            (``sigma``)
 - ``σ'`` : the same with ``u_i ∼ N(0, σ'²w_i² + ε²)``           (``sigma_mag``)
 - ``α``  : ``max_{|v_i|≤α} err(w+v) − err(w) ≤ δ``               (``alpha``)
-- ``α'`` : the same in the box ``|v_i| ≤ α'|w_i| + ε``           (``alpha_mag``)
+- ``α'`` : the same in the box ``|v_i| ≤ α'(|w_i| + ε)``         (``alpha_mag``)
 
-with ``δ = 0.1`` and ``ε = 1e-3``. Every trainable parameter is perturbed
+with ``δ = 0.1`` and ``ε = 1e-3``. The α' box departs from Jiang et al.'s
+``α'|w_i| + ε`` as MEASURES.md does: with an ε floor that does not shrink with
+α', the box at α' → 0 is still ε on every weight, which on wide networks alone
+breaks the criterion (the measure was undefined on most width-512 MLPs). Every trainable parameter is perturbed
 (biases and BatchNorm affine parameters included; BN running statistics are
 buffers and stay fixed). ``err`` is the error rate on the examples the
 searches use: a seeded subset of ``flat_subset`` examples of the measure set
@@ -38,7 +41,7 @@ draws, only rescaled; the search is deterministic.
   errors counted exceed the target: errors are non-negative, so the decision
   is exact and the chunking never changes a result.
 - Worst case (``α``, ``α'``): the box is ``|v| ≤ b`` with ``b = s`` or
-  ``b = s|w| + ε``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^P``. Restart ``r``
+  ``b = s(|w| + ε)``; write ``v = b ⊙ t``, ``t ∈ [−1, 1]^P``. Restart ``r``
   starts at ``t = 2·torch.rand(P) − 1`` (the r-th draw of that
   generator) and takes ``flat_steps`` steps of projected sign-gradient ascent
   on the mean cross-entropy of those examples,
@@ -279,7 +282,7 @@ def _worst_criterion(ctx: MeasureContext, what: str, wrong0: int, n: int
     limit = (DELTA + TOL) * n + wrong0
 
     def crit(s: float) -> tuple[bool, float]:
-        b = torch.full_like(w, s) if what == "alpha" else s * w.abs() + EPS
+        b = torch.full_like(w, s) if what == "alpha" else s * (w.abs() + EPS)
         wrong = _worst_wrong(ctx, b, f"flatness.{what}", steps, restarts, limit)
         return wrong <= limit, wrong / n
     return crit
@@ -390,19 +393,20 @@ def sharpness_flatness(ctx: MeasureContext) -> float:
     return 1.0 / search(ctx, "alpha").scale ** 2
 
 
-@register("sharpness_mag_init", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), needs=("init",))
+@register("sharpness_mag_init", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), needs=("init",),
+          version=2)
 def sharpness_mag_init(ctx: MeasureContext) -> float:
     """pacbayes_mag_init's formula with the magnitude-aware worst-case scale α' for σ'."""
     return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=True)
 
 
-@register("sharpness_mag_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,))
+@register("sharpness_mag_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2)
 def sharpness_mag_orig(ctx: MeasureContext) -> float:
     """pacbayes_mag_orig's formula with the magnitude-aware worst-case scale α' for σ'."""
     return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=False)
 
 
-@register("sharpness_mag_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,))
+@register("sharpness_mag_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2)
 def sharpness_mag_flatness(ctx: MeasureContext) -> float:
     """1/α'², α' the searched magnitude-aware worst-case scale."""
     return 1.0 / search(ctx, "alpha_mag").scale ** 2

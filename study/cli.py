@@ -104,7 +104,8 @@ def _print_stale(study, store: Store) -> None:
     from .schema import stored_settings
 
     m = study.measures
-    expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"])
+    expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"],
+                                 m.get("repeats", 1))
     rows = [r for r in store.read_all().to_pylist() if r.get("status") == "ok"]
     stale, missing = Counter(), Counter()
     for r in rows:

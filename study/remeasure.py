@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .fanout import fan_out
 from .measures.registry import expected_settings, outdated, select
-from .schema import REMEASURED, arrow_type, cfg_col, measure_col, seconds_col, stored_settings
+from .schema import REMEASURED, REPEATS, arrow_type, cfg_col, measure_col, sd_col, seconds_col, stored_settings
 from .spec import RunSpec, Study, StudyError
 from .storage import StorageError, Store
 
@@ -56,7 +56,8 @@ class Want:
                 chosen = select(self.names)
             except ValueError as e:
                 raise StudyError(str(e).replace(" in measures.include", " in --measures")) from None
-        return expected_settings(chosen, measures["knobs"], measures["subset"])
+        return expected_settings(chosen, measures["knobs"], measures["subset"],
+                                 measures.get("repeats", 1))
 
 
 def wanted(row: dict, want: Want, expected: dict[str, str]) -> list[str]:
@@ -71,8 +72,9 @@ def wanted(row: dict, want: Want, expected: dict[str, str]) -> list[str]:
 
 def merge_measures(table: pa.Table, cols: dict, names: list[str], now: str) -> pa.Table:
     """The one-row ``table`` with the columns of `runner.measure_network` for ``names`` merged in:
-    their values, settings hashes, seconds and artifacts replace the old ones, their NaN reasons
-    and methods replace theirs (the others' stay), ``measure_seconds`` loses the recomputed measures' old
+    their values, settings hashes, seconds, artifacts and ``measure_sd`` (NaN where they were
+    computed without repeats now) replace the old ones, their NaN reasons, methods and repeat
+    counts replace theirs (the others' stay), ``measure_seconds`` loses the recomputed measures' old
     seconds and gains this computation's, and ``remeasured_at`` is ``now``. Other columns keep
     their values and types."""
     old = table.to_pylist()[0]
@@ -87,7 +89,11 @@ def merge_measures(table: pa.Table, cols: dict, names: list[str], now: str) -> p
     for n in names:  # a measure that no longer writes an artifact: its own columns only
         new.setdefault(measure_col(n), math.nan)
         new.setdefault(cfg_col(n), None)
+        if sd_col(n) in table.column_names:  # an sd of earlier draws would not be this value's
+            new.setdefault(sd_col(n), math.nan)
     new["nan_reasons"], new["measure_methods"] = per_measure("nan_reasons"), per_measure("measure_methods")
+    if REPEATS in cols:
+        new[REPEATS] = per_measure(REPEATS)
     new["measure_seconds"] = max(before - spent, 0.0) + cols["measure_seconds"]
     new[REMEASURED] = now
     for k, v in new.items():

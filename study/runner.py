@@ -25,10 +25,11 @@ import torch
 
 from . import SCHEMA_VERSION, __version__
 from .data import Dataset, load_dataset
-from .measures import MeasureContext, compute, select, stable_seed
+from .measures import MeasureContext, select, stable_seed
+from .measures.compute import compute_repeated
 from .measures.registry import settings_hash
 from .models import build_model
-from .schema import OUTCOMES, artifact_col, cfg_col, hp_col, measure_col, seconds_col
+from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, sd_col, seconds_col
 from .spec import RunSpec
 from .storage import Store
 from .train import TrainLog, TrainOptions, evaluate, train
@@ -127,30 +128,39 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
                     data: Dataset, device: torch.device, names=None, progress=None,
                     hashes: dict[str, str] | None = None) -> dict:
     """The measure columns of the row of a trained network: ``measure.*``, ``measure_cfg.*``,
-    ``seconds.*``, ``artifact.*``, ``measure_seconds``, ``nan_reasons`` and
-    ``measure_methods``. ``names``: the measures (names or families) to compute; None: the
-    spec's selection. The measure set is the training set, or its seeded ``subset``, as in
-    the run itself. ``hashes``: the measures' settings hashes when the caller has them
+    ``seconds.*``, ``artifact.*``, ``measure_seconds``, ``nan_reasons``, ``measure_methods``,
+    ``measure_repeats``, and with ``[measures] repeats`` = R > 1 ``measure_sd.*`` (each
+    stochastic measure the mean of R independent draws, `measures.compute.compute_repeated`).
+    ``names``: the measures (names or families) to compute; None: the spec's selection. The
+    measure set is the training set, or its seeded ``subset``, as in the run itself, the same
+    for every repeat. ``hashes``: the measures' settings hashes when the caller has them
     (`registry.expected_settings`), else computed."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
     mx, my = measure_set(spec, data, device)
     subset = spec.measures["subset"]
-    ctx = MeasureContext(model, mx, my, init_state=init_state, train_log=train_log,
-                         seed=spec.seed, knobs=spec.measures["knobs"], n_train=len(data.x_train),
-                         device=device)
+    repeats = int(spec.measures.get("repeats", 1))  # absent in rows written before repeats
+
+    def make_ctx(seed: int) -> MeasureContext:
+        return MeasureContext(model, mx, my, init_state=init_state, train_log=train_log, seed=seed,
+                              knobs=spec.measures["knobs"], n_train=len(data.x_train), device=device)
+
     t0 = time.perf_counter()
-    result = compute(ctx, measures, progress=progress)
+    result = compute_repeated(make_ctx, measures, spec.seed, repeats, progress=progress)
     cols = {"measure_seconds": time.perf_counter() - t0}
     for name, v in result.values.items():
         cols[measure_col(name)] = v
-        cols[cfg_col(name)] = (hashes or {}).get(name) or settings_hash(name, spec.measures["knobs"], subset)
+        cols[cfg_col(name)] = ((hashes or {}).get(name)
+                               or settings_hash(name, spec.measures["knobs"], subset, repeats))
+    for name, sd in result.sds.items():
+        cols[sd_col(name)] = sd
     for name, s in result.seconds.items():
         cols[seconds_col(name)] = s
     for name, arr in result.artifacts.items():
         cols[artifact_col(name)] = [float(a) for a in arr]
     cols["nan_reasons"] = json.dumps(result.reasons, sort_keys=True)
     cols["measure_methods"] = json.dumps(result.methods, sort_keys=True)
+    cols[REPEATS] = json.dumps(result.repeats, sort_keys=True)
     return cols
 
 

@@ -27,21 +27,27 @@ class Prefix(str):
 
 MEASURE = Prefix("measure.")    # float64, NaN where not defined (nan_reasons says why)
 MEASURE_CFG = Prefix("measure_cfg.")  # string: the measure's settings hash (registry.settings_hash)
+# float64, with [measures] repeats = R > 1 only: the sample standard deviation (ddof = 1) of the
+# R draws of a stochastic measure whose mean is measure.<name>; 0.0 for a deterministic one
+# (computed once: no spread by construction); NaN where a draw is NaN
+MEASURE_SD = Prefix("measure_sd.")
 HP = Prefix("hp.")              # one column per grid axis, typed by its values
 SECONDS = Prefix("seconds.")    # what a measure cost (shared work charged to its group)
 ARTIFACT = Prefix("artifact.")  # list<float64> for plots, described in ARTIFACTS
-PREFIXES = (MEASURE, MEASURE_CFG, HP, SECONDS, ARTIFACT)
+PREFIXES = (MEASURE, MEASURE_CFG, MEASURE_SD, HP, SECONDS, ARTIFACT)
 measure_col, hp_col, seconds_col, artifact_col = MEASURE.col, HP.col, SECONDS.col, ARTIFACT.col
 is_measure, is_hp, is_seconds, is_artifact = MEASURE.holds, HP.holds, SECONDS.holds, ARTIFACT.holds
 cfg_col, is_cfg = MEASURE_CFG.col, MEASURE_CFG.holds
+sd_col, is_sd = MEASURE_SD.col, MEASURE_SD.holds
 
 IDENTITY = ("run_id", "study", "dataset", "model", "seed")
 OUTCOMES = ("train_acc", "test_acc", "train_loss", "test_loss", "gap", "loss_gap")  # gap = train − test acc
 TRAINING = ("converged", "diverged", "steps", "epochs", "train_seconds", "n_train", "n_test")
 REMEASURED = "remeasured_at"  # when `study measure` last rewrote the row's measures (else absent)
+REPEATS = "measure_repeats"  # JSON {measure: R}: the draws averaged in measure.<name>, where R > 1
 # the whole set's cost; JSON {measure: why NaN}; JSON {measure: method used}, for measures
-# computed one of several ways (hessian_trace: exact_ggn or hutchinson); REMEASURED
-MEASURING = ("measure_seconds", "nan_reasons", "measure_methods", REMEASURED)
+# computed one of several ways (hessian_trace: exact_ggn or hutchinson); REPEATS; REMEASURED
+MEASURING = ("measure_seconds", "nan_reasons", "measure_methods", REPEATS, REMEASURED)
 STATUS = ("status", "error")  # ok / failed / diverged, and the error text
 PROVENANCE = ("config", "versions", "device", "host", "started_at", "finished_at")
 FIXED = IDENTITY + OUTCOMES + TRAINING + MEASURING + STATUS + PROVENANCE
@@ -60,12 +66,12 @@ def stored_settings(row: dict) -> dict[str, str | None]:
 
 
 def arrow_type(col: str, value) -> pa.DataType:
-    """A row column's Arrow type: measures and seconds float64 (NaN and integers alike),
+    """A row column's Arrow type: measures, their sds and seconds float64 (NaN and integers alike),
     artifacts list<float64>, settings hashes string, the others by the Python value (bool, int64,
     float64, else string)."""
     if col.startswith(MEASURE_CFG):
         return pa.string()
-    if col.startswith((MEASURE, SECONDS)):
+    if col.startswith((MEASURE, MEASURE_SD, SECONDS)):
         return pa.float64()
     if col.startswith(ARTIFACT):
         return pa.list_(pa.float64())

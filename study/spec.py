@@ -11,7 +11,7 @@ pydantic models with defaults and constraints; unknown keys are errors):
                  (`train.TrainOptions`)
     [grid]       axis = [values], any option of [data], [model] or [train]:
                  the cartesian product is the study
-    [measures]   include, exclude, subset, and [measures.knobs] (`MeasureSettings`)
+    [measures]   include, exclude, subset, repeats, and [measures.knobs] (`MeasureSettings`)
     [resources]  num_cpus, num_gpus (per run), max_in_flight (driver) (`Resources`)
 
 An option is either fixed in its section or an axis of the grid, not both.
@@ -73,6 +73,8 @@ class MeasureSettings(Options):
     exclude: list[str] = Field([], description="a list of measure or family names")
     subset: int = Field(0, ge=0, description="an integer ≥ 0 (0: the whole training set)")
     knobs: dict[str, Any] = Field({}, description="a table of knob = value")
+    # each stochastic measure computed R times with independent draws: mean and sd stored
+    repeats: int = Field(1, ge=1, description="an integer ≥ 1 (1: one draw)")
 
 
 class Resources(Options):
@@ -121,7 +123,7 @@ class RunSpec:
     train: dict           # optimizer, lr, batch_size, weight_decay, target_loss, max_epochs
     seed: int
     hp: dict              # the grid point: axis -> value
-    measures: dict        # include, exclude, subset, knobs
+    measures: dict        # include, exclude, subset, repeats (absent in old rows: 1), knobs
     data_source: dict = field(default_factory=dict, compare=False)  # root, download
 
     def identity(self) -> dict:
@@ -254,7 +256,7 @@ def parse_study(doc: dict, path: str = "<study>") -> Study:
             raise ValueError("the selection is empty after exclude")
         check_knobs(m.knobs)
     measures = {"include": sorted(m.include), "exclude": sorted(m.exclude), "subset": m.subset,
-                "knobs": dict(sorted(m.knobs.items()))}
+                "repeats": m.repeats, "knobs": dict(sorted(m.knobs.items()))}
     resources, = typed("resources", Resources)
     return Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
                  data.model_dump(exclude_none=True), source.model_dump(),

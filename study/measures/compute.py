@@ -1,15 +1,17 @@
-"""Run a selection of measures on one context: values, seconds and NaN reasons."""
+"""Run a selection of measures on one context: values, seconds and NaN reasons; and
+`compute_repeated`, the same with each stochastic measure redrawn R times."""
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .context import MeasureContext
+from .context import MeasureContext, stable_seed
 from .registry import Measure, Undefined
 
 log = logging.getLogger("study.measures")
@@ -24,6 +26,10 @@ class MeasureResult:
     reasons: dict[str, str] = field(default_factory=dict)  # why a value is NaN
     artifacts: dict[str, list[float]] = field(default_factory=dict)  # arrays for plots
     methods: dict[str, str] = field(default_factory=dict)  # which method, where there are several
+    # with repeats R > 1 (`compute_repeated`) only: each measure's sample sd over its draws
+    # (0.0 for a deterministic one), and R for each stochastic one
+    sds: dict[str, float] = field(default_factory=dict)
+    repeats: dict[str, int] = field(default_factory=dict)
 
 
 def _sync(device: torch.device) -> None:
@@ -61,4 +67,50 @@ def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> Meas
             progress(m.name)
     res.artifacts = dict(ctx.artifacts)
     res.methods = dict(ctx.methods)
+    return res
+
+
+def repeat_seed(seed: int, r: int) -> int:
+    """The context seed of repeat ``r``: the run seed itself for r = 0 (so one repeat gives
+    exactly the values of no repeats), ``stable_seed(seed, "repeat", r)`` after."""
+    return seed if r == 0 else stable_seed(seed, "repeat", r)
+
+
+def compute_repeated(make_ctx, measures: list[Measure], seed: int, repeats: int = 1,
+                     progress=None) -> MeasureResult:
+    """`compute` with each stochastic measure (``Measure.stochastic``) drawn ``repeats`` = R
+    times. ``make_ctx(s)``: a fresh `MeasureContext` with context seed ``s``. Repeat 0 computes every
+    measure on ``make_ctx(seed)``; repeat r ≥ 1 the stochastic ones only, on a
+    fresh context (so shared cached work, a Hessian spectrum or a searched scale, is redrawn
+    too) seeded by `repeat_seed`. The value is the mean of the R draws and ``sds`` their sample
+    standard deviation (ddof = 1); NaN, with the first failing repeat's reason, when any draw
+    is NaN. Deterministic measures are computed once, with sd 0.0 (NaN when the value is).
+    ``seconds``: summed over the repeats; artifacts and methods: repeat 0's. R = 1 is `compute`
+    exactly, with no ``sds``."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer ≥ 1, got {repeats!r}")
+    res = compute(make_ctx(repeat_seed(seed, 0)), measures, progress=progress)
+    if repeats == 1:
+        return res
+    noisy = [m for m in measures if m.stochastic]
+    draws = {m.name: [res.values[m.name]] for m in noisy}
+    for r in range(1, repeats):
+        more = compute(make_ctx(repeat_seed(seed, r)), noisy)
+        for name, v in more.values.items():
+            draws[name].append(v)
+            res.seconds[name] += more.seconds[name]
+            if name in more.reasons and name not in res.reasons:
+                res.reasons[name] = f"repeat {r}: {more.reasons[name]}"
+    for m in measures:
+        v = res.values[m.name]
+        if m.name not in draws:
+            res.sds[m.name] = 0.0 if math.isfinite(v) else math.nan
+            continue
+        d = draws[m.name]
+        res.repeats[m.name] = repeats
+        if all(math.isfinite(x) for x in d):
+            res.values[m.name] = math.fsum(d) / len(d)
+            res.sds[m.name] = statistics.stdev(d)
+        else:
+            res.values[m.name] = res.sds[m.name] = math.nan
     return res

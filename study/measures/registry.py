@@ -21,6 +21,16 @@ order, so such a knob changes nothing but floating-point rounding and is
 left out, so that a new memory budget does not make every stored value
 stale. The runner writes the hash as ``measure_cfg.<name>``; `study status`
 and `analysis` compare them.
+
+Repeats: a measure registered with ``stochastic=True`` draws from
+``ctx.generator`` (noise, probes, random starts) or from a seeded random
+subset (``ctx.subset``). With ``[measures] repeats = R > 1`` the runner
+computes it R times with independent draws and stores their mean and their
+sample standard deviation (``measure_sd.<name>``); ``repeats`` then enters
+its `settings`, since a mean of R draws is another value. A deterministic
+measure is computed once whatever R (its spread is 0 and its reliability 1 by
+construction), and R never enters its settings; nor does R = 1, so hashes
+written before repeats existed stay valid.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ class Measure:
     needs: tuple[str, ...] = ()
     doc: str = ""
     version: int = 1
+    stochastic: bool = False  # draws noise or a random subset: repeated (module docstring)
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -81,9 +92,11 @@ def knob(name: str, default: Any, doc: str, *, batching: bool = False) -> str:
 
 
 def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
-             needs: tuple[str, ...] = (), version: int = 1):
+             needs: tuple[str, ...] = (), version: int = 1, stochastic: bool = False):
     """Decorator: register ``fn(ctx) -> float`` as measure ``name``. ``version``: the code's
-    version, in the settings hash; bump it when a change of the code changes the values."""
+    version, in the settings hash; bump it when a change of the code changes the values.
+    ``stochastic``: the value depends on random draws (``ctx.generator``, ``ctx.subset``), so
+    ``[measures] repeats`` redraws it (module docstring)."""
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"measure {name!r}: version must be an integer ≥ 1, got {version!r}")
     if family not in FAMILIES:
@@ -99,7 +112,7 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
             if k not in KNOBS:
                 raise ValueError(f"measure {name!r} uses undeclared knob {k!r}")
         REGISTRY[name] = Measure(name, family, fn, cite, tuple(knobs), tuple(needs),
-                                 (fn.__doc__ or "").strip(), version)
+                                 (fn.__doc__ or "").strip(), version, bool(stochastic))
         return fn
 
     return wrap
@@ -158,28 +171,45 @@ def check_knobs(knobs: dict) -> dict:
                          f"got {knobs[k]!r}") from None
 
 
-def settings(measure: Measure | str, knobs: dict | None = None, subset: int = 0) -> dict:
+def repeats_of(measure: Measure | str, repeats: int = 1) -> int:
+    """How many times ``measure`` is computed under ``[measures] repeats``: ``repeats`` for a
+    stochastic measure, 1 for a deterministic one."""
+    m = REGISTRY[measure] if isinstance(measure, str) else measure
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer ≥ 1, got {repeats!r}")
+    return repeats if m.stochastic else 1
+
+
+def settings(measure: Measure | str, knobs: dict | None = None, subset: int = 0,
+             repeats: int = 1) -> dict:
     """What fixes ``measure``'s value on a network (module docstring): name, code version,
-    measure-set ``subset`` (0: the whole training set) and its declared non-batching knobs,
-    from ``knobs`` (study-file overrides) with the defaults resolved. Pure; JSON-ready."""
+    measure-set ``subset`` (0: the whole training set), its declared non-batching knobs,
+    from ``knobs`` (study-file overrides) with the defaults resolved, and ``repeats`` where
+    the measure is stochastic and repeated (R > 1). Pure; JSON-ready."""
     m = REGISTRY[measure] if isinstance(measure, str) else measure
     full = check_knobs(dict(knobs or {}))
     read = sorted(k for k in set(m.knobs) if not KNOBS[k].batching)
-    return {"measure": m.name, "version": m.version, "subset": int(subset),
-            "knobs": {k: type(KNOBS[k].default)(full[k]) for k in read}}
+    out = {"measure": m.name, "version": m.version, "subset": int(subset),
+           "knobs": {k: type(KNOBS[k].default)(full[k]) for k in read}}
+    r = repeats_of(m, repeats)
+    if r > 1:
+        out["repeats"] = r
+    return out
 
 
-def settings_hash(measure: Measure | str, knobs: dict | None = None, subset: int = 0) -> str:
+def settings_hash(measure: Measure | str, knobs: dict | None = None, subset: int = 0,
+                  repeats: int = 1) -> str:
     """12 hex digits of the sha256 of `settings` as canonical JSON (sorted keys, no spaces):
     the ``measure_cfg.<name>`` column of a row."""
-    text = json.dumps(settings(measure, knobs, subset), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(settings(measure, knobs, subset, repeats), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def expected_settings(measures: list[Measure], knobs: dict | None = None, subset: int = 0) -> dict[str, str]:
-    """name → `settings_hash` of each measure under a study's knobs and subset: what a row
-    computed now would hold."""
-    return {m.name: settings_hash(m, knobs, subset) for m in measures}
+def expected_settings(measures: list[Measure], knobs: dict | None = None, subset: int = 0,
+                      repeats: int = 1) -> dict[str, str]:
+    """name → `settings_hash` of each measure under a study's knobs, subset and repeats: what
+    a row computed now would hold."""
+    return {m.name: settings_hash(m, knobs, subset, repeats) for m in measures}
 
 
 def outdated(stored: dict[str, str | None], expected: dict[str, str]) -> tuple[list[str], list[str]]:

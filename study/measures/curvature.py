@@ -178,7 +178,7 @@ _H_KNOBS = (H_EXAMPLES, H_PROBES, SLQ_PROBES, SLQ_STEPS, LANCZOS_MAX, LANCZOS_TO
 _H_CITE = "Hutchinson 1989; Lanczos 1950; Ghorbani et al. 2019 (SLQ)"
 
 
-@register("hessian_max_eig", "curvature", cite="Keskar et al. 2017; " + _H_CITE, knobs=_H_KNOBS)
+@register("hessian_max_eig", "curvature", cite="Keskar et al. 2017; " + _H_CITE, knobs=_H_KNOBS, stochastic=True)
 def hessian_max_eig(ctx):
     """Largest algebraic eigenvalue of ∇²L(w), Lanczos on HVPs to relative tolerance lanczos_tol."""
     return hessian_spectrum(ctx)["lam_max"]
@@ -194,7 +194,7 @@ def ggn_trace(ctx: MeasureContext) -> float:
 
 
 @register("hessian_trace", "curvature", cite=_H_CITE + "; Schraudolph 2002 (GGN)",
-          knobs=_H_KNOBS, version=2)
+          knobs=_H_KNOBS, version=2, stochastic=True)
 def hessian_trace(ctx):
     """tr ∇²L(w): exact, as the generalised Gauss-Newton matrix's trace, where the output is
     linear in each single parameter (there the diagonal of every ∇²f_k vanishes); otherwise
@@ -207,7 +207,7 @@ def hessian_trace(ctx):
     return hessian_spectrum(ctx)["trace"]
 
 
-@register("hessian_fro", "curvature", cite=_H_CITE, knobs=_H_KNOBS)
+@register("hessian_fro", "curvature", cite=_H_CITE, knobs=_H_KNOBS, stochastic=True)
 def hessian_fro(ctx):
     """‖∇²L(w)‖_F = sqrt(E_v ‖∇²L(w)v‖²), v Rademacher."""
     return hessian_spectrum(ctx)["fro"]
@@ -228,7 +228,7 @@ def _shares(ctx) -> tuple[float, float]:
 
 
 @register("hessian_near_zero_frac", "curvature",
-          cite="Chaudhari et al. 2019; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS)
+          cite="Chaudhari et al. 2019; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS, stochastic=True)
 def hessian_near_zero_frac(ctx):
     """SLQ share of Hessian spectral mass with |λ| ≤ 1e-3·λ_max (Chaudhari et al. 2019).
     The density is kept in artifacts hessian_density_nodes / hessian_density_weights."""
@@ -236,7 +236,7 @@ def hessian_near_zero_frac(ctx):
 
 
 @register("hessian_neg_frac", "curvature",
-          cite="Dauphin et al. 2014; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS)
+          cite="Dauphin et al. 2014; Ghorbani et al. 2019 (SLQ)", knobs=_H_KNOBS, stochastic=True)
 def hessian_neg_frac(ctx):
     """SLQ share of Hessian spectral mass with λ < −1e-3·λ_max (Dauphin et al. 2014)."""
     return _shares(ctx)[1]
@@ -270,21 +270,21 @@ def fisher_gram(ctx: MeasureContext) -> np.ndarray:
 _F_KNOBS = (FISHER_N, core.MEMORY_MB)
 
 
-@register("fisher_trace", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+@register("fisher_trace", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS, stochastic=True)
 def fisher_trace(ctx):
     """tr F = (1/n) Σ_i ‖g_i‖², F the empirical Fisher (Wu et al. 2023)."""
     G = fisher_gram(ctx)
     return float(np.trace(G)) / len(G)
 
 
-@register("fisher_fro", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+@register("fisher_fro", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS, stochastic=True)
 def fisher_fro(ctx):
     """‖F‖_F = (1/n) sqrt(Σ_ij (g_i·g_j)²) (Wu et al. 2023)."""
     G = fisher_gram(ctx)
     return float(np.sqrt((G ** 2).sum())) / len(G)
 
 
-@register("fisher_max_eig", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS)
+@register("fisher_max_eig", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS, stochastic=True)
 def fisher_max_eig(ctx):
     """λ_max(F) = λ_max(G)/n, G the Gram matrix of per-example gradients (Wu et al. 2023)."""
     G = fisher_gram(ctx)
@@ -309,7 +309,7 @@ def grad_variance_batches(ctx: MeasureContext) -> torch.Tensor:
 
 
 @register("grad_variance", "curvature", cite="Jiang et al. 2020",
-          knobs=(GV_BATCH, GV_BATCHES, core.MEMORY_MB))
+          knobs=(GV_BATCH, GV_BATCHES, core.MEMORY_MB), stochastic=True)
 def grad_variance(ctx):
     """E_B ‖g_B − ḡ‖² over seeded mini-batches of the run's batch size, ḡ the gradient on
     the whole measure set (Jiang et al. 2020's gradient noise)."""

@@ -339,74 +339,74 @@ _MC = (SAMPLES, DEPTH, RTOL, EXPAND, SUBSET, core.MEMORY_MB)
 _WC = (STEPS, RESTARTS, DEPTH, RTOL, EXPAND, SUBSET)
 
 
-@register("pacbayes_init", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), needs=("init",))
+@register("pacbayes_init", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), needs=("init",), stochastic=True)
 def pacbayes_init(ctx: MeasureContext) -> float:
     """‖w − w0‖²/(4σ²) + log(m/σ) + 10, σ the searched PAC-Bayes scale."""
     return _pac(ctx, search(ctx, "sigma").scale, init=True)
 
 
-@register("pacbayes_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAX,))
+@register("pacbayes_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), stochastic=True)
 def pacbayes_orig(ctx: MeasureContext) -> float:
     """‖w‖²/(4σ²) + log(m/σ) + 10, σ the searched PAC-Bayes scale."""
     return _pac(ctx, search(ctx, "sigma").scale, init=False)
 
 
-@register("pacbayes_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAX,))
+@register("pacbayes_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAX,), stochastic=True)
 def pacbayes_flatness(ctx: MeasureContext) -> float:
     """1/σ², σ the searched PAC-Bayes scale."""
     return 1.0 / search(ctx, "sigma").scale ** 2
 
 
-@register("pacbayes_mag_init", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,), needs=("init",))
+@register("pacbayes_mag_init", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,), needs=("init",), stochastic=True)
 def pacbayes_mag_init(ctx: MeasureContext) -> float:
     """¼ Σ_i log((ε² + (σ'²+1)‖w−w0‖²/ω)/(ε² + σ'²(w_i−w0_i)²)) + log(m/σ') + 10."""
     return _mag_term(ctx, search(ctx, "sigma_mag").scale, init=True)
 
 
-@register("pacbayes_mag_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,))
+@register("pacbayes_mag_orig", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,), stochastic=True)
 def pacbayes_mag_orig(ctx: MeasureContext) -> float:
     """¼ Σ_i log((ε² + (σ'²+1)‖w‖²/ω)/(ε² + σ'²w_i²)) + log(m/σ') + 10."""
     return _mag_term(ctx, search(ctx, "sigma_mag").scale, init=False)
 
 
-@register("pacbayes_mag_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,))
+@register("pacbayes_mag_flatness", "flatness", CITE, knobs=_MC + (SIGMA_MAG_MAX,), stochastic=True)
 def pacbayes_mag_flatness(ctx: MeasureContext) -> float:
     """1/σ'², σ' the searched magnitude-aware PAC-Bayes scale."""
     return 1.0 / search(ctx, "sigma_mag").scale ** 2
 
 
-@register("sharpness_init", "flatness", CITE, knobs=_WC + (ALPHA_MAX,), needs=("init",))
+@register("sharpness_init", "flatness", CITE, knobs=_WC + (ALPHA_MAX,), needs=("init",), stochastic=True)
 def sharpness_init(ctx: MeasureContext) -> float:
     """‖w − w0‖² log(2ω)/(4α²) + log(m/α) + 10, α the searched worst-case scale."""
     return _sharp(ctx, search(ctx, "alpha").scale, init=True)
 
 
-@register("sharpness_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAX,))
+@register("sharpness_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAX,), stochastic=True)
 def sharpness_orig(ctx: MeasureContext) -> float:
     """‖w‖² log(2ω)/(4α²) + log(m/α) + 10, α the searched worst-case scale."""
     return _sharp(ctx, search(ctx, "alpha").scale, init=False)
 
 
-@register("sharpness_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAX,))
+@register("sharpness_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAX,), stochastic=True)
 def sharpness_flatness(ctx: MeasureContext) -> float:
     """1/α², α the searched worst-case scale."""
     return 1.0 / search(ctx, "alpha").scale ** 2
 
 
 @register("sharpness_mag_init", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), needs=("init",),
-          version=2)
+          version=2, stochastic=True)
 def sharpness_mag_init(ctx: MeasureContext) -> float:
     """pacbayes_mag_init's formula with the magnitude-aware worst-case scale α' for σ'."""
     return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=True)
 
 
-@register("sharpness_mag_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2)
+@register("sharpness_mag_orig", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2, stochastic=True)
 def sharpness_mag_orig(ctx: MeasureContext) -> float:
     """pacbayes_mag_orig's formula with the magnitude-aware worst-case scale α' for σ'."""
     return _mag_term(ctx, search(ctx, "alpha_mag").scale, init=False)
 
 
-@register("sharpness_mag_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2)
+@register("sharpness_mag_flatness", "flatness", CITE, knobs=_WC + (ALPHA_MAG_MAX,), version=2, stochastic=True)
 def sharpness_mag_flatness(ctx: MeasureContext) -> float:
     """1/α'², α' the searched magnitude-aware worst-case scale."""
     return 1.0 / search(ctx, "alpha_mag").scale ** 2
@@ -414,7 +414,7 @@ def sharpness_mag_flatness(ctx: MeasureContext) -> float:
 
 @register("pacbayes_bound", "flatness",
           "Dziugaite & Roy 2017 (PAC-Bayes bound); Jiang et al. 2020 (searched σ)",
-          knobs=_MC + (SIGMA_MAX,), needs=("init",))
+          knobs=_MC + (SIGMA_MAX,), needs=("init",), stochastic=True)
 def pacbayes_bound(ctx: MeasureContext) -> float:
     """ê + sqrt((‖w−w0‖²/(2σ²) + log(2√m/0.05)) / (2m)): posterior N(w, σ²I), prior
     N(w0, σ²I), ê the Monte-Carlo training error of the posterior at the searched σ."""

@@ -305,7 +305,7 @@ def path_norm_over_margin(ctx):
 
 
 @register("log_prod_spec_op", "norm", cite="Sedghi et al. 2019; Bartlett et al. 2017",
-          knobs=(SPEC_OP_RTOL, SPEC_OP_MAX_ITER))
+          knobs=(SPEC_OP_RTOL, SPEC_OP_MAX_ITER), stochastic=True)
 def log_prod_spec_op(ctx):
     """Σ_l log ‖W_l‖₂², each conv's ‖W_l‖₂ the operator norm of the convolution at its
     input size (stride, padding included), by power iteration on the conv and its

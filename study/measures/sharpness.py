@@ -67,14 +67,14 @@ def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
 
 
 @register("keskar_sharpness_1e-3", "curvature", cite="Keskar et al. 2017",
-          knobs=(KESKAR_ITERS, KESKAR_N))
+          knobs=(KESKAR_ITERS, KESKAR_N), stochastic=True)
 def keskar_sharpness_1e3(ctx):
     """Keskar's ζ(w; 1e-3) by L-BFGS-B in the box |v_i| ≤ 1e-3(|w_i|+1) (Keskar et al. 2017)."""
     return keskar(ctx, 1e-3, ctx.knob(KESKAR_ITERS))
 
 
 @register("keskar_sharpness_5e-4", "curvature", cite="Keskar et al. 2017",
-          knobs=(KESKAR_ITERS, KESKAR_N))
+          knobs=(KESKAR_ITERS, KESKAR_N), stochastic=True)
 def keskar_sharpness_5e4(ctx):
     """Keskar's ζ(w; 5e-4) by L-BFGS-B in the box |v_i| ≤ 5e-4(|w_i|+1) (Keskar et al. 2017)."""
     return keskar(ctx, 5e-4, ctx.knob(KESKAR_ITERS))
@@ -107,7 +107,7 @@ def expected_sharpness_value(ctx: MeasureContext, name: str, scale: torch.Tensor
 
 
 @register("expected_sharpness", "curvature", cite="Neyshabur et al. 2017",
-          knobs=(ES_RHO, ES_DRAWS, core.MEMORY_MB))
+          knobs=(ES_RHO, ES_DRAWS, core.MEMORY_MB), stochastic=True)
 def expected_sharpness(ctx):
     """E_{u~N(0,ρ²I)} L(w+u) − L(w), Monte-Carlo (Neyshabur et al. 2017)."""
     w = core.flat(ctx)
@@ -117,7 +117,7 @@ def expected_sharpness(ctx):
 
 
 @register("expected_sharpness_mag", "curvature", cite="Neyshabur et al. 2017",
-          knobs=(ES_MAG_RHO, ES_DRAWS, core.MEMORY_MB))
+          knobs=(ES_MAG_RHO, ES_DRAWS, core.MEMORY_MB), stochastic=True)
 def expected_sharpness_mag(ctx):
     """E L(w+u) − L(w), u_i ~ N(0, ρ²w_i²), Monte-Carlo (Neyshabur et al. 2017)."""
     w = core.flat(ctx)
@@ -181,7 +181,7 @@ def adaptive_sharpness(ctx: MeasureContext, p: float, rho: float, steps: int,
 
 
 @register("adaptive_sharpness_linf", "curvature", cite="Andriushchenko et al. 2023",
-          knobs=(AS_RHO_LINF, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB))
+          knobs=(AS_RHO_LINF, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB), stochastic=True)
 def adaptive_sharpness_linf(ctx):
     """max_{‖v/|w|‖_∞ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
     return adaptive_sharpness(ctx, math.inf, float(ctx.knob(AS_RHO_LINF)), int(ctx.knob(AS_STEPS)),
@@ -190,7 +190,7 @@ def adaptive_sharpness_linf(ctx):
 
 
 @register("adaptive_sharpness_l2", "curvature", cite="Andriushchenko et al. 2023",
-          knobs=(AS_RHO_L2, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB))
+          knobs=(AS_RHO_L2, AS_STEPS, AS_BATCHES, AS_BATCH, core.MEMORY_MB), stochastic=True)
 def adaptive_sharpness_l2(ctx):
     """max_{‖v/|w|‖₂ ≤ ρ} L_B(w+v) − L_B(w), mean over mini-batches (Andriushchenko et al. 2023)."""
     return adaptive_sharpness(ctx, 2, float(ctx.knob(AS_RHO_L2)), int(ctx.knob(AS_STEPS)),
@@ -242,7 +242,7 @@ def filter_sharpness_curves(ctx: MeasureContext, k: int, r: float):
 
 
 @register("filter_sharpness", "curvature", cite="Li et al. 2018",
-          knobs=(FS_DIRS, FS_RADIUS, core.MEMORY_MB))
+          knobs=(FS_DIRS, FS_RADIUS, core.MEMORY_MB), stochastic=True)
 def filter_sharpness(ctx):
     """mean_k L(w + r·δ_k) − L(w) over random filter-normalised directions δ_k (Li et al. 2018).
     Keeps the 1-D curves in ``artifacts["filter_sharpness_t"]`` and
@@ -287,7 +287,7 @@ def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float,
 
 
 @register("local_entropy", "curvature", cite="Chaudhari et al. 2019",
-          knobs=(LE_GAMMA, LE_TEMP, LE_STEPS, LE_LR, LE_BURNIN, LE_BATCH))
+          knobs=(LE_GAMMA, LE_TEMP, LE_STEPS, LE_LR, LE_BURNIN, LE_BATCH), stochastic=True)
 def local_entropy(ctx):
     """Local energy E[L(w')] − L(w) under p(w') ∝ exp(−L(w')/T − (γ/2)‖w'−w‖²), the mean
     over a seeded SGLD chain on mini-batches started at w (Chaudhari et al. 2019)."""

@@ -245,24 +245,69 @@ def hessian_neg_frac(ctx):
 # -- empirical Fisher ---------------------------------------------------------------
 
 
-def fisher_gram(ctx: MeasureContext) -> np.ndarray:
-    """Gram matrix G_ij = g_i·g_j (returned as float64) of the per-example gradients on the Fisher subset
-    (cached). Gradients come in blocks that fit the memory budget; with more than one
-    block, the inner blocks are recomputed rather than stored."""
+def fisher_gradients(ctx: MeasureContext) -> dict:
+    """Per-example gradients on the Fisher subset (cached): ``sq_norms`` (float64, ‖g_i‖²),
+    and ``rows`` (n × P) when they fit the ``memory_mb`` budget (else None). Each gradient is
+    computed once (`core.per_example_grads`). `fisher_gram` takes the rows and drops them."""
     def compute():
         idx = ctx.subset(int(ctx.knob(FISHER_N)), "fisher")
         x, y = ctx.x[idx], ctx.y[idx]
-        n = len(idx)
+        n, P = len(idx), core.flat(ctx).numel()
         c = core.per_example_grad_block(ctx)
-        starts = list(range(0, n, c))
+        if n <= _stored_rows(ctx, c):
+            rows = core.per_example_grads(ctx, x, y, block=c)
+            return {"sq_norms": rows.pow(2).sum(1).double(), "rows": rows, "x": x, "y": y}
+        buf = torch.empty(min(c, n), P, dtype=ctx.dtype, device=ctx.device)
+        sq = torch.empty(n, dtype=torch.float64, device=ctx.device)
+        for i in range(0, n, c):
+            g = core.per_example_grads(ctx, x[i:i + c], y[i:i + c], out=buf[:len(x[i:i + c])])
+            sq[i:i + len(g)] = g.pow(2).sum(1).double()
+        return {"sq_norms": sq, "rows": None, "x": x, "y": y}
+    return ctx.cached("curvature.fisher_gradients", compute)
+
+
+def _stored_rows(ctx: MeasureContext, c: int) -> int:
+    """Gradient rows held at once next to one block of ``c`` being computed, within the
+    memory budget."""
+    P, size = core.flat(ctx).numel(), core.itemsize(ctx)
+    working = c * (2 * P + 4 * core.probe(ctx).outputs) * size
+    return max(c, int((float(ctx.knob(core.MEMORY_MB)) * 2**20 - working) // (P * size)))
+
+
+def fisher_gram(ctx: MeasureContext) -> np.ndarray:
+    """Gram matrix G_ij = g_i·g_j (returned as float64) of the per-example gradients on the
+    Fisher subset (cached); the products in the network's precision (n²·P is the cost).
+
+    When the n gradients fit the ``memory_mb`` budget they are computed once and G = R Rᵀ.
+    Otherwise G is built panel by panel: a panel of as many rows as fit is computed once and
+    kept, its diagonal block and its products with every later block follow, each later
+    block computed once per panel, so n·(panels + 1)/2 gradients on average rather than n —
+    unavoidable without storing them (width-512 depth-4 MLP, 256 examples, 512 MiB: two
+    panels, 1.4 n gradients).
+    """
+    def compute():
+        stats = fisher_gradients(ctx)
+        x, y = stats["x"], stats["y"]
+        n = len(x)
+        if stats["rows"] is not None:
+            rows = stats.pop("rows")  # the gradients are not needed after G: free them
+            return (rows @ rows.T).double().cpu().numpy()
+        P = core.flat(ctx).numel()
+        c = core.per_example_grad_block(ctx)
+        r = _stored_rows(ctx, c)
         G = torch.zeros(n, n, dtype=torch.float64, device=ctx.device)
-        for bi, i in enumerate(starts):
-            gi = core.per_example_grads(ctx, x[i:i + c], y[i:i + c])
-            for j in starts[:bi + 1]:
-                gj = gi if j == i else core.per_example_grads(ctx, x[j:j + c], y[j:j + c])
-                blk = (gi @ gj.T).double()  # in the network's precision: n²·P is the cost
-                G[i:i + c, j:j + c] = blk
-                G[j:j + c, i:i + c] = blk.T
+        panel = torch.empty(min(r, n), P, dtype=ctx.dtype, device=ctx.device)
+        buf = torch.empty(min(c, n), P, dtype=ctx.dtype, device=ctx.device)
+        for a in range(0, n, r):
+            b = min(a + r, n)
+            S = core.per_example_grads(ctx, x[a:b], y[a:b], out=panel[:b - a], block=c)
+            G[a:b, a:b] = (S @ S.T).double()
+            for j in range(b, n, c):
+                e = min(j + c, n)
+                g = core.per_example_grads(ctx, x[j:e], y[j:e], out=buf[:e - j], block=c)
+                blk = (S @ g.T).double()
+                G[a:b, j:e] = blk
+                G[j:e, a:b] = blk.T
         return G.cpu().numpy()
     return ctx.cached("curvature.fisher_gram", compute)
 
@@ -272,9 +317,9 @@ _F_KNOBS = (FISHER_N, core.MEMORY_MB)
 
 @register("fisher_trace", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS, stochastic=True)
 def fisher_trace(ctx):
-    """tr F = (1/n) Σ_i ‖g_i‖², F the empirical Fisher (Wu et al. 2023)."""
-    G = fisher_gram(ctx)
-    return float(np.trace(G)) / len(G)
+    """tr F = (1/n) Σ_i ‖g_i‖², F the empirical Fisher (Wu et al. 2023): exact, from the
+    per-example gradient norms (no Gram matrix)."""
+    return float(fisher_gradients(ctx)["sq_norms"].mean())
 
 
 @register("fisher_fro", "curvature", cite="Wu et al. 2023", knobs=_F_KNOBS, stochastic=True)

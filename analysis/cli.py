@@ -97,7 +97,8 @@ def _fmt(v) -> str:
 
 def format_table(table: pl.DataFrame, top: int = 20) -> str:
     """A short plain-text view of the ranking table: the first ``top`` rows of each dataset."""
-    cols = [("measure", 28), ("n_models", 8), ("tau", 7), ("tau_lo", 7), ("tau_hi", 7), ("psi", 7),
+    cols = [("measure", 28), ("n_models", 8), ("tau", 7), ("tau_lo", 7), ("tau_hi", 7),
+            ("reliability", 11), ("tau_ceiling", 11), ("psi", 7),
             ("cmi", 7), ("cmi_set", 24), ("robust_max", 10), ("robust_envs", 11)]
     lines = []
     for (dataset,), part in table.group_by(["dataset"], maintain_order=True):

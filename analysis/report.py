@@ -41,7 +41,10 @@ code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
 
 _LEGEND = (
     "τ: Kendall's τ-a between the measure and the gap over all runs, with a seeded bootstrap "
-    "interval (95 % CI). Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
+    "interval (95 % CI). Reliability: 1 − the variance of one redraw of the measure's noise "
+    "over the variance of one draw across networks (needs [measures] repeats > 1, else –; 1 for "
+    "a deterministic measure); τ ceiling: (2/π)·arcsin √(reliability of the stored mean of the "
+    "repeats), the largest |τ| the stored values allow under a bivariate-normal model. Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
     "groups of runs that differ only in that axis). CMI: the minimum over conditioning sets S "
     "(|S| ≤ 2) of the normalised conditional mutual information between the measure's and the "
     "gap's pairwise order, with its bootstrap interval; S is the minimising set; k0 / k1 / k2: S = ∅ and the minima over "
@@ -178,7 +181,7 @@ def _rank_html(table: pl.DataFrame) -> str:
     cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
         if "cmi" in table.columns else 0.0
     head = (['<th class="l">measure</th>', "<th>n</th>", "<th>τ</th>", '<th class="ci">95 % CI</th>',
-             "<th>Ψ</th>"] + [f"<th>ψ<sub>{_esc(c[4:])}</sub></th>" for c in psi_axes]
+             "<th>reliability</th>", "<th>τ ceiling</th>", "<th>Ψ</th>"] + [f"<th>ψ<sub>{_esc(c[4:])}</sub></th>" for c in psi_axes]
             + ["<th>CMI</th>", '<th class="ci">95 % CI</th>', '<th class="l">S</th>', "<th>k0</th>", "<th>k1</th>", "<th>k2</th>",
                "<th>robust max</th>", "<th>mean</th>", "<th>p90</th>", "<th>envs</th>"])
     body = []
@@ -187,6 +190,7 @@ def _rank_html(table: pl.DataFrame) -> str:
         cells = [f'<td class="l">{_esc(figures.short_name(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
                  f"<td{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
                  f'<td class="ci">{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>',
+                 f"<td>{_num(g('reliability'), '.2f')}</td>", f"<td>{_num(g('tau_ceiling'), '.2f')}</td>",
                  f"<td{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
         cells += [f"<td{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
         cset = g("cmi_set")

@@ -2,7 +2,8 @@
 
 One row per measure and dataset, columns (in this order)::
 
-    dataset, measure, n_models, tau, tau_lo, tau_hi, psi, psi_<axis>…,
+    dataset, measure, n_models, tau, tau_lo, tau_hi,
+    reliability, reliability_mean, tau_ceiling, psi, psi_<axis>…,
     cmi, cmi_lo, cmi_hi, cmi_set, cmi_k0, cmi_k1, cmi_k2 (cmi_k3… if max_cond > 2),
     robust_max, robust_mean, robust_p90, robust_envs,
     robust_max_<axis>…, robust_mean_<axis>…, robust_p90_<axis>…, robust_envs_<axis>…
@@ -11,7 +12,13 @@ One row per measure and dataset, columns (in this order)::
 name without ``hp.``. ``n_models`` counts the runs kept for the measure
 (finite value and finite gap). ``tau_lo/tau_hi`` and ``cmi_lo/cmi_hi`` are
 bootstrap percentile intervals (level ``ci``); with ``n_boot = 0`` they are
-null. ``cmi_k<j>`` is null for ``j > max_cond``. Statistics that are not
+null. ``reliability`` is the test–retest reliability of ONE draw of the measure,
+``reliability_mean`` that of the stored values (each the mean of R draws, so higher), and ``tau_ceiling`` = (2/π)·arcsin(√reliability_mean), the largest
+|τ| those stored values can reach under a bivariate-normal model
+(:mod:`analysis.stats.reliability` for the formulas and references), all over the runs
+kept for τ. They need ``[measures] repeats`` > 1 (the ``measure_sd.<name>`` columns; the
+counts from ``measure_repeats``) and are NaN otherwise; a deterministic measure has an sd of
+0, hence reliability 1 by construction. ``cmi_k<j>`` is null for ``j > max_cond``. Statistics that are not
 defined (fewer than two runs, no environment kept) are NaN.
 
 A measure column whose rows mix settings hashes (``measure_cfg.<name>``) is
@@ -26,18 +33,20 @@ descending, ``|tau|`` descending (NaN last), name.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import polars as pl
 
-from study.schema import name_of
+from study.schema import REPEATS, name_of, sd_col
 
 from .load import RunsError, axis_columns, check_settings, measure_columns, population, sort_ranking, split_datasets
 from .stats._ranks import rank_inputs
 from .stats.bootstrap import bootstrap_plans
 from .stats.cmi import CMIPlan
 from .stats.psi import granulated_ranked
+from .stats.reliability import reliability
 from .stats.robust import robust_ranked
 from .stats.tau import TauPlan
 
@@ -51,7 +60,8 @@ def codes(s: pl.Series) -> np.ndarray:
 
 def table_columns(axes: list[str], max_cond: int = 2) -> list[str]:
     """The column names of the ranking table for the given axis names (no ``hp.``)."""
-    cols = ["dataset", "measure", "n_models", "tau", "tau_lo", "tau_hi", "psi"]
+    cols = ["dataset", "measure", "n_models", "tau", "tau_lo", "tau_hi",
+            "reliability", "reliability_mean", "tau_ceiling", "psi"]
     cols += [f"psi_{a}" for a in axes]
     cols += ["cmi", "cmi_lo", "cmi_hi", "cmi_set"] + [f"cmi_k{j}" for j in range(max(2, max_cond) + 1)]
     cols += ["robust_max", "robust_mean", "robust_p90", "robust_envs"]
@@ -77,6 +87,23 @@ def _n_test(part: pl.DataFrame, robust_n: float | None, name: str) -> np.ndarray
     return nt
 
 
+def _reliability(part: pl.DataFrame, measures: list[str], g: np.ndarray):
+    """`analysis.stats.reliability.reliability` of each measure column over the runs of
+    ``part`` with a finite gap: sds from ``measure_sd.<name>`` (NaN where absent), repeat
+    counts from the ``measure_repeats`` JSON (a measure not named there: 1)."""
+    keep = np.isfinite(g)
+    sub = part.filter(pl.Series(keep))
+    names = [name_of(c) for c in measures]
+    mu = np.column_stack([sub[c].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+                          for c in measures])
+    sd = np.column_stack([sub[sd_col(n)].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+                          if sd_col(n) in sub.columns else np.full(sub.height, np.nan) for n in names])
+    counts = [json.loads(v or "{}") for v in sub[REPEATS].to_list()] if REPEATS in sub.columns \
+        else [{}] * sub.height
+    rep = np.array([[float(c.get(n, 1)) for n in names] for c in counts]).reshape(sub.height, len(names))
+    return reliability(mu, sd, rep)
+
+
 def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_cond: int, robust_n,
                   min_ess: float, n_boot: int, boot_seed: int, ci: float) -> pl.DataFrame:
     axes = [c for c in axis_columns(part) if part[c].null_count() < part.height]
@@ -100,6 +127,7 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
     nt = _n_test(part, robust_n, name)
     rob = robust_ranked(rk, ax, nt[rk.keep], min_ess) if nt is not None else None
     boot = bootstrap_plans(tau_plan, cmi_plan, rk.n, n_boot, boot_seed, ci, M) if n_boot > 0 else None
+    rel = _reliability(part, measures, g)
 
     cols: dict[str, object] = {
         "dataset": [name] * M,
@@ -108,6 +136,9 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
         "tau": tau,
         "tau_lo": boot.tau_lo if boot else [None] * M,
         "tau_hi": boot.tau_hi if boot else [None] * M,
+        "reliability": rel.one_draw,
+        "reliability_mean": rel.of_mean,
+        "tau_ceiling": rel.tau_ceiling,
         "psi": psi,
     }
     for k, a in enumerate(names):

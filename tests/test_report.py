@@ -222,7 +222,7 @@ def test_report_shows_the_counts_and_the_rank_table(report, runs_folder):
         assert r[1] == str(t["n_models"])
         assert r[2] == ("–" if not np.isfinite(t["tau"]) else f"{t['tau']:+.3f}")
     # sorted by CMI, highest first, undefined last
-    cmi = [float(r[5 + sum(c.startswith("psi_") for c in table.columns)].replace("–", "nan")) for r in rows]
+    cmi = [float(r[7 + sum(c.startswith("psi_") for c in table.columns)].replace("–", "nan")) for r in rows]
     finite = [c for c in cmi if np.isfinite(c)]
     assert finite == sorted(finite, reverse=True) and cmi[:len(finite)] == finite
 

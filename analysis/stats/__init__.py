@@ -11,13 +11,17 @@ only. Hyperparameter axes are given as integer codes, shape ``(n, K)``.
 - :mod:`.cmi`: conditional mutual information over conditioning sets (Jiang et al. 2020).
 - :mod:`.robust`: robust sign-error over environments (Dziugaite et al. 2020).
 - :mod:`.bootstrap`: seeded bootstrap intervals for τ and CMI.
+- :mod:`.reliability`: test–retest reliability from repeated draws, and its τ ceiling
+  (takes the values' standard deviations and repeat counts instead of ``g``).
 """
 
 from .bootstrap import bootstrap_intervals
 from .cmi import CMIResult, cmi_scores
 from .psi import granulated_tau
+from .reliability import ReliabilityResult, reliability, tau_ceiling
 from .robust import RobustResult, robust_sign_error
 from .tau import kendall_tau_a
 
 __all__ = ["kendall_tau_a", "granulated_tau", "cmi_scores", "CMIResult",
-           "robust_sign_error", "RobustResult", "bootstrap_intervals"]
+           "robust_sign_error", "RobustResult", "bootstrap_intervals", "reliability",
+           "ReliabilityResult", "tau_ceiling"]

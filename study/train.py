@@ -6,6 +6,17 @@ tenth of an epoch once it is within twice that threshold, so the stop
 overshoots the target by little. NaN or infinite loss stops training as
 diverged. The initial weights are kept for the measures.
 
+No step waits for the device: the epoch's loss is summed in a float64 tensor on
+the model's device (``batch_loss.double() * batch``, the same float64 arithmetic
+as summing ``batch_loss.item() * batch`` in Python, so CPU results are
+bit-identical to the earlier per-step version), and divergence is checked only at
+the evaluation points, which read the device anyway: the run is diverged when the
+whole-set loss or the epoch's running sum is NaN or infinite. A diverged run
+therefore goes on, with NaN weights, to the next evaluation point (at most one
+epoch); ``log.steps`` (the row's ``steps`` and its error text) is that point's
+step count, not the step whose loss first went non-finite, and the epoch's mean
+loss in ``epoch_losses`` is non-finite.
+
 `TrainOptions` declares each training option once (default, constraint): the
 study file's ``[train]`` keys and grid axes, the run id's ``train`` and
 `train`'s arguments all come from it.
@@ -124,24 +135,25 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
     epoch = 0
     while not converged and not diverged and epoch < max_epochs:
         perm = torch.randperm(n, generator=gen).to(x.device)
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        count = 0
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size:(b + 1) * batch_size]
             opt.zero_grad(set_to_none=True)
             batch_loss = F.cross_entropy(model(x[idx]), y[idx])
-            if not torch.isfinite(batch_loss):
-                diverged = True
-                break
             batch_loss.backward()
             opt.step()
             log.steps += 1
             log.step_size_sum += lr
-            total += batch_loss.item() * len(idx)
+            total += batch_loss.detach().double() * len(idx)
             count += len(idx)
             nxt = next((t for t in thresholds if loss > t), None)
             near = nxt is not None and loss <= 2 * nxt
             last = b == steps_per_epoch - 1
             if (near and log.steps % fine == 0) or last:
+                if not bool(torch.isfinite(total)):  # some batch loss since the epoch began
+                    diverged = True
+                    break
                 if check():
                     converged = True
                     break
@@ -151,7 +163,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
                 model.train()
         epoch += 1
         if count:
-            log.epoch_losses.append(total / count)
+            log.epoch_losses.append(total.item() / count)
         if on_epoch is not None:
             on_epoch(epoch, loss)
     model.eval()

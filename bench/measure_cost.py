@@ -2,6 +2,7 @@
 
     python bench/measure_cost.py [--study configs/mini.toml] [--limit N] [--threads 1]
     python bench/measure_cost.py --study configs/nin_fashion_mnist_small.toml --limit 1
+    python bench/measure_cost.py --width 512 --depth 4   # one MLP of that shape instead
 
 For each network of the study (seed 0 of each grid point, the first N with
 --limit): train it to its target, then compute its whole measure set, one
@@ -14,6 +15,7 @@ set's cost over the whole training, summed over the networks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections import defaultdict
 
@@ -44,11 +46,19 @@ def main() -> None:
     ap.add_argument("--study", default="configs/mini.toml")
     ap.add_argument("--limit", type=int, default=0, help="only the first N networks")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=int, default=0,
+                    help="instead of the grid: one MLP of this width (the first network's other settings)")
+    ap.add_argument("--depth", type=int, default=4, help="... and this depth (with --width)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     study = load_study(args.study)
     specs = [s for s in study.runs() if s.seed == study.seeds[0]]
     specs = specs[:args.limit] if args.limit else specs
+    if args.width:
+        s = specs[0]
+        specs = [dataclasses.replace(s, model="mlp", model_options={
+            **s.model_options, "width": args.width, "depth": args.depth},
+            hp={**s.hp, "width": args.width, "depth": args.depth})]
     train_and_measure(specs[0], max_epochs=1)  # warm-up: one-off imports and compilation
     train_s = measure_s = 0.0
     epochs = 0

@@ -116,7 +116,7 @@ SIZES = {
              "train": {"optimizer": "momentum", "lr": 0.05, "batch_size": 32,
                        "target_loss": 0.05, "max_epochs": 100},
              "knobs": {}},
-    "full": {"n": 4096, "nets": [(2, 32), (3, 64)], "subset": 512, "threads": 0,
+    "full": {"n": 4096, "nets": [(2, 32), (3, 48)], "subset": 512, "threads": 0,
              "train": {"lr": 0.05, "batch_size": 128, "target_loss": 0.01, "max_epochs": 100},
              "knobs": {}},
 }

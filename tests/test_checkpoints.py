@@ -61,8 +61,8 @@ def test_a_checkpoint_round_trips_to_identical_measures(tmp_path):
     assert not bad
     assert json.loads(cols["nan_reasons"]) == json.loads(row["nan_reasons"])
     assert json.loads(cols["measure_methods"]) == json.loads(row["measure_methods"])
-    if "measure.hessian_trace" in row:   # a BN-MLP: linear in each single parameter
-        assert json.loads(row["measure_methods"])["hessian_trace"] == "exact_ggn"
+    if "measure.hessian_trace" in row:   # a BN-MLP: linear in each single parameter, BackPACK
+        assert json.loads(row["measure_methods"])["hessian_trace"] == "exact_ggn_backpack"
     # the rebuilt network is the trained one: same outcomes
     from study.train import evaluate
     assert evaluate(model, data.x_train, data.y_train) == (row["train_loss"], row["train_acc"])

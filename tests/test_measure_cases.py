@@ -231,7 +231,7 @@ def check_hessian_trace(case, res, name):
     """Every case is piecewise linear in each single parameter: the exact GGN trace, which is
     the explicit Hessian's trace (the Hutchinson path: test_measures_curvature.py, Tanh)."""
     H, _, _ = hessian(case)
-    assert res.methods["hessian_trace"] == "exact_ggn"
+    assert res.methods["hessian_trace"] in ("exact_ggn", "exact_ggn_backpack")
     close(res.values[name], np.trace(H), 1e-10 if case.dtype == torch.float64 else 1e-5)
 
 
@@ -409,6 +409,22 @@ def test_every_measure_has_a_reference():
 
 def test_hessian_trace_is_exact_on_piecewise_linear_networks(case):
     check_hessian_trace(case, measured(case), "hessian_trace")
+
+
+BACKPACK_OR_TORCH_FUNC = ["hessian_trace", "fisher_trace", "fisher_fro", "fisher_max_eig"]
+
+
+def test_torch_func_paths_against_reference(case, monkeypatch):
+    """The exact traces and the Fisher Gram matrix without BackPACK (`core.BACKPACK` off, the
+    fallback for networks BackPACK does not support) meet the same references."""
+    from study.measures import core
+    monkeypatch.setattr(core, "BACKPACK", False)
+    res = measure_full(case.model, (case.x, case.y), init=case.init, train_log=case.train_log,
+                       seed=case.seed, knobs=knobs_for(case), names=BACKPACK_OR_TORCH_FUNC)
+    assert res.methods == {"hessian_trace": "exact_ggn", "fisher_trace": "torch.func",
+                           "fisher_fro": "torch.func", "fisher_max_eig": "torch.func"}
+    for name in BACKPACK_OR_TORCH_FUNC:
+        CHECKS[name](case, res, name)
 
 
 @pytest.mark.parametrize("name", NAMES)

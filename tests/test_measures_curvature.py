@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.measures import MeasureContext, TrainLog, Undefined, measure_full, select
+from study.measures import MeasureContext, TrainLog, Undefined, core, measure_full, select
 from study.measures import curvature as C
 from tests import references as R
 from tests.references import explicit_full_grad, explicit_grads
@@ -109,7 +109,7 @@ def test_hessian_max_eig_trace_fro_against_explicit_hessian(spectrum_case):
     k = ctx.knob("hutchinson_probes")
     # a ReLU MLP: hessian_trace is exact (tr H = tr GGN)
     assert C.hessian_trace(ctx) == pytest.approx(np.trace(Hm), rel=1e-12)
-    assert ctx.methods == {"hessian_trace": "exact_ggn"}
+    assert ctx.methods == {"hessian_trace": "exact_ggn_backpack"}
     # the same seeded probes through the explicit Hessian
     V = ctx.rademacher(ctx.generator("hessian"), k, P).double().numpy()
     HV = V @ Hm
@@ -251,8 +251,10 @@ def test_hessian_on_conv_bn_float32_against_explicit_hessian():
     assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 2e-3 * abs(ev[-1])
 
 
+@pytest.mark.parametrize("backpack", [True, False])
 @pytest.mark.parametrize("memory_mb", [512, 0.0005])  # one block; one example per block
-def test_fisher_against_explicit_per_example_gradients(memory_mb):
+def test_fisher_against_explicit_per_example_gradients(memory_mb, backpack, monkeypatch):
+    monkeypatch.setattr(core, "BACKPACK", backpack)
     model, x, y = tiny(2, n=25)
     Gs = explicit_grads(model, x, y)
     F_ = Gs.T @ Gs / len(x)
@@ -260,6 +262,52 @@ def test_fisher_against_explicit_per_example_gradients(memory_mb):
     assert C.fisher_trace(ctx) == pytest.approx(np.trace(F_), rel=1e-10)
     assert C.fisher_fro(ctx) == pytest.approx(np.linalg.norm(F_, "fro"), rel=1e-10)
     assert C.fisher_max_eig(ctx) == pytest.approx(np.linalg.eigvalsh(F_)[-1], rel=1e-9)
+    method = "backpack" if backpack else "torch.func"
+    assert ctx.methods == dict.fromkeys(["fisher_trace", "fisher_fro", "fisher_max_eig"], method)
+
+
+@pytest.mark.parametrize("memory_mb", [512, 0.0005])
+def test_backpack_ggn_trace_equals_the_torch_func_one(memory_mb, monkeypatch):
+    model, x, y = tiny(3, n=30)
+    values = {}
+    for backpack in (True, False):
+        monkeypatch.setattr(core, "BACKPACK", backpack)
+        ctx = MeasureContext(model, x, y, knobs=dict(hessian_examples=0, memory_mb=memory_mb))
+        values[backpack] = C.hessian_trace(ctx), ctx.methods["hessian_trace"]
+    assert values[True][1] == "exact_ggn_backpack" and values[False][1] == "exact_ggn"
+    assert values[True][0] == pytest.approx(values[False][0], rel=1e-12)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(D, D), nn.Linear(D, K)
+
+    def forward(self, x):
+        return self.b(x + torch.relu(self.a(x)))
+
+
+def test_backpack_only_where_every_module_is_supported_and_never_on_the_users_model():
+    model, x, y = tiny(2, n=25)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = MeasureContext(model, x, y, knobs=dict(fisher_examples=0, hessian_examples=0))
+    C.fisher_trace(ctx), C.fisher_fro(ctx), C.hessian_trace(ctx)
+    assert ctx.methods["fisher_trace"] == "backpack"
+    assert not any(hasattr(m, "_backpack_extend") for m in model.modules())
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+    assert all(p.grad is None and not hasattr(p, "grad_batch") for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # a custom forward: the torch.func paths, the same values as explicit gradients
+    torch.manual_seed(0)
+    res = Residual().double()
+    Gs = explicit_grads(res, x, y)
+    ctx = MeasureContext(res, x, y, knobs=dict(fisher_examples=0))
+    assert C.fisher_trace(ctx) == pytest.approx((Gs ** 2).sum() / len(x), rel=1e-10)
+    assert ctx.methods == {"fisher_trace": "torch.func"}
+    # Tanh: per-example gradients by BackPACK, the exact GGN path not taken
+    ctx = MeasureContext(nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, K)).double(), x, y)
+    assert core.backpack_supports(ctx, second_order=False)
+    assert not core.backpack_supports(ctx, second_order=True)
 
 
 def test_fisher_subset_is_a_seeded_subset():
@@ -317,5 +365,6 @@ def test_family_is_deterministic_and_seeded():
               "hessian_fro", "grad_variance"}
     assert all(a.values[n] != c.values[n] for n in seeded)
     # exact on this ReLU MLP, on all 40 examples: no draw left to seed
-    assert a.methods == {"hessian_trace": "exact_ggn"}
+    assert a.methods == {"hessian_trace": "exact_ggn_backpack", "fisher_trace": "backpack",
+                         "fisher_fro": "backpack", "fisher_max_eig": "backpack"}
     assert a.values["hessian_trace"] == c.values["hessian_trace"]

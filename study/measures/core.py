@@ -12,14 +12,18 @@ mini-batches), `make_hvp` (Hessian-vector products, reverse-over-reverse),
 `per_example_grads` and `ggn_trace_terms` (per-example traces of the
 generalised Gauss-Newton matrix, exact, from per-class vector-Jacobian
 products), with `linear_in_each_parameter` saying where that trace is the
-Hessian's. The trained network's margins and γ close the module.
+Hessian's; the same quantities by BackPACK (`backpack_sq_grad_norms`,
+`backpack_grads`, `backpack_ggn_diag_sum`) where `backpack_supports` says it
+handles every module. The trained network's margins and γ close the module.
 All losses are cross-entropies, the network in eval mode.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -377,6 +381,183 @@ def per_example_grad_block(ctx: MeasureContext) -> int:
     if ctx.device.type == "cpu":
         c = min(c, max(2, int(_CPU_BLOCK_BYTES // (flat(ctx).numel() * itemsize(ctx)))))
     return c
+
+
+# -- BackPACK ------------------------------------------------------------------------
+# Per-example gradients, their squared norms and the exact GGN diagonal in one backward
+# pass each (Dangel et al. 2020), where every module is one BackPACK supports for the
+# extension (`backpack_supports`); elsewhere the torch.func paths above. BackPACK runs on
+# an extended deep copy of the network (`backpack_model`): the user's module is never
+# touched. Losses are summed over the examples of a chunk, so BackPACK's individual
+# gradients are the per-example ones (a mean would scale them by 1/n, their squared
+# norms by 1/n²); the callers divide by n.
+
+BACKPACK = True  # False: always the torch.func paths (tests compare the two)
+
+_BP_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_BP_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_BP_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+# Parameter-free modules that first-order extensions leave to autograd.
+_BP_AUTOGRAD = PIECEWISE_LINEAR + (nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU,
+                                   nn.SiLU, nn.Softplus)
+
+
+def _backpack_leaf(m: nn.Module, second_order: bool, dtype: torch.dtype) -> bool:
+    """Whether BackPACK handles this module exactly as PyTorch computes it (conservative)."""
+    t = type(m)
+    if t in LINEAR:
+        return True
+    if t in CONV:
+        return m.padding_mode == "zeros" and not isinstance(m.padding, str)
+    if t in BATCHNORM:   # eval mode with running statistics, affine (BackPACK reads .weight)
+        return (not m.training and m.track_running_stats and m.affine
+                and m.running_mean is not None and m.running_var is not None)
+    if list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)):
+        return False
+    if not second_order:
+        return t in _BP_AUTOGRAD
+    if t in (nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout):
+        return True
+    avg_ok = dtype == torch.get_default_dtype()  # BackPACK builds its pooling kernels in it
+    if t in _BP_POOL:
+        return avg_ok and m.count_include_pad and not m.ceil_mode and getattr(m, "divisor_override", None) is None
+    if t in _BP_MAXPOOL:
+        d = m.dilation if isinstance(m.dilation, tuple) else (m.dilation,)
+        return set(d) == {1} and not m.ceil_mode and not m.return_indices
+    if t in _BP_ADAPTIVE:  # BackPACK needs the output size to divide the input's: keep to 1
+        o = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+        return avg_ok and all(v == 1 for v in o)
+    return False
+
+
+def backpack_supports(ctx: MeasureContext, second_order: bool) -> bool:
+    """Whether BackPACK computes the network's per-example gradients (``second_order``
+    False: BatchGrad, BatchL2Grad) or its exact GGN diagonal (True: DiagGGNExact) exactly
+    (cached). Conservative: the network is an ``nn.Sequential`` of nested ``nn.Sequential``
+    and supported leaves (`_backpack_leaf`: Linear, Conv*d with zero padding, BatchNorm*d in
+    eval mode, and parameter-free layers; DiagGGNExact only ReLU, Flatten, Identity, Dropout
+    and plain pooling, average pooling in torch's default dtype only), no module used twice, no parameter shared, 2-D logits. False when
+    `BACKPACK` is off or BackPACK does not import."""
+    def check() -> bool:
+        if not BACKPACK:
+            return False
+        try:
+            import backpack  # noqa: F401
+        except Exception as e:  # noqa: BLE001  (a broken install: the torch.func paths)
+            log.warning("BackPACK unavailable (%s): per-example gradients by torch.func", e)
+            return False
+        if type(ctx.model) is not nn.Sequential:
+            return False
+        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
+        if len({id(m) for m in mods}) < len(mods):
+            return False
+        shared = list(ctx.model.named_parameters(remove_duplicate=False))
+        if len({id(p) for _, p in shared}) < len(shared):
+            return False
+        for m in mods:
+            if list(m.children()):
+                if type(m) is not nn.Sequential:
+                    return False
+            elif not _backpack_leaf(m, second_order, ctx.dtype):
+                return False
+        with torch.no_grad():
+            return ctx.forward(ctx.params, ctx.x[:1]).dim() == 2
+    return ctx.cached(f"core.backpack_supports.{int(second_order)}", check)
+
+
+def backpack_model(ctx: MeasureContext) -> nn.Module:
+    """A deep copy of the network with the trained parameters and buffers, in eval mode,
+    extended for BackPACK (cached); the user's module is left as it is."""
+    def make() -> nn.Module:
+        from backpack import extend
+        model = copy.deepcopy(ctx.model).eval()
+        with torch.no_grad():
+            for n, t in ctx.params.items():
+                model.get_parameter(n).copy_(t)
+            for n, t in ctx.buffers.items():
+                model.get_buffer(n).copy_(t)
+        return extend(model)
+    return ctx.cached("core.backpack_model", make)
+
+
+def _backpack_pass(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor, extension,
+                   fields: tuple[str, ...]) -> dict[str, list[torch.Tensor]]:
+    """One forward and backward pass of the summed cross-entropy on ``(x, y)`` with a
+    BackPACK ``extension``; per field, the quantity of each trained parameter (``ctx.params``
+    order), taken off the parameters (and their ``.grad`` cleared)."""
+    from backpack import backpack, extend
+    model = backpack_model(ctx)
+    params = [model.get_parameter(n) for n in ctx.params]
+    loss = extend(nn.CrossEntropyLoss(reduction="sum"))(model(x), y)
+    with backpack(extension), warnings.catch_warnings():
+        # BackPACK's hook on the first module fires with no input requiring a gradient
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        loss.backward()
+    out = {f: [] for f in fields}
+    for p in params:
+        for f in fields:
+            out[f].append(getattr(p, f).detach())
+            delattr(p, f)
+        p.grad = None
+    return out
+
+
+def _backpack_block(ctx: MeasureContext, per_example_scalars: float) -> int:
+    """Examples per BackPACK pass under the memory budget: ``per_example_scalars`` held
+    per example besides the activations BackPACK keeps."""
+    return fit(ctx, (per_example_scalars + 6 * probe(ctx).outputs) * itemsize(ctx))
+
+
+def _largest_param(ctx: MeasureContext) -> int:
+    return max(p.numel() for p in ctx.params.values())
+
+
+def backpack_sq_grad_norms(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """‖g_i‖² (float64) of the per-example gradients, BackPACK's ``BatchL2Grad`` (summed
+    over the parameters; no gradient is stored: Linear layers never form one, a conv layer
+    one layer at a time)."""
+    from backpack.extensions import BatchL2Grad
+    c = _backpack_block(ctx, 2 * _largest_param(ctx))
+    out = []
+    for i in range(0, len(x), c):
+        sq = _backpack_pass(ctx, x[i:i + c], y[i:i + c], BatchL2Grad(), ("batch_l2",))["batch_l2"]
+        out.append(sum(s.double() for s in sq))
+    return torch.cat(out)
+
+
+def backpack_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Per-example gradients by BackPACK's ``BatchGrad``: one n × (its size) matrix per
+    parameter (``ctx.params`` order), not flattened into one vector; passes of
+    `backpack_grad_block` examples."""
+    from backpack.extensions import BatchGrad
+    c = backpack_grad_block(ctx)
+    out = [torch.empty(len(x), p.numel(), dtype=p.dtype, device=p.device) for p in ctx.params.values()]
+    for i in range(0, len(x), c):
+        g = _backpack_pass(ctx, x[i:i + c], y[i:i + c], BatchGrad(), ("grad_batch",))["grad_batch"]
+        for o, t in zip(out, g):
+            o[i:i + c] = t.flatten(1)
+    return out
+
+
+def backpack_grad_block(ctx: MeasureContext) -> int:
+    """Examples per ``BatchGrad`` pass under the memory budget (each holds its P gradients)."""
+    return _backpack_block(ctx, flat(ctx).numel() + _largest_param(ctx))
+
+
+def backpack_ggn_diag_sum(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Σ_n tr(J_nᵀ Λ_n J_n) (see `ggn_trace_terms`): the summed diagonal of the exact GGN of
+    the summed cross-entropy, BackPACK's ``DiagGGNExact`` (a K-column square root of Λ
+    backpropagated; a conv layer forms K per-example gradients at a time)."""
+    from backpack.extensions import DiagGGNExact
+    with torch.no_grad():
+        k = int(ctx.forward(ctx.params, x[:1]).shape[-1])
+    conv = max([m.weight.numel() for m in ctx.model.modules() if type(m) in CONV] or [0])
+    c = _backpack_block(ctx, k * (conv + 4 * probe(ctx).outputs))
+    total = 0.0
+    for i in range(0, len(x), c):
+        d = _backpack_pass(ctx, x[i:i + c], y[i:i + c], DiagGGNExact(), ("diag_ggn_exact",))
+        total += float(sum(t.double().sum() for t in d["diag_ggn_exact"]))
+    return total
 
 
 # -- margins of the trained network ---------------------------------------------------

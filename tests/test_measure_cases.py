@@ -416,9 +416,11 @@ BACKPACK_OR_TORCH_FUNC = ["hessian_trace", "fisher_trace", "fisher_fro", "fisher
 
 def test_torch_func_paths_against_reference(case, monkeypatch):
     """The exact traces and the Fisher Gram matrix without BackPACK (`core.BACKPACK` off, the
-    fallback for networks BackPACK does not support) meet the same references."""
+    fallback for networks BackPACK does not support) and without the factored Gram matrix
+    (`core.FACTORED_GRAM` off) meet the same references."""
     from study.measures import core
     monkeypatch.setattr(core, "BACKPACK", False)
+    monkeypatch.setattr(core, "FACTORED_GRAM", False)
     res = measure_full(case.model, (case.x, case.y), init=case.init, train_log=case.train_log,
                        seed=case.seed, knobs=knobs_for(case), names=BACKPACK_OR_TORCH_FUNC)
     assert res.methods == {"hessian_trace": "exact_ggn", "fisher_trace": "torch.func",

@@ -110,18 +110,45 @@ def test_hessian_max_eig_trace_fro_against_explicit_hessian(spectrum_case):
     # a ReLU MLP: hessian_trace is exact (tr H = tr GGN)
     assert C.hessian_trace(ctx) == pytest.approx(np.trace(Hm), rel=1e-12)
     assert ctx.methods == {"hessian_trace": "exact_ggn_backpack"}
-    # the same seeded probes through the explicit Hessian
-    V = ctx.rademacher(ctx.generator("hessian"), k, P).double().numpy()
-    HV = V @ Hm
     hutch = C.hessian_spectrum(ctx)["trace"]
-    assert hutch == pytest.approx((V * HV).sum(1).mean(), rel=1e-9)
-    assert C.hessian_fro(ctx) == pytest.approx(math.sqrt((HV ** 2).sum(1).mean()), rel=1e-9)
-    # Hutchinson with Rademacher probes: Var(vᵀMv) = 2(‖M‖_F² − Σ M_ii²); 4 standard errors.
+    # deflated Hutchinson (the seeded probes: test_hessian_trace_fro_deflated_by_the_krylov_basis);
+    # its variance is at most plain Hutchinson's with Rademacher probes, 2(‖M‖_F² − Σ M_ii²)/k
     sd_tr = math.sqrt(2 * ((Hm ** 2).sum() - (np.diag(Hm) ** 2).sum()) / k)
     assert abs(hutch - np.trace(Hm)) <= 4 * sd_tr
     H2 = Hm @ Hm
     sd_f2 = math.sqrt(2 * ((H2 ** 2).sum() - (np.diag(H2) ** 2).sum()) / k)
     assert abs(C.hessian_fro(ctx) ** 2 - (Hm ** 2).sum()) <= 4 * sd_f2
+
+
+def deflated_reference(Hm: np.ndarray, V: np.ndarray, m: int) -> tuple[float, float]:
+    """Hutch++ with the Krylov basis of V[0]: Q spans {v, Hv, …, H^(m−1)v} (QR of the
+    explicit powers), tr H ≈ tr(QᵀHQ) + mean u·Hu and ‖H‖_F² ≈ ‖HQ‖_F² + mean ‖Hu‖², the
+    rows u of V[1:] projected off Q."""
+    K = [V[0]]
+    for _ in range(m - 1):
+        K.append(Hm @ K[-1])
+    Q, _ = np.linalg.qr(np.stack(K, 1))
+    U = V[1:] - (V[1:] @ Q) @ Q.T
+    HU = U @ Hm
+    HQ = Hm @ Q
+    return (np.trace(Q.T @ HQ) + (U * HU).sum(1).mean(),
+            math.sqrt((HQ ** 2).sum() + (HU ** 2).sum(1).mean()))
+
+
+def test_hessian_trace_fro_deflated_by_the_krylov_basis():
+    """hessian_spectrum's trace and ‖H‖_F: the 3-step Krylov basis of the first SLQ probe
+    deflates the last hutchinson_probes seeded probes (Hutch++), against explicit powers
+    of the explicit Hessian."""
+    model, x, y = tanh_net()
+    Hm = R.explicit_hessian(model, x, y)
+    k, m = 5, 3
+    ctx = MeasureContext(model, x, y, knobs=dict(hessian_examples=0, hutchinson_probes=k, slq_probes=1,
+                                                 slq_steps=m, lanczos_max_steps=m), seed=5)
+    got = C.hessian_spectrum(ctx)
+    V = ctx.rademacher(ctx.generator("hessian"), 1 + k, Hm.shape[0]).double().numpy()
+    tr, fro = deflated_reference(Hm, V, m)
+    assert got["trace"] == pytest.approx(tr, rel=1e-9)
+    assert got["fro"] == pytest.approx(fro, rel=1e-9)
 
 
 def tanh_net(seed=0, n=40):
@@ -136,11 +163,13 @@ def test_hessian_trace_is_hutchinson_where_the_output_is_not_linear_in_each_para
     model, x, y = tanh_net()
     Hm = R.explicit_hessian(model, x, y)
     k = 400
-    ctx = MeasureContext(model, x, y, knobs=dict(hessian_examples=0, hutchinson_probes=k), seed=5)
+    ctx = MeasureContext(model, x, y, knobs=dict(hessian_examples=0, hutchinson_probes=k, slq_probes=1,
+                                                 slq_steps=3, lanczos_max_steps=3), seed=5)
     got = C.hessian_trace(ctx)
     assert ctx.methods == {"hessian_trace": "hutchinson"}
-    V = ctx.rademacher(ctx.generator("hessian"), k, Hm.shape[0]).double().numpy()
-    assert got == pytest.approx((V * (V @ Hm)).sum(1).mean(), rel=1e-9)  # the seeded probes
+    V = ctx.rademacher(ctx.generator("hessian"), 1 + k, Hm.shape[0]).double().numpy()
+    # the seeded probes, deflated by the Krylov basis of the SLQ probe
+    assert got == pytest.approx(deflated_reference(Hm, V, 3)[0], rel=1e-9)
     assert abs(got - np.trace(Hm)) <= 4 * R.hutchinson_sd(Hm, k)
     # the GGN trace differs from tr H here: the exact path would be wrong
     ggn = float(C.core.ggn_trace_terms(ctx, x).mean())
@@ -251,10 +280,12 @@ def test_hessian_on_conv_bn_float32_against_explicit_hessian():
     assert abs(C.hessian_max_eig(ctx) - ev[-1]) <= 2e-3 * abs(ev[-1])
 
 
+@pytest.mark.parametrize("factored", [True, False])
 @pytest.mark.parametrize("backpack", [True, False])
 @pytest.mark.parametrize("memory_mb", [512, 0.0005])  # one block; one example per block
-def test_fisher_against_explicit_per_example_gradients(memory_mb, backpack, monkeypatch):
+def test_fisher_against_explicit_per_example_gradients(memory_mb, backpack, factored, monkeypatch):
     monkeypatch.setattr(core, "BACKPACK", backpack)
+    monkeypatch.setattr(core, "FACTORED_GRAM", factored)
     model, x, y = tiny(2, n=25)
     Gs = explicit_grads(model, x, y)
     F_ = Gs.T @ Gs / len(x)
@@ -263,7 +294,8 @@ def test_fisher_against_explicit_per_example_gradients(memory_mb, backpack, monk
     assert C.fisher_fro(ctx) == pytest.approx(np.linalg.norm(F_, "fro"), rel=1e-10)
     assert C.fisher_max_eig(ctx) == pytest.approx(np.linalg.eigvalsh(F_)[-1], rel=1e-9)
     method = "backpack" if backpack else "torch.func"
-    assert ctx.methods == dict.fromkeys(["fisher_trace", "fisher_fro", "fisher_max_eig"], method)
+    gram = "factored_linear" if factored else method
+    assert ctx.methods == {"fisher_trace": method, "fisher_fro": gram, "fisher_max_eig": gram}
 
 
 @pytest.mark.parametrize("memory_mb", [512, 0.0005])
@@ -304,6 +336,20 @@ def test_backpack_only_where_every_module_is_supported_and_never_on_the_users_mo
     ctx = MeasureContext(res, x, y, knobs=dict(fisher_examples=0))
     assert C.fisher_trace(ctx) == pytest.approx((Gs ** 2).sum() / len(x), rel=1e-10)
     assert ctx.methods == {"fisher_trace": "torch.func"}
+    # ... its Gram matrix factored per layer all the same (each Linear used once on 2-D input)
+    F_ = Gs.T @ Gs / len(x)
+    assert C.fisher_fro(ctx) == pytest.approx(np.linalg.norm(F_, "fro"), rel=1e-10)
+    assert ctx.methods["fisher_fro"] == "factored_linear"
+
+
+def test_factored_gram_with_many_examples_against_backpack():
+    """Beyond 256 examples fisher_max_eig takes ARPACK's Lanczos on G: the same λ_max."""
+    model, x, y = tiny(4, n=300)
+    ctx = MeasureContext(model, x, y, knobs=dict(fisher_examples=0))
+    G = C.backpack_gram(ctx)
+    assert C._gram(ctx, "fisher_fro") == pytest.approx(G, rel=1e-9, abs=1e-12 * np.abs(G).max())
+    assert C.fisher_max_eig(ctx) == pytest.approx(np.linalg.eigvalsh(G)[-1] / len(G), rel=1e-9)
+    assert ctx.methods["fisher_max_eig"] == "factored_linear"
     # Tanh: per-example gradients by BackPACK, the exact GGN path not taken
     ctx = MeasureContext(nn.Sequential(nn.Linear(D, H), nn.Tanh(), nn.Linear(H, K)).double(), x, y)
     assert core.backpack_supports(ctx, second_order=False)
@@ -366,5 +412,5 @@ def test_family_is_deterministic_and_seeded():
     assert all(a.values[n] != c.values[n] for n in seeded)
     # exact on this ReLU MLP, on all 40 examples: no draw left to seed
     assert a.methods == {"hessian_trace": "exact_ggn_backpack", "fisher_trace": "backpack",
-                         "fisher_fro": "backpack", "fisher_max_eig": "backpack"}
+                         "fisher_fro": "factored_linear", "fisher_max_eig": "factored_linear"}
     assert a.values["hessian_trace"] == c.values["hessian_trace"]

@@ -393,6 +393,7 @@ def per_example_grad_block(ctx: MeasureContext) -> int:
 # norms by 1/n²); the callers divide by n.
 
 BACKPACK = True  # False: always the torch.func paths (tests compare the two)
+FACTORED_GRAM = True  # the Gram matrix of a fully connected network per layer (`linear_gram`); False: off
 
 _BP_POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _BP_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
@@ -580,3 +581,84 @@ def gamma(ctx: MeasureContext) -> float:
     if not g > 0 or not math.isfinite(g):
         raise Undefined(f"margin γ = {g:.4g} ≤ 0 (10th percentile of training margins)")
     return g
+
+
+# -- Gram matrix of per-example gradients of a fully connected network ----------------
+
+
+def linear_gram_supported(ctx: MeasureContext) -> bool:
+    """Whether every trained parameter belongs to an ``nn.Linear`` used once on 2-D input
+    (no weight sharing; cached): there a per-example gradient factors per layer and
+    `linear_gram` applies. Parameter-free modules may sit anywhere in between."""
+    def check() -> bool:
+        if not FACTORED_GRAM:
+            return False
+        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
+        if len({id(m) for m in mods}) < len(mods):
+            return False
+        owners: dict[str, nn.Module] = {}
+        for name, m in ctx.model.named_modules():
+            for pname, _ in m.named_parameters(recurse=False):
+                owners[f"{name}.{pname}" if name else pname] = m
+        if not ctx.params or any(n not in owners or type(owners[n]) is not nn.Linear for n in ctx.params):
+            return False
+        linears = {id(m): m for m in owners.values()}
+        if any(n not in ctx.params for n, m in owners.items()):
+            return False  # a frozen parameter of a Linear: keep to the general path
+        seen: list[bool] = []
+        hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].dim() == 2))
+                 for m in linears.values()]
+        try:
+            with torch.no_grad():
+                ctx.forward(ctx.params, ctx.x[:2])
+        finally:
+            for h in hooks:
+                h.remove()
+        return len(seen) == len(linears) and all(seen)
+    return ctx.cached("core.linear_gram_supported", check)
+
+
+def linear_gram(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """G_ij = g_i·g_j (float64, n × n) of the per-example gradients g_i = ∇_w ℓ(f(x_i), y_i)
+    of a network whose trained parameters are all ``nn.Linear`` layers used once on 2-D
+    input (`linear_gram_supported`). Exact, without forming a gradient: a layer's
+    per-example gradient is the outer product δ_i a_iᵀ of the gradient δ_i of ℓ_i at its
+    output and its input a_i (the bias gradient δ_i), so its share of g_i·g_j is
+    (δ_i·δ_j)(a_i·a_j + 1) — n²·(d_in + d_out) work per layer rather than n²·d_in·d_out.
+    The δ_i come from one backward pass of the summed loss (the network is in eval mode,
+    so no example affects another's output)."""
+    linears = [m for m in ctx.model.modules() if type(m) is nn.Linear]
+    acts: list[list[torch.Tensor]] = [[] for _ in linears]
+    deltas: list[list[torch.Tensor]] = [[] for _ in linears]
+    outs: list[torch.Tensor] = []
+    order: list[int] = []
+    pos = {id(m): k for k, m in enumerate(linears)}
+
+    def hook(mod, inp, out):
+        acts[pos[id(mod)]].append(inp[0].detach())
+        order.append(pos[id(mod)])
+        outs.append(out)
+
+    b = int(ctx.knob(EVAL_BATCH))
+    hooks = [m.register_forward_hook(hook) for m in linears]
+    try:
+        for i in range(0, len(x), b):
+            outs.clear()
+            order.clear()
+            xb = x[i:i + b].detach().clone().requires_grad_(True)  # every output then has a graph
+            with torch.enable_grad():
+                loss = F.cross_entropy(ctx.forward(ctx.params, xb), y[i:i + b], reduction="sum")
+                ds = torch.autograd.grad(loss, outs)
+            for k, d in zip(order, ds):
+                deltas[k].append(d.detach())
+    finally:
+        for h in hooks:
+            h.remove()
+    G = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
+    for m, a, d in zip(linears, acts, deltas):
+        A, D = torch.cat(a), torch.cat(d)
+        AA = A @ A.T
+        if m.bias is not None:
+            AA = AA + 1
+        G += (AA * (D @ D.T)).double()
+    return G

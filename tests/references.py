@@ -445,17 +445,18 @@ def filter_directions(model, k: int, gen) -> torch.Tensor:
 
 def sgld_local_energy(model, x, y, gen, gamma, temperature, steps, lr, burnin,
                       batch_size) -> float:
-    """mean_{k > burnin} L_{B_k}(w'_k) − L(w) along w'_{k+1} = w'_k − η(∇L_{B_k}(w'_k)/T +
-    γ(w'_k − w)) + √(2η) ξ_k from w'_0 = w: the batches first, then the noise, from ``gen``."""
+    """mean_{k > burnin} [L_{B_k}(w'_k) − L_{B_k}(w)] along w'_{k+1} = w'_k − η(∇L_{B_k}(w'_k)/T +
+    γ(w'_k − w)) + √(2η) ξ_k from w'_0 = w: the batches first, then the noise, from ``gen``
+    (the mini-batch loss at w subtracted batch by batch: the control variate)."""
     w = flat_params(model)
     idx = minibatch_index(len(x), gen, batch_size, steps + 1)
     v, total = w.clone(), 0.0
     for k in range(steps + 1):
         L, g = loss_and_grad(model, x[idx[k]], y[idx[k]], v)
         if k > burnin:
-            total += L
+            with torch.no_grad():
+                total += L - loss_fn(model, x[idx[k]], y[idx[k]])(w).item()
         if k < steps:
             xi = torch.randn(w.numel(), generator=gen).to(w.dtype)
             v = v - lr * (g / temperature + gamma * (v - w)) + math.sqrt(2 * lr) * xi
-    with torch.no_grad():
-        return total / (steps - burnin) - loss_fn(model, x, y)(w).item()
+    return total / (steps - burnin)

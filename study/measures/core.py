@@ -308,6 +308,16 @@ def per_example_grads(ctx: MeasureContext, x: torch.Tensor, y: torch.Tensor,
     return out
 
 
+def _reuses_weights(model: nn.Module, modules_with_params_only: bool = False) -> bool:
+    """Whether a module is registered twice (only those holding parameters, if
+    ``modules_with_params_only``) or a parameter is shared between modules."""
+    mods = [m for _, m in model.named_modules(remove_duplicate=False)]
+    if modules_with_params_only:
+        mods = [m for m in mods if list(m.parameters(recurse=False))]
+    params = [p for _, p in model.named_parameters(remove_duplicate=False)]
+    return len({id(m) for m in mods}) < len(mods) or len({id(p) for p in params}) < len(params)
+
+
 def linear_in_each_parameter(ctx: MeasureContext) -> bool:
     """Whether the network's output is, by construction, linear in each single parameter
     (piecewise, almost everywhere), so that the diagonal of every ∇²f_k vanishes (cached).
@@ -319,14 +329,9 @@ def linear_in_each_parameter(ctx: MeasureContext) -> bool:
     block) answers False.
     """
     def check() -> bool:
-        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
-        with_params = [m for m in mods if list(m.parameters(recurse=False))]
-        if len({id(m) for m in with_params}) < len(with_params):
+        if _reuses_weights(ctx.model, modules_with_params_only=True):
             return False
-        shared = list(ctx.model.named_parameters(remove_duplicate=False))
-        if len({id(p) for _, p in shared}) < len(shared):
-            return False
-        for m in mods:
+        for m in ctx.model.modules():
             t = type(m)
             if t is nn.Sequential or t in LINEAR + CONV or t in PIECEWISE_LINEAR:
                 continue
@@ -449,13 +454,9 @@ def backpack_supports(ctx: MeasureContext, second_order: bool) -> bool:
             return False
         if type(ctx.model) is not nn.Sequential:
             return False
-        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
-        if len({id(m) for m in mods}) < len(mods):
+        if _reuses_weights(ctx.model):
             return False
-        shared = list(ctx.model.named_parameters(remove_duplicate=False))
-        if len({id(p) for _, p in shared}) < len(shared):
-            return False
-        for m in mods:
+        for m in ctx.model.modules():
             if list(m.children()):
                 if type(m) is not nn.Sequential:
                     return False
@@ -593,8 +594,7 @@ def linear_gram_supported(ctx: MeasureContext) -> bool:
     def check() -> bool:
         if not FACTORED_GRAM:
             return False
-        mods = [m for _, m in ctx.model.named_modules(remove_duplicate=False)]
-        if len({id(m) for m in mods}) < len(mods):
+        if _reuses_weights(ctx.model):
             return False
         owners: dict[str, nn.Module] = {}
         for name, m in ctx.model.named_modules():

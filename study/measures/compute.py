@@ -38,10 +38,18 @@ def _sync(device: torch.device) -> None:
 
 
 def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> MeasureResult:
-    """Each measure in turn; a failure gives NaN and a logged reason, never an exception."""
+    """Each measure in turn; a failure gives NaN and a logged reason, never an exception.
+
+    ``seconds``: each measure's own time plus an equal share of every piece of shared
+    work (`MeasureContext.cached`: a Lanczos run, per-example gradients, a searched
+    scale) among the measures of this selection that asked for it, whichever came
+    first; the seconds sum to the selection's wall time."""
     res = MeasureResult()
+    before = dict(ctx.shared_seconds)
     for m in measures:
         value, reason = math.nan, None
+        ctx.current = m.name
+        shared0 = sum(ctx.shared_seconds.values())
         t0 = time.perf_counter()
         have = {"init": ctx.init_params is not None, "train_log": ctx.train_log is not None}
         missing = [n for n in m.needs if not have[n]]
@@ -58,16 +66,32 @@ def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> Meas
                 reason = f"{type(e).__name__}: {e}"
                 log.warning("measure %s failed", m.name, exc_info=True)
         _sync(ctx.device)
-        res.seconds[m.name] = time.perf_counter() - t0
+        ctx.current = None
+        # own time: the shared work computed meanwhile is charged below
+        res.seconds[m.name] = time.perf_counter() - t0 - (sum(ctx.shared_seconds.values()) - shared0)
         res.values[m.name] = value
         if reason is not None:
             res.reasons[m.name] = reason
             log.info("measure.%s is NaN: %s", m.name, reason)
         if progress is not None:
             progress(m.name)
+    _charge_shared(ctx, res, before)
     res.artifacts = dict(ctx.artifacts)
     res.methods = dict(ctx.methods)
     return res
+
+
+def _charge_shared(ctx: MeasureContext, res: MeasureResult, before: dict[str, float]) -> None:
+    """Add each shared computation made during this `compute` to its users' seconds, in
+    equal parts (to the measures of this selection that asked for it)."""
+    for key, took in ctx.shared_seconds.items():
+        if key in before:
+            continue
+        users = [u for u in ctx.shared_users.get(key, ()) if u in res.seconds]
+        if not users:   # asked for outside any measure: charge nobody
+            continue
+        for u in users:
+            res.seconds[u] += took / len(users)
 
 
 def repeat_seed(seed: int, r: int) -> int:

@@ -5,7 +5,9 @@ device, the parameters as a functional dict (so perturbations never touch
 the module), the initial parameters when known, the training log, the knobs
 and the run seed. Shared intermediate results (margins, searched scales,
 Hessian spectra) are memoised with `cached`, so measures that share them
-pay once; the first measure to ask is charged the time. What is computed
+pay once; `cached` times each computation (exclusive of the shared work it
+asks for in turn) and records which measures asked, so that `compute` can
+charge the time to all of them in equal parts. What is computed
 from the network (perturbed losses, gradients, HVPs) lives in `core`.
 
 Every random draw comes from `generator(name)`, a CPU generator seeded from
@@ -16,6 +18,7 @@ device, so the same weights give the same draws on CPU and CUDA.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any, Callable
 
 import torch
@@ -33,6 +36,12 @@ def stable_seed(*parts: Any) -> int:
     """A 63-bit seed from the parts, the same on every machine and Python."""
     h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
+
+
+class _Failed:
+    """A cached computation that raised: the exception, raised again on each ask."""
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 class MeasureContext:
@@ -61,6 +70,12 @@ class MeasureContext:
                 raise ValueError(f"initial weights lack parameters {missing[:5]}")
             self.init_params = {n: self.init_state[n] for n in self.params}
         self._cache: dict[str, Any] = {}
+        # shared-work accounting for `compute`: the measure running now, each cached
+        # key's exclusive seconds and the measures that asked for it
+        self.current: str | None = None
+        self.shared_seconds: dict[str, float] = {}
+        self.shared_users: dict[str, list[str]] = {}
+        self._timing: list[float] = []   # per open `cached` computation: nested seconds
         # Arrays kept for plots (Hessian density, loss curves): name -> list of floats.
         # The runner stores each as a list column ``artifact.<name>``.
         self.artifacts: dict[str, list[float]] = {}
@@ -73,9 +88,35 @@ class MeasureContext:
         return self.knobs[name]
 
     def cached(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` once per context under ``key``, timed, its users recorded. An
+        exception is remembered too and raised again to every later caller (a search
+        that fails for one measure is not rerun for each of its siblings)."""
+        users = self.shared_users.setdefault(key, [])
+        if self.current is not None and self.current not in users:
+            users.append(self.current)
         if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
+            self._sync()
+            t0 = time.perf_counter()
+            self._timing.append(0.0)
+            try:
+                self._cache[key] = fn()
+            except Exception as e:
+                self._cache[key] = _Failed(e)
+            finally:
+                self._sync()
+                took = time.perf_counter() - t0
+                nested = self._timing.pop()
+                self.shared_seconds[key] = took - nested
+                if self._timing:
+                    self._timing[-1] += took
+        out = self._cache[key]
+        if isinstance(out, _Failed):
+            raise out.error
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def generator(self, name: str) -> torch.Generator:
         """A CPU generator seeded from the run seed and ``name``."""

@@ -319,6 +319,19 @@ def module_err(model, vec, x, y) -> float:
 def mc_mean_err(model, x, y, gen, samples, what, s) -> float:
     """Mean error over the M seeded draws: draw k is the k-th randn(ω_all) of ``gen``,
     u = s·z (σ) or u_i = z_i·sqrt(s²w_i² + ε²) (σ')."""
+    return float(np.mean(mc_errs(model, x, y, gen, samples, what, s)))
+
+
+def mc_rise_ucb(model, x, y, gen, samples, what, s, err0, z) -> float:
+    """The σ criterion's upper confidence bound of the rise: mean(e_k) − err0 +
+    z·sd(e_k)/√M over the M seeded draws' error rates e_k (sd with ddof = 1)."""
+    e = np.asarray(mc_errs(model, x, y, gen, samples, what, s))
+    sd = e.std(ddof=1) if samples > 1 else 0.0
+    return float(e.mean() - err0 + z * sd / np.sqrt(samples))
+
+
+def mc_errs(model, x, y, gen, samples, what, s) -> list[float]:
+    """The M seeded draws' error rates (as `mc_mean_err` draws them)."""
     dt = next(model.parameters()).dtype
     w = flat_params(model).double().numpy()
     errs = []
@@ -326,7 +339,7 @@ def mc_mean_err(model, x, y, gen, samples, what, s) -> float:
         z = torch.randn(w.size, generator=gen).double().numpy()
         std = s if what == "sigma" else np.sqrt(s * s * w * w + EPS * EPS)
         errs.append(module_err(model, torch.tensor(w + std * z, dtype=dt), x, y))
-    return float(np.mean(errs))
+    return errs
 
 
 def ascent_max_err(model, x, y, gen, steps, restarts, what, s) -> float:

@@ -41,7 +41,7 @@ def knobs_for(case: Case) -> dict:
     """Cheap settings, except where a reference needs more: full-length Lanczos (so the
     SLQ quadrature of each probe is exact) and many Hutchinson probes."""
     P = case.n_params
-    return dict(flat_rtol=0.005, flat_samples=10, flat_steps=5, flat_restarts=1,
+    return dict(flat_rtol=0.005, flat_samples=10, flat_confidence=1.645, flat_steps=5, flat_restarts=1,
                 keskar_maxiter=10, keskar_examples=0, hessian_examples=0,
                 hutchinson_probes=H_PROBES, slq_probes=SLQ_PROBES, slq_steps=P,
                 lanczos_max_steps=P, fisher_examples=0, grad_var_batches=64,
@@ -151,24 +151,27 @@ _SCALE_OF = {"sigma": "pacbayes_flatness", "sigma_mag": "pacbayes_mag_flatness",
 def searched_scale(case, res, what) -> tuple[float, float]:
     """The scale read from its `*_flatness` measure (1/s²), checked against its criterion
     by hand: the perturbed error rises by at most δ at s and by more at 1.2 s (same
-    seeded draws / ascent starts). Returns (s, the perturbed error at s)."""
+    seeded draws / ascent starts; for σ, σ' the rise's upper confidence bound). Returns (s, the perturbed error at s)."""
     def run():
         model, x, y = case.cpu()
         s = 1 / math.sqrt(res.values[_SCALE_OF[what]])
         k = knobs_for(case)
         e0 = R.module_err(model, R.flat_params(model), x, y)
 
-        def stat(scale):
-            gen = R.generator(case.seed, f"flatness.{what}")
-            if what.startswith("sigma"):
-                return R.mc_mean_err(model, x, y, gen, k["flat_samples"], what, scale)
-            return R.ascent_max_err(model, x, y, gen, k["flat_steps"], k["flat_restarts"],
-                                    what, scale)
+        def gen():
+            return R.generator(case.seed, f"flatness.{what}")
 
-        at = stat(s)
-        assert at - e0 <= R.DELTA + 1e-9, f"{what} = {s:.4g}: error rises by {at - e0:.4g} > δ"
-        above = stat(1.2 * s)
-        assert above - e0 > R.DELTA, f"{what}: 1.2× the scale still meets the criterion"
+        def rise(scale):  # σ, σ': the upper confidence bound of the mean rise
+            if what.startswith("sigma"):
+                return R.mc_rise_ucb(model, x, y, gen(), k["flat_samples"], what, scale, e0,
+                                     k["flat_confidence"])
+            return R.ascent_max_err(model, x, y, gen(), k["flat_steps"], k["flat_restarts"],
+                                    what, scale) - e0
+
+        assert rise(s) <= R.DELTA + 1e-9, f"{what} = {s:.4g}: error rises by {rise(s):.4g} > δ"
+        assert rise(1.2 * s) > R.DELTA, f"{what}: 1.2× the scale still meets the criterion"
+        at = (R.mc_mean_err(model, x, y, gen(), k["flat_samples"], what, s)
+              if what.startswith("sigma") else rise(s) + e0)
         return s, at
     return memo(case, f"scale.{what}", run)
 

@@ -73,17 +73,31 @@ def ascent_max_err(ctx, net, what, s) -> float:
 
 # -- the searched scales ---------------------------------------------------------------
 
+def mc_ucb(ctx, net, what, s, e0) -> float:
+    """The criterion's upper confidence bound of the rise, recomputed on the module."""
+    model, _, x, y = net
+    return R.mc_rise_ucb(model, x, y, ctx.generator(f"flatness.{what}"), ctx.knob("flat_samples"),
+                         what, s, e0, ctx.knob("flat_confidence"))
+
+
 @pytest.mark.parametrize("what", ["sigma", "sigma_mag"])
 def test_mc_scale_meets_criterion_and_1_2x_violates(net, what):
-    ctx = make_ctx(net)
-    res = fl.search(ctx, what)
+    # the default: the upper confidence bound mean + z·sd/√M of the rise ≤ δ at the
+    # scale, > δ at the bracket's upper end; Jiang's plain mean (z = 0): 1.2× violates
     model, _, x, y = net
     e0 = module_err(model, parameters_to_vector(model.parameters()).detach(), x, y)
+    ctx = make_ctx(net)
+    res = fl.search(ctx, what)
     assert res.err0 == pytest.approx(e0, abs=1e-12)
     at = mc_mean_err(ctx, net, what, res.scale)
-    assert at - e0 <= DELTA + 1e-9
     assert res.stat == pytest.approx(at, abs=1e-9)     # ê of pacbayes_bound
-    assert mc_mean_err(ctx, net, what, 1.2 * res.scale) - e0 > DELTA
+    assert mc_ucb(ctx, net, what, res.scale, e0) <= DELTA + 1e-9
+    assert mc_ucb(ctx, net, what, res.hi, e0) > DELTA
+    plain = make_ctx(net, flat_confidence=0.0)
+    res0 = fl.search(plain, what)
+    assert res.scale < res0.scale                      # the bound is the stricter rule
+    assert mc_mean_err(plain, net, what, res0.scale) - e0 <= DELTA + 1e-9
+    assert mc_mean_err(plain, net, what, 1.2 * res0.scale) - e0 > DELTA
     assert res.hi - res.scale <= KNOBS["flat_rtol"] * res.hi
     assert fl.search(ctx, what) is res                 # computed once per context
 

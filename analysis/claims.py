@@ -27,9 +27,12 @@ Choices where CLAIMS.md leaves room (README, "Testing the claims"):
   column where there is one, else the plain column (``dataset``, ``model``), else the value
   in the row's ``config`` JSON (sections ``train``, ``data``, ``model_options``).
 - Claims whose "supported when" is a conjunction (``zhang_random_labels``,
-  ``dziugaite_nonvacuous``) get a row per part and a row ``all of the above``: supported
-  when every part is, contradicted when any part is, not testable when a part is not
-  testable, undecided otherwise.
+  ``dziugaite_nonvacuous``) get a row per part and a row ``all of the above``: contradicted
+  when any part is, else not testable when a part is not testable, supported when every
+  part is, undecided otherwise.
+- Mixed settings: like ``rank``, a measure column whose rows mix settings hashes is refused
+  (:func:`analysis.load.check_settings`) unless ``allow_mixed``, but only the measures the
+  selected claims read are checked.
 - ``zhang_random_labels``: the share is over every stored row of the study with
   ``label_noise = 1`` that did not fail (``status != failed``), converged or not: a run that
   could not fit the random labels is exactly what the share counts, and the population
@@ -518,12 +521,12 @@ def _also_text(stat: Stat, df, rows_all, opts, q=None) -> str:
 
 def _combine(rows: list[Row], base: dict) -> Row:
     verdicts = [r.verdict for r in rows]
-    if "not testable" in verdicts:
+    if "contradicted" in verdicts:
+        v, reason = "contradicted", "a part is contradicted"
+    elif "not testable" in verdicts:
         v = "not testable"
         reason = "not testable: " + "; ".join(r.reason.removeprefix("not testable: ") for r in rows
                                              if r.verdict == "not testable")
-    elif "contradicted" in verdicts:
-        v, reason = "contradicted", "a part is contradicted"
     elif all(x == "supported" for x in verdicts):
         v, reason = "supported", "every part is supported"
     else:
@@ -707,6 +710,9 @@ td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20
 """
 
 
+_LEFT = ("claim", "study", "statistic", "verdict", "reliability", "reason", "also")
+
+
 def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: str = "") -> str:
     """One self-contained HTML page of the claims table (the report's style, no script, no link)."""
     from .report import _CSS, _esc
@@ -740,7 +746,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
         f'<div class="meta">{_esc(meta)}</div>' if meta else "",
         f'<p class="meta">{summary}</p>',
         '<div class="wrap"><table class="claims"><tr>' + "".join(
-            f'<th class="{"l" if h in ("claim", "study", "statistic") else ""}">{_esc(h)}</th>' for h in head)
+            f'<th class="{"l" if h in _LEFT else ""}">{_esc(h)}</th>' for h in head)
         + "</tr>\n" + "\n".join(body) + "</table></div>",
         '<p class="note">Verdict: supported when the 95 % bootstrap interval (1,000 replicates unless '
         "--boots says otherwise; runs resampled for τ, medians and shares, whole groups for ψ, Ψ and pair) "

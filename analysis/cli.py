@@ -3,6 +3,7 @@
     python -m analysis rank RUNS --out TABLE.csv      (or TABLE.parquet)
     python -m analysis report RUNS --out report.html
     python -m analysis score PATH.py:FUNCTION RUNS [--out TABLE.csv] [--report report.html]
+    python -m analysis claims RUNS [RUNS …] [--out claims.csv --out claims.md --out claims.html]
 
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
@@ -11,7 +12,12 @@ prints its head. ``report`` hands over to ``analysis.report.write_report``.
 ``score`` computes a user's measure on every stored network (:mod:`analysis.score`, the
 one command that imports torch, inside it) and ranks it with the rest, as ``rank`` does
 (``--report``: the report too).
-Both refuse a measure column whose rows mix settings hashes
+``claims`` tests the seed's claims (CLAIMS.md; :mod:`analysis.claims`) on each study given,
+one row per (claim, study, statistic) with a verdict, prints the table's head and writes it
+once per ``--out`` (repeatable; .csv, .parquet, .md or .html by the extension);
+``--claims id1,id2`` picks claims, ``--boots`` (default 1000) and ``--boot-seed`` the
+bootstrap.
+All of them refuse a measure column whose rows mix settings hashes
 (``measure_cfg.<name>``; :func:`analysis.load.check_settings`) unless
 ``--allow-mixed``. Bad input ends with one line ``error: …`` on stderr and
 exit status 2.
@@ -38,6 +44,7 @@ FORMATS = (".csv", ".parquet")
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.")
     sub = ap.add_subparsers(dest="command", required=True)
+    _claims_parser(sub)
     for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
                            ("report", "write the HTML report"),
                            ("score", "a measure of your own (PATH.py:FUNCTION) on every stored "
@@ -76,6 +83,49 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--address", help="Ray cluster address; default: local Ray")
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
+
+
+def _claims_parser(sub) -> None:
+    p = sub.add_parser("claims", help="test the seed's claims (CLAIMS.md) on one or more studies")
+    p.add_argument("runs", nargs="+", help="runs folders, study folders, consolidated runs.parquet files or URIs")
+    p.add_argument("--out", action="append", default=[],
+                   help="output file, .csv, .parquet, .md or .html by the extension (repeat for several)")
+    p.add_argument("--claims", help="comma-separated claim ids (default: all)")
+    p.add_argument("--boots", type=int, default=1000, dest="n_boot", help="bootstrap replicates (default 1000)")
+    p.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--include-unconverged", action="store_true", help="admit runs that did not reach the target loss")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="use measure columns whose rows were computed under different settings")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable run files out (with a warning) instead of failing")
+    p.add_argument("--top", type=int, default=60, help="rows printed (default 60)")
+
+
+def _claims(args: argparse.Namespace) -> int:
+    from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, select_claims, write_claims
+
+    ids = [c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None
+    select_claims(ids)  # an unknown id fails before any reading
+    for out in args.out:
+        if os.path.splitext(out)[1].lower() not in CLAIM_FORMATS:
+            raise RunsError(f"--out {out}: the claims table is written as {', '.join(CLAIM_FORMATS)}; choose one")
+    frames = []
+    for src in args.runs:
+        df = load_runs(src, include_unconverged=True, include_failed=True,  # evaluate_claims selects
+                       on_corrupt="skip" if args.skip_corrupt else "error")
+        if "study" not in df.columns:
+            df = df.with_columns(pl.lit(os.path.basename(os.path.normpath(src)) or src).alias("study"))
+        frames.append(df)
+    runs = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed,
+                            include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
+    print(format_claims(table, args.top))
+    meta = (f"runs {', '.join(args.runs)} · {args.n_boot} bootstrap replicates, seed {args.boot_seed}"
+            + (" · unconverged runs admitted" if args.include_unconverged else ""))
+    for out in args.out:
+        write_claims(table, out, meta=meta)
+        print(f"wrote {out} ({table.height} rows)")
+    return 0
 
 
 OPTIONS = ("include_unconverged", "max_cond", "robust_n", "min_ess", "n_boot", "boot_seed", "ci", "dataset_axis",
@@ -187,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         try:
-            return {"rank": _rank, "report": _report, "score": _score}[args.command](args)
+            return {"rank": _rank, "report": _report, "score": _score, "claims": _claims}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

@@ -120,7 +120,7 @@ def main() -> None:
                              seed=spec.seed, knobs=spec.measures["knobs"],
                              n_train=len(data.x_train), device=device)
         knobs_used = knobs_used or {k: ctx.knob(k) for k in ("flat_samples", "flat_steps",
-                                                             "flat_restarts", "flat_subset")}
+                                                             "flat_restarts", "flat_subset", "flat_confidence")}
         if i == 0:
             print(f"knobs: {knobs_used}", flush=True)
             print(head, flush=True)

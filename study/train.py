@@ -220,17 +220,18 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
                 if not bool(torch.isfinite(total)):  # some batch loss since the epoch began
                     diverged, reason = True, "training loss became NaN or infinite"
                     break
+                reached = check()
+                if not math.isfinite(loss):
+                    diverged, reason = True, "training loss became NaN or infinite"
+                    break
                 big = largest_weight(model)
                 if not big <= WEIGHT_LIMIT:  # NaN too
                     diverged = True
                     reason = ("a weight became NaN or infinite" if not math.isfinite(big) else
                               f"the weights blew up (largest |w| = {big:.3g}, above {WEIGHT_LIMIT:g})")
                     break
-                if check():
+                if reached:
                     converged = True
-                    break
-                if not math.isfinite(loss):
-                    diverged, reason = True, "training loss became NaN or infinite"
                     break
                 model.train()
         epoch += 1

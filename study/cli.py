@@ -62,11 +62,16 @@ def cmd_run(args) -> int:
         print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
         return 0
     rate = s.ran / s.seconds * 60 if s.seconds else 0.0
-    print(f"{study.name}: ran {s.ran} ({s.ok} ok, {s.failed} failed, {s.diverged} diverged) "
+    unconverged = f", {s.unconverged} not converged" if s.unconverged else ""
+    print(f"{study.name}: ran {s.ran} ({s.ok} ok{unconverged}, {s.failed} failed, {s.diverged} diverged) "
           f"in {s.seconds:.0f} s ({rate:.1f} runs/min); {s.total - s.left}/{s.total} stored "
           f"in {s.runs_dir}")
     for f in s.failures[:10]:
         print(f"  failed {f}")
+    if s.unconverged:
+        print(f"  {s.unconverged} not converged: max_epochs ran out before target_loss. They are "
+              "stored, but analysis leaves them out unless --include-unconverged; a larger "
+              "max_epochs trains them again, under new run ids")
     if s.interrupted:
         print(f"interrupted: {s.left} runs left; run the same command again to continue")
         return 130
@@ -74,21 +79,27 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    """`study status`: done / failed / left, per axis value; then the stale and missing measures."""
+    """`study status`: done (ok and converged) / not converged / failed / diverged / left, per
+    axis value; then the stale and missing measures."""
     study = _load(args)
     store = Store(study.out, study.name)
     store.check_schema(args.study)
-    stored = store.statuses()
+    stored = store.outcomes()
     specs = study.runs()
     count = Counter(stored.get(s.run_id, "left") for s in specs)
-    print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: "
-          f"{count['ok']} done, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
+    unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
+    print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: {count['ok']} done"
+          f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
-    print(f"  {'axis value':<{width}}  {'done':>5} {'failed':>6} {'diverged':>8} {'left':>5}")
+    print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
     for axis, values in study.grid.items():
         for v in values:
             c = Counter(stored.get(s.run_id, "left") for s in specs if s.hp[axis] == v)
-            print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['failed']:>6} {c['diverged']:>8} {c['left']:>5}")
+            print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['unconverged']:>6} {c['failed']:>6} "
+                  f"{c['diverged']:>8} {c['left']:>5}")
+    if count["unconverged"]:
+        print("  (not converged: max_epochs ran out before target_loss; stored, but analysis "
+              "leaves them out unless --include-unconverged)")
     extra = len(set(stored) - {s.run_id for s in specs})
     if extra:
         print(f"  ({extra} stored runs are not in this study file's grid)")

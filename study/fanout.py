@@ -36,7 +36,8 @@ class Summary:
     total: int
     stored_before: int
     ran: int = 0
-    ok: int = 0
+    ok: int = 0               # ok and converged
+    unconverged: int = 0      # ok, but max_epochs ran out before the target loss
     failed: int = 0
     diverged: int = 0
     seconds: float = 0.0
@@ -68,7 +69,7 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
         return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
     row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
     store.write_row(row)
-    return {"run_id": spec.run_id, "status": row["status"],
+    return {"run_id": spec.run_id, "status": row["status"], "converged": row.get("converged"),
             "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
 
 
@@ -101,15 +102,17 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     def record(res: dict) -> None:
         summary.ran += 1
         status = res["status"]
-        if status == "ok":
+        if status == "ok" and res.get("converged") is False:
+            summary.unconverged += 1
+        elif status == "ok":
             summary.ok += 1
         elif status == "diverged":
             summary.diverged += 1
         else:
             summary.failed += 1
             summary.failures.append(f"{res['run_id']}: {res['error']}")
-        bar.set_postfix(ok=summary.ok, failed=summary.failed, diverged=summary.diverged,
-                        left=summary.left, refresh=False)
+        bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
+                        diverged=summary.diverged, left=summary.left, refresh=False)
         bar.update(1)
 
     def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure

@@ -107,7 +107,8 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
                epochs=res.log.epochs, train_seconds=res.seconds)
     if res.diverged:
         row["status"] = "diverged"
-        row["error"] = f"training loss became NaN or infinite after {res.log.steps} steps"
+        row["error"] = (f"{res.reason or 'training diverged'} after {res.log.steps} steps; "
+                        "a smaller lr may train")
         for k in OUTCOMES:
             row[k] = math.nan
         for m in select(spec.measures["include"], spec.measures["exclude"]):

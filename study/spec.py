@@ -7,8 +7,8 @@ pydantic models with defaults and constraints; unknown keys are errors):
     [data]       train_size, label_noise, data_seed (`data.DataOptions`);
                  root, download (`DataSource`)
     [model]      the model family's options (`models.MLPOptions`, `models.NiNOptions`, …)
-    [train]      optimizer, lr, batch_size, weight_decay, target_loss, max_epochs
-                 (`train.TrainOptions`)
+    [train]      optimizer, lr, batch_size, weight_decay, target_loss (below ln(classes)),
+                 max_epochs, lr_schedule, lr_period, lr_decay, lr_min (`train.TrainOptions`)
     [grid]       axis = [values], any option of [data], [model] or [train]:
                  the cartesian product is the study
     [measures]   include, exclude, subset, repeats, and [measures.knobs] (`MeasureSettings`)
@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,18 @@ class Study:
         return Study(**{**self.__dict__, "out": out})
 
 
+def check_target(target_loss: float, kind) -> None:
+    """Raise ``ValueError`` unless ``target_loss`` < ln(classes), the cross-entropy of a
+    uniform guess: a target at or above it is met by a network that learnt nothing (an
+    untrained one often), and ``inf`` by any network."""
+    chance = math.log(kind.num_classes)
+    if not target_loss < chance:
+        raise ValueError(f"target_loss = {target_loss!r} must be below ln({kind.num_classes}) = "
+                         f"{chance:.3f}, the loss of a uniform guess over the {kind.num_classes} "
+                         f"classes of {kind.name}: a network meets it without learning; give a "
+                         "smaller target, e.g. 0.01")
+
+
 def parse_study(doc: dict, path: str = "<study>") -> Study:
     """Validate a parsed study document; raise StudyError naming the first problem."""
     @contextlib.contextmanager
@@ -246,6 +259,9 @@ def parse_study(doc: dict, path: str = "<study>") -> Study:
     with at("data"):
         for train_size in grid.get("train_size", (data.train_size,)):
             kind.check(train_size)
+    with at("grid" if "target_loss" in grid else "train"):
+        for target in grid.get("target_loss", (train.target_loss,)):
+            check_target(target, kind)
 
     m, = typed("measures", MeasureSettings)
     with at("measures"):

@@ -219,6 +219,26 @@ class Store:
                     continue
         return out
 
+    def outcomes(self) -> dict[str, str]:
+        """run_id → outcome of every stored run: its status, except ``unconverged`` for an
+        ok run with ``converged`` false (trained to max_epochs without reaching the target)."""
+        files = self._run_files()
+        schema = pa.schema([("run_id", pa.string()), ("status", pa.string()), ("converged", pa.bool_())])
+        rows: list[dict] = []
+        try:  # columns a row lacks (a failed row has no converged) read as null
+            rows = ds.dataset([f.path for f in files], schema=schema, filesystem=self.fs,
+                              format="parquet").to_table().to_pylist() if files else []
+        except Exception:  # a corrupt file among them: read one by one
+            for f in files:
+                try:
+                    t = pq.read_table(f.path, filesystem=self.fs)
+                    rows.append({c: (t[c][0].as_py() if c in t.column_names else None)
+                                 for c in schema.names})
+                except Exception:
+                    continue
+        return {r["run_id"]: "unconverged" if r["status"] == "ok" and r["converged"] is False
+                else r["status"] for r in rows}
+
     def statuses_of(self, run_ids) -> dict[str, str]:
         """run_id → status for the given runs that are stored and readable."""
         out = {}

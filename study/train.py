@@ -37,11 +37,29 @@ from torch import nn
 from .options import Options
 
 MOMENTUM = 0.9
+#: A weight above this (in absolute value) marks the run diverged: trained networks on
+#: standardised inputs have weights of order 1 to 100; 1e8 is far beyond any of them and
+#: far below float32's overflow, so blown-up weights are caught before they turn to inf.
+WEIGHT_LIMIT = 1e8
+SCHEDULE_OPTIONS = {"constant": (), "step": ("lr_period", "lr_decay"),
+                    "cosine_restarts": ("lr_period", "lr_min"), "triangular": ("lr_period", "lr_min")}
+
+
+class TargetMetAtInit(ValueError):
+    """The network meets the target loss before any step: it would be stored untrained."""
 
 
 class TrainOptions(Options):
     """How one network is trained: the run id holds these six always, a later option only
-    when set away from its default (`Options.ID_ALWAYS`)."""
+    when set away from its default (`Options.ID_ALWAYS`), and the schedule's options only
+    for the schedule that uses them (`id_part`).
+
+    ``lr_schedule`` (`learning_rate` gives the formulas): ``constant`` (the default: η
+    throughout); ``step`` (η multiplied by ``lr_decay`` every ``lr_period`` epochs);
+    ``cosine_restarts`` (SGDR, Loshchilov & Hutter 2017: cosine from η down to
+    ``lr_min``·η over ``lr_period`` epochs, then back to η); ``triangular`` (Smith 2017's
+    cyclical rate: linear from ``lr_min``·η up to η over ``lr_period`` epochs and down again
+    over as many, so η, the grid's ``lr``, is the peak). ``lr`` is always the base (peak) rate."""
     ID_ALWAYS = ("optimizer", "lr", "batch_size", "weight_decay", "target_loss", "max_epochs")
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     lr: float = Field(0.1, gt=0)
@@ -49,6 +67,44 @@ class TrainOptions(Options):
     weight_decay: float = Field(0.0, ge=0)
     target_loss: float = Field(0.01, gt=0)      # stop at this training cross-entropy
     max_epochs: int = Field(300, ge=1)
+    lr_schedule: Literal["constant", "step", "cosine_restarts", "triangular"] = "constant"
+    lr_period: float = Field(10.0, gt=0)        # epochs: step interval, SGDR period, half cycle
+    lr_decay: float = Field(0.5, gt=0, lt=1)    # step: the factor every lr_period epochs
+    lr_min: float = Field(0.0, ge=0, lt=1)      # cosine_restarts, triangular: lowest rate / lr
+
+    @classmethod
+    def id_part(cls, values: dict) -> dict:
+        """As `Options.id_part`, less the schedule options the schedule does not use (they
+        change nothing: a constant schedule with ``lr_decay`` set names the same network)."""
+        part = super().id_part(values)
+        used = SCHEDULE_OPTIONS[values.get("lr_schedule", "constant")]
+        return {k: v for k, v in part.items()
+                if k not in ("lr_period", "lr_decay", "lr_min") or k in used}
+
+
+def learning_rate(options: TrainOptions, epoch: float) -> float:
+    """The learning rate at ``epoch`` (fractional: `train` passes step / steps_per_epoch
+    before each step, so every schedule moves per step), η = ``options.lr``, P =
+    ``lr_period``, η_min = ``lr_min``·η:
+
+    - constant: η
+    - step: η · lr_decay^⌊t/P⌋
+    - cosine_restarts (SGDR, fixed period): η_min + ½(η − η_min)(1 + cos(π·t_cur/P)),
+      t_cur = t mod P (a warm restart to η every P epochs)
+    - triangular (Smith 2017, half cycle P): η_min + (η − η_min)·(1 − |(t mod 2P)/P − 1|),
+      η_min at t = 0, 2P, …; η at t = P, 3P, …
+    """
+    eta, period, kind = options.lr, options.lr_period, options.lr_schedule
+    if kind == "constant":
+        return eta
+    if kind == "step":
+        return eta * options.lr_decay ** math.floor(epoch / period)
+    low = options.lr_min * eta
+    if kind == "cosine_restarts":
+        return low + 0.5 * (eta - low) * (1 + math.cos(math.pi * math.fmod(epoch, period) / period))
+    if kind == "triangular":
+        return low + (eta - low) * (1 - abs(math.fmod(epoch, 2 * period) / period - 1))
+    raise ValueError(f"unknown lr_schedule {kind!r}")
 
 
 @dataclass
@@ -63,7 +119,7 @@ class TrainLog:
     steps_to_loss_01: int | None = None  # first step where the training CE was ≤ 0.1
     steps_to_target: int | None = None   # step where the stopping target was reached
     epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
-    step_size_sum: float = 0.0      # Σ_t η_t
+    step_size_sum: float = 0.0      # Σ_t η_t, the rates of the schedule (lr: its base rate)
 
 
 @dataclass
@@ -74,6 +130,7 @@ class TrainResult:
     diverged: bool
     final_train_loss: float
     seconds: float
+    reason: str = ""                # why it diverged: which check fired
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -130,7 +187,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
         return False
 
     if check():
-        converged = True
+        raise TargetMetAtInit(
+            f"the training loss at initialisation, {loss:.4g}, is already at or below "
+            f"target_loss = {target_loss}: the network would be stored untrained as converged; "
+            "give a smaller target_loss")
+    scheduled = options.lr_schedule != "constant"
+    reason = ""
     model.train()
     epoch = 0
     while not converged and not diverged and epoch < max_epochs:
@@ -139,12 +201,16 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
         count = 0
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size:(b + 1) * batch_size]
+            rate = learning_rate(options, log.steps / steps_per_epoch) if scheduled else lr
+            if scheduled:
+                for group in opt.param_groups:
+                    group["lr"] = rate
             opt.zero_grad(set_to_none=True)
             batch_loss = F.cross_entropy(model(x[idx]), y[idx])
             batch_loss.backward()
             opt.step()
             log.steps += 1
-            log.step_size_sum += lr
+            log.step_size_sum += rate
             total += batch_loss.detach().double() * len(idx)
             count += len(idx)
             nxt = next((t for t in thresholds if loss > t), None)
@@ -152,13 +218,20 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
             last = b == steps_per_epoch - 1
             if (near and log.steps % fine == 0) or last:
                 if not bool(torch.isfinite(total)):  # some batch loss since the epoch began
-                    diverged = True
+                    diverged, reason = True, "training loss became NaN or infinite"
                     break
-                if check():
-                    converged = True
-                    break
+                reached = check()
                 if not math.isfinite(loss):
+                    diverged, reason = True, "training loss became NaN or infinite"
+                    break
+                big = largest_weight(model)
+                if not big <= WEIGHT_LIMIT:  # NaN too
                     diverged = True
+                    reason = ("a weight became NaN or infinite" if not math.isfinite(big) else
+                              f"the weights blew up (largest |w| = {big:.3g}, above {WEIGHT_LIMIT:g})")
+                    break
+                if reached:
+                    converged = True
                     break
                 model.train()
         epoch += 1
@@ -170,5 +243,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
     log.epochs = epoch
     if diverged:
         loss = math.nan
-    return TrainResult(init_state, log, converged, diverged, loss, time.perf_counter() - t0)
+    return TrainResult(init_state, log, converged, diverged, loss, time.perf_counter() - t0, reason)
+
+
+@torch.no_grad()
+def largest_weight(model: nn.Module) -> float:
+    """max |w| over the parameters (NaN if any is NaN): one read of the device."""
+    tops = [p.detach().abs().max().float() for p in model.parameters() if p.numel()]
+    return float(torch.stack(tops).max()) if tops else 0.0  # max propagates NaN
 

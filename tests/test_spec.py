@@ -93,6 +93,19 @@ def test_spec_roundtrips_through_json():
     (base(data={"label_noise": 2.0}), "label_noise = 2.0 must be a number in [0, 1]"),
     (base(data={"train_size": 10**7}), "train_size"),
     (base(resources={"num_gpus": -1}), "num_gpus = -1 must be a number ≥ 0"),
+    (base(train={"lr_schedule": "cyclic"}),
+     "lr_schedule = 'cyclic' must be one of constant, step, cosine_restarts, triangular"),
+    (base(grid={"lr": [0.1], "lr_schedule": ["step", "onecycle"]}), "must be one of constant, step"),
+    (base(train={"lr_schedule": "step", "lr_period": 0}), "lr_period = 0 must be a number > 0"),
+    (base(grid={"lr": [0.1], "lr_period": [5, -1.0]}), "lr_period = -1.0 must be a number > 0"),
+    (base(train={"lr_schedule": "step", "lr_decay": 1.5}), "lr_decay = 1.5 must be a number in (0, 1)"),
+    (base(train={"lr_min": 1.0}), "lr_min = 1.0 must be a number in [0, 1)"),
+    # a target at or above chance's loss is met untrained: no study, and inf by any network
+    (base(train={"target_loss": float("inf")}), "[train]: target_loss = inf must be below ln(10) = 2.303"),
+    (base(train={"target_loss": float("nan")}), "target_loss = nan must be a number > 0"),
+    (base(train={}, grid={"lr": [0.1], "target_loss": [0.01, 2.5]}), "[grid]: target_loss = 2.5 must be below"),
+    (base(study={"name": "s", "dataset": "xor", "model": "mlp"}, train={"target_loss": 0.7}),
+     "below ln(2) = 0.693, the loss of a uniform guess over the 2 classes of xor"),
 ])
 def test_bad_input_names_the_problem(doc, message):
     with pytest.raises(StudyError) as e:

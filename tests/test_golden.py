@@ -16,7 +16,7 @@ REPO = GOLDEN.parent.parent
 
 def config_run_ids() -> dict[str, list[str]]:
     from study.spec import load_study
-    return {p.name: [r.run_id for r in load_study(p).runs()]
+    return {str(p.relative_to(REPO / "configs")): [r.run_id for r in load_study(p).runs()]
             for p in sorted((REPO / "configs").glob("**/*.toml"))}
 
 

@@ -11,7 +11,12 @@ differs). Files are looked for under ``ROOT``: the ``root`` argument, else
 ``$STUDY_DATA``, else ``~/.cache/study/data``. This module reads them itself,
 not torchvision's dataset classes (those check the MD5 of every CIFAR/SVHN
 file, so they reject anything but the official files); torchvision only
-downloads a missing dataset when ``download=True``.
+downloads a missing dataset when ``download=True``. CIFAR-10's batches are
+pickles, and unpickling can run code: each is unpickled only when its MD5 is
+the official file's (the digests torchvision lists), with an unpickler that
+builds nothing but arrays, lists and strings; any other file is an error
+naming it. No other format here is a pickle (IDX is parsed by hand, SVHN's
+.mat files by ``scipy.io.loadmat``, which runs no code).
 
 Preprocessing, in this order:
 
@@ -40,9 +45,12 @@ read-only (never modify ``x_train`` etc. in place).
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
+import hashlib
 import inspect
+import io
 import math
 import os
 import pickle
@@ -383,15 +391,67 @@ class FashionMNIST(MNIST):
         return [root / "FashionMNIST" / "raw", root / "fashion-mnist", self.system]
 
 
+#: MD5 of the official CIFAR-10 python batches, as torchvision lists them for
+#: cifar-10-python.tar.gz. A batch is a pickle, and unpickling can run code: a file is
+#: unpickled only when its digest is here or in `TRUSTED_MD5`, and then only with
+#: `_BatchUnpickler`, which builds nothing but lists, dicts, strings and NumPy arrays.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+#: Further digests trusted in this process: for tests, which write tiny batches of their own
+#: and register them here. Nothing in a study file reaches it.
+TRUSTED_MD5: set[str] = set()
+
+
+class UntrustedFile(ValueError):
+    """A data file that is not the official one is not read (it could run code)."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Refuses every global but what a CIFAR batch needs to rebuild its NumPy arrays."""
+    _allowed = {("numpy.core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+                ("numpy._core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                ("_codecs", "encode"): codecs.encode}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds "
+                                         "only arrays, lists and strings") from None
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:  # CIFAR's own format is a pickle: only read trusted data folders
-        entry = pickle.load(fh, encoding="latin1")
+    """A CIFAR batch, read only when its MD5 is that of the official file (`CIFAR10_MD5`) or
+    one of `TRUSTED_MD5`; the bytes checked are the bytes unpickled."""
+    raw = path.read_bytes()
+    digest = hashlib.md5(raw).hexdigest()
+    official = CIFAR10_MD5.get(path.name)
+    if digest != official and digest not in TRUSTED_MD5:
+        raise UntrustedFile(
+            f"{path}: MD5 {digest} is not that of the official CIFAR-10 file {path.name} "
+            f"({official or 'no such file in cifar-10-python.tar.gz'}); it is not read, since "
+            "unpickling an unknown file can run code. Replace it with the file from "
+            "cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)")
+    try:
+        entry = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as e:
+        raise UntrustedFile(f"{path}: not a CIFAR-10 batch: {e}") from None
+    if not isinstance(entry, dict):
+        raise UntrustedFile(f"{path}: not a CIFAR-10 batch (a {type(entry).__name__}, not a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
 
 @register
 class CIFAR10(DatasetKind):
-    """The python pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``, ``test_batch``)."""
+    """The python pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``, ``test_batch``),
+    each unpickled only when its MD5 is the official file's (`_unpickle`)."""
     name = "cifar10"
     train_count = 50000
     torchvision = "CIFAR10"

@@ -47,7 +47,10 @@ class StudyError(ValueError):
 
 
 class StudyHead(Options):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="letters, digits, '_', '-', '.'")
+    # the study's folder under out: a plain name, never a path ("..", "a/b") or a hidden name
+    name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=100,
+                      description="a plain name of at most 100 letters, digits, '_', '-' and "
+                                  "'.', not starting with '.'")
     dataset: str
     model: str
     seeds: list[int] = Field([0], min_length=1, description="a non-empty list of distinct integers ≥ 0")

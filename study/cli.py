@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import Counter
 
-from .spec import StudyError, load_study
+from .spec import StudyError, check_data_present, load_study
 from .storage import StorageError, Store
 
 
@@ -52,10 +53,17 @@ def _load(args):
     return study.with_out(args.out) if args.out else study
 
 
+def _local(args) -> bool:
+    """Whether the runs read their data on this machine (serial, or a local Ray)."""
+    return args.serial or not (args.address or os.environ.get("RAY_ADDRESS"))
+
+
 def cmd_run(args) -> int:
     """`study run`: train and measure every run not yet stored."""
     from .fanout import run_study
     study = _load(args)
+    if _local(args):
+        check_data_present(study)
     s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
                   max_in_flight=args.max_in_flight, progress=not args.no_progress)
     if s.ran == 0 and not s.interrupted:
@@ -159,6 +167,8 @@ def cmd_measure(args) -> int:
     """`study measure`: measures of the stored networks computed from their checkpoints."""
     from .remeasure import Want, measure_study
     study = _load(args)
+    if _local(args):
+        check_data_present(study)
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")

@@ -108,6 +108,7 @@ class DatasetKind:
     name: ClassVar[str]
     num_classes: ClassVar[int] = 10
     train_count: ClassVar[int | None] = None  # size of the training split; None: generated at any size
+    input_shape: ClassVar[tuple[int, ...]]  # the shape of one input, as the study file is checked
     torchvision: ClassVar[str] = ""
     hint: ClassVar[str] = ""  # another way to get the data, said first
 
@@ -130,6 +131,15 @@ class DatasetKind:
 
     def read(self, root: Path) -> Raw | None:
         raise NotImplementedError
+
+    def present(self, root: Path) -> bool:
+        """Whether the files ``read`` needs are under ``root`` (without reading them); generated
+        data is always present."""
+        return True
+
+    def train_examples(self, train_size: int | None) -> int:
+        """How many training examples a run with ``train_size`` trains on."""
+        return train_size or self.train_count or getattr(self, "train_default", 0)
 
     def places(self, root: Path) -> list[Path]:
         return [root]
@@ -307,6 +317,7 @@ class Digits(DatasetKind):
     """scikit-learn's bundled ``load_digits`` (1797 8×8 images), split by a stratified split
     seeded with ``data_seed`` (1437 train, 360 test). Always available, no network."""
     name = "digits"
+    input_shape = (1, 8, 8)
     test_fraction = 0.2
     train_count = 1797 - math.ceil(1797 * test_fraction)
 
@@ -356,11 +367,15 @@ class MNIST(DatasetKind):
     """LeCun's four IDX files (``train-images-idx3-ubyte`` …), gzipped or not."""
     name = "mnist"
     train_count = 60000
+    input_shape = (1, 28, 28)
     torchvision = "MNIST"
     stems = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 
     def places(self, root: Path) -> list[Path]:
         return [root / "MNIST" / "raw", root / "mnist"]
+
+    def present(self, root: Path) -> bool:
+        return any(all(_idx_file(folder, stem) for stem in self.stems) for folder in self.places(root))
 
     def read(self, root: Path) -> Raw | None:
         for folder in self.places(root):
@@ -454,16 +469,20 @@ class CIFAR10(DatasetKind):
     each unpickled only when its MD5 is the official file's (`_unpickle`)."""
     name = "cifar10"
     train_count = 50000
+    input_shape = (3, 32, 32)
     torchvision = "CIFAR10"
 
     def places(self, root: Path) -> list[Path]:
         return [root / "cifar-10-batches-py"]
 
+    def present(self, root: Path) -> bool:
+        return all((self.places(root)[0] / name).is_file() for name in CIFAR10_MD5)
+
     def read(self, root: Path) -> Raw | None:
         folder = self.places(root)[0]
         train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
         test_file = folder / "test_batch"
-        if not all(f.is_file() for f in [*train_files, test_file]):
+        if not self.present(root):
             return None
 
         def batches(files):
@@ -484,9 +503,14 @@ class SVHN(DatasetKind):
     """The Street View House Numbers' .mat files (label 10 is the digit 0)."""
     name = "svhn"
     train_count = 73257
+    input_shape = (3, 32, 32)
 
     def places(self, root: Path) -> list[Path]:
         return [root / "svhn", root]
+
+    def present(self, root: Path) -> bool:
+        return any((f / "train_32x32.mat").is_file() and (f / "test_32x32.mat").is_file()
+                   for f in self.places(root))
 
     def read(self, root: Path) -> Raw | None:
         for folder in self.places(root):
@@ -519,6 +543,7 @@ class XOR(DatasetKind):
     for MLPs by Wen et al.): 1000 test points, 1000 (or ``train_size``) training points."""
     name = "xor"
     num_classes = 2
+    input_shape = (2,)
     train_default, test_size = 1000, 1000
 
     def raw(self, train_size: int | None, data_seed: int) -> Raw:

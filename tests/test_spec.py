@@ -75,7 +75,7 @@ def test_spec_roundtrips_through_json():
     (base(grid={"lr": []}), "axis lr = [] must be a non-empty list"),
     (base(grid={"lr": [0.1, 0.1]}), "axis lr repeats a value"),
     (base(grid={"lr": [-1.0]}), "lr = -1.0 must be a number > 0"),
-    (base(grid={"depth": [1.5]}), "depth = 1.5 must be an integer ≥ 1"),
+    (base(grid={"depth": [1.5]}), "depth = 1.5 must be an integer in [1, 1000]"),
     (base(grid={"optimizer": ["rmsprop"]}), "must be one of sgd, momentum, adam"),
     (base(train={"target_loss": 0}), "target_loss = 0 must be a number > 0"),
     (base(train={"max_epochs": 0}), "max_epochs = 0 must be an integer ≥ 1"),

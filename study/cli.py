@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
     c.add_argument("study")
     c.add_argument("--out")
+    c.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable run files out (listed) instead of failing")
     m = sub.add_parser("migrate", help="rewrite rows of an older run-id schema under their new ids")
     m.add_argument("study")
     m.add_argument("--out")
@@ -50,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args):
     study = load_study(args.study)
-    return study.with_out(args.out) if args.out else study
+    study = study.with_out(args.out) if args.out else study
+    args.where = study.out  # named if the output cannot be reached (main)
+    return study
 
 
 def _local(args) -> bool:
@@ -86,11 +90,21 @@ def cmd_status(args) -> int:
     study = _load(args)
     store = Store(study.out, study.name)
     store.check_schema(args.study)
-    stored = store.statuses()
+    stored, unreadable = store.scan()
+    for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
+        stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
     specs = study.runs()
     count = Counter(stored.get(s.run_id, "left") for s in specs)
     print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: "
-          f"{count['ok']} done, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
+          f"{count['ok']} done, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
+          + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
+    if unreadable:
+        print(f"  {len(unreadable)} unreadable run file(s) (truncated or not Parquet; `study run` "
+              "runs those networks again and replaces them):")
+        for path in unreadable[:20]:
+            print(f"    {store.uri(path)}")
+        if len(unreadable) > 20:
+            print(f"    … {len(unreadable) - 20} more")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'failed':>6} {'diverged':>8} {'left':>5}")
     for axis, values in study.grid.items():
@@ -114,7 +128,7 @@ def _print_stale(study, store: Store) -> None:
     m = study.measures
     expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"],
                                  m.get("repeats", 1))
-    rows = [r for r in store.read_all().to_pylist() if r.get("status") == "ok"]
+    rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
     stale, missing = Counter(), Counter()
     for r in rows:
         s, miss = outdated(stored_settings(r), expected)
@@ -137,8 +151,11 @@ def _print_stale(study, store: Store) -> None:
 def cmd_consolidate(args) -> int:
     """`study consolidate`: the runs in one Parquet file."""
     study = _load(args)
-    path, n = Store(study.out, study.name).consolidate()
+    store = Store(study.out, study.name)
+    path, n = store.consolidate(skip_corrupt=args.skip_corrupt)
     print(f"{study.name}: {n} rows consolidated into {path}")
+    for s in store.skipped:
+        print(f"warning: skipped unreadable run file {s}", file=sys.stderr)
     return 0
 
 
@@ -205,6 +222,10 @@ def main(argv=None) -> int:
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
     except (StudyError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback
+        line = (str(e).splitlines() or [type(e).__name__])[0]
+        print(f"error: cannot reach the output {getattr(args, 'where', '')}: {line}", file=sys.stderr)
         return 2
 
 

@@ -79,3 +79,70 @@ def test_rank_on_an_unreachable_store_is_one_line(capsys, dead_s3):
     assert analysis(["rank", dead_s3]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read s3://bucket/prefix") and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ error rows from Ray
+
+ANSI_TRACE = ("\x1b[36mray::run_one()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+              "  File \"study/runner.py\", line 9, in execute\n"
+              "    \x1b[1mraise ValueError\x1b[0m\n"
+              "ValueError: the data is bad\nsecond line of the message")
+
+
+class _FakeRay:
+    """Just enough of `ray` for `fan_out`: every task fails with a RayTaskError."""
+    def __init__(self):
+        import ray.exceptions
+        self.exceptions = ray.exceptions
+
+    def is_initialized(self):
+        return True
+
+    def remote(self, task):
+        fake = self
+
+        class Remote:
+            def options(self, **kw):
+                return self
+
+            def remote(self, *args):
+                return object()
+        fake.task = task
+        return Remote()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:1], refs[1:]
+
+    def get(self, ref):
+        cause = ValueError("the data is bad\nsecond line of the message")
+        raise self.exceptions.RayTaskError("run_one", ANSI_TRACE, cause, proctitle="ray::run_one",
+                                               pid=1, ip="127.0.0.1")
+
+    def cluster_resources(self):
+        return {"CPU": 1}
+
+
+def test_error_text_is_plain_with_type_message_and_traceback():
+    import ray.exceptions
+
+    from study.runner import error_text
+    text = error_text(ray.exceptions.RayTaskError("run_one", ANSI_TRACE, ValueError("the data is bad\nsecond"),
+                                                           proctitle="ray::run_one", pid=1, ip="127.0.0.1"))
+    assert "\x1b" not in text
+    assert text.splitlines()[0] == "ValueError: the data is bad second"
+    assert 'File "study/runner.py", line 9, in execute' in text and "raise ValueError" in text
+
+
+def test_lost_run_row_keeps_the_whole_plain_error(tmp_path, monkeypatch):
+    import sys
+
+    from study.fanout import run_study
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay())
+    study = load_study(write_study(tmp_path, grid="width = [16]\nlr = [0.1]"))
+    s = run_study(study, progress=False)
+    assert s.failed == 1 and s.failures == [f"{study.runs()[0].run_id}: ValueError: the data is bad second line "
+                                            "of the message"]
+    row = pq.read_table(Store(study.out, study.name).run_path(study.runs()[0].run_id)).to_pylist()[0]
+    assert row["status"] == "failed" and "\x1b" not in row["error"]
+    assert row["error"].startswith("ValueError: the data is bad second line of the message\n")
+    assert 'File "study/runner.py", line 9, in execute' in row["error"] and "raise ValueError" in row["error"]

@@ -182,7 +182,7 @@ def check_knobs(knobs: dict) -> dict:
     """Knob overrides validated against the declared knobs; returns the full set."""
     unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
-        raise ValueError(f"unknown measure knob(s) {', '.join(unknown)}; "
+        raise ValueError(f"unknown measure knob(s) {', '.join(k if k.isprintable() and k.strip() else repr(k) for k in unknown)}; "
                          f"knobs: {', '.join(sorted(KNOBS))}")
     try:
         return knobs_model()(**knobs).model_dump()

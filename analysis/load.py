@@ -106,6 +106,17 @@ def read_runs(source: str | os.PathLike, *, on_corrupt: str = "error") -> pl.Dat
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
     fs, path, name = _open(source)
+    try:
+        return _read_source(fs, path, name, on_corrupt)
+    except OSError as e:  # an unreachable object store, a folder we may not read, …
+        raise RunsError(f"cannot read {name}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> pl.DataFrame:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise RunsError(f"no such runs folder or file: {name}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import Counter
 
-from .spec import StudyError, load_study
+from .spec import StudyError, check_data_present, load_study
 from .storage import StorageError, Store
 
 
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
     c.add_argument("study")
     c.add_argument("--out")
+    c.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable run files out (listed) instead of failing")
     m = sub.add_parser("migrate", help="rewrite rows of an older run-id schema under their new ids")
     m.add_argument("study")
     m.add_argument("--out")
@@ -49,13 +52,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args):
     study = load_study(args.study)
-    return study.with_out(args.out) if args.out else study
+    study = study.with_out(args.out) if args.out else study
+    args.where = study.out  # named if the output cannot be reached (main)
+    return study
+
+
+def _local(args) -> bool:
+    """Whether the runs read their data on this machine (serial, or a local Ray)."""
+    return args.serial or not (args.address or os.environ.get("RAY_ADDRESS"))
 
 
 def cmd_run(args) -> int:
     """`study run`: train and measure every run not yet stored."""
     from .fanout import run_study
     study = _load(args)
+    if _local(args):
+        check_data_present(study)
     s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
                   max_in_flight=args.max_in_flight, progress=not args.no_progress)
     if s.ran == 0 and not s.interrupted:
@@ -84,12 +96,22 @@ def cmd_status(args) -> int:
     study = _load(args)
     store = Store(study.out, study.name)
     store.check_schema(args.study)
-    stored = store.outcomes()
+    stored, unreadable = store.scan(outcomes=True)
+    for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
+        stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
     specs = study.runs()
     count = Counter(stored.get(s.run_id, "left") for s in specs)
     unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
     print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: {count['ok']} done"
-          f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
+          f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
+          + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
+    if unreadable:
+        print(f"  {len(unreadable)} unreadable run file(s) (truncated or not Parquet; `study run` "
+              "runs those networks again and replaces them):")
+        for path in unreadable[:20]:
+            print(f"    {store.uri(path)}")
+        if len(unreadable) > 20:
+            print(f"    … {len(unreadable) - 20} more")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
     for axis, values in study.grid.items():
@@ -117,7 +139,7 @@ def _print_stale(study, store: Store) -> None:
     m = study.measures
     expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"],
                                  m.get("repeats", 1))
-    rows = [r for r in store.read_all().to_pylist() if r.get("status") == "ok"]
+    rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
     stale, missing = Counter(), Counter()
     for r in rows:
         s, miss = outdated(stored_settings(r), expected)
@@ -140,8 +162,11 @@ def _print_stale(study, store: Store) -> None:
 def cmd_consolidate(args) -> int:
     """`study consolidate`: the runs in one Parquet file."""
     study = _load(args)
-    path, n = Store(study.out, study.name).consolidate()
+    store = Store(study.out, study.name)
+    path, n = store.consolidate(skip_corrupt=args.skip_corrupt)
     print(f"{study.name}: {n} rows consolidated into {path}")
+    for s in store.skipped:
+        print(f"warning: skipped unreadable run file {s}", file=sys.stderr)
     return 0
 
 
@@ -170,6 +195,8 @@ def cmd_measure(args) -> int:
     """`study measure`: measures of the stored networks computed from their checkpoints."""
     from .remeasure import Want, measure_study
     study = _load(args)
+    if _local(args):
+        check_data_present(study)
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
@@ -206,6 +233,10 @@ def main(argv=None) -> int:
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
     except (StudyError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback
+        line = (str(e).splitlines() or [type(e).__name__])[0]
+        print(f"error: cannot reach the output {getattr(args, 'where', '')}: {line}", file=sys.stderr)
         return 2
 
 

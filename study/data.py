@@ -11,7 +11,12 @@ differs). Files are looked for under ``ROOT``: the ``root`` argument, else
 ``$STUDY_DATA``, else ``~/.cache/study/data``. This module reads them itself,
 not torchvision's dataset classes (those check the MD5 of every CIFAR/SVHN
 file, so they reject anything but the official files); torchvision only
-downloads a missing dataset when ``download=True``.
+downloads a missing dataset when ``download=True``. CIFAR-10's batches are
+pickles, and unpickling can run code: each is unpickled only when its MD5 is
+the official file's (the digests torchvision lists), with an unpickler that
+builds nothing but arrays, lists and strings; any other file is an error
+naming it. No other format here is a pickle (IDX is parsed by hand, SVHN's
+.mat files by ``scipy.io.loadmat``, which runs no code).
 
 Preprocessing, in this order:
 
@@ -40,9 +45,12 @@ read-only (never modify ``x_train`` etc. in place).
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
+import hashlib
 import inspect
+import io
 import math
 import os
 import pickle
@@ -100,6 +108,7 @@ class DatasetKind:
     name: ClassVar[str]
     num_classes: ClassVar[int] = 10
     train_count: ClassVar[int | None] = None  # size of the training split; None: generated at any size
+    input_shape: ClassVar[tuple[int, ...]]  # the shape of one input, as the study file is checked
     torchvision: ClassVar[str] = ""
     hint: ClassVar[str] = ""  # another way to get the data, said first
 
@@ -122,6 +131,15 @@ class DatasetKind:
 
     def read(self, root: Path) -> Raw | None:
         raise NotImplementedError
+
+    def present(self, root: Path) -> bool:
+        """Whether the files ``read`` needs are under ``root`` (without reading them); generated
+        data is always present."""
+        return True
+
+    def train_examples(self, train_size: int | None) -> int:
+        """How many training examples a run with ``train_size`` trains on."""
+        return train_size or self.train_count or getattr(self, "train_default", 0)
 
     def places(self, root: Path) -> list[Path]:
         return [root]
@@ -299,6 +317,7 @@ class Digits(DatasetKind):
     """scikit-learn's bundled ``load_digits`` (1797 8×8 images), split by a stratified split
     seeded with ``data_seed`` (1437 train, 360 test). Always available, no network."""
     name = "digits"
+    input_shape = (1, 8, 8)
     test_fraction = 0.2
     train_count = 1797 - math.ceil(1797 * test_fraction)
 
@@ -348,11 +367,15 @@ class MNIST(DatasetKind):
     """LeCun's four IDX files (``train-images-idx3-ubyte`` …), gzipped or not."""
     name = "mnist"
     train_count = 60000
+    input_shape = (1, 28, 28)
     torchvision = "MNIST"
     stems = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 
     def places(self, root: Path) -> list[Path]:
         return [root / "MNIST" / "raw", root / "mnist"]
+
+    def present(self, root: Path) -> bool:
+        return any(all(_idx_file(folder, stem) for stem in self.stems) for folder in self.places(root))
 
     def read(self, root: Path) -> Raw | None:
         for folder in self.places(root):
@@ -383,27 +406,83 @@ class FashionMNIST(MNIST):
         return [root / "FashionMNIST" / "raw", root / "fashion-mnist", self.system]
 
 
+#: MD5 of the official CIFAR-10 python batches, as torchvision lists them for
+#: cifar-10-python.tar.gz. A batch is a pickle, and unpickling can run code: a file is
+#: unpickled only when its digest is here or in `TRUSTED_MD5`, and then only with
+#: `_BatchUnpickler`, which builds nothing but lists, dicts, strings and NumPy arrays.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+#: Further digests trusted in this process: for tests, which write tiny batches of their own
+#: and register them here. Nothing in a study file reaches it.
+TRUSTED_MD5: set[str] = set()
+
+
+class UntrustedFile(ValueError):
+    """A data file that is not the official one is not read (it could run code)."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Refuses every global but what a CIFAR batch needs to rebuild its NumPy arrays."""
+    _allowed = {("numpy.core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+                ("numpy._core.multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                ("_codecs", "encode"): codecs.encode}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._allowed[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds "
+                                         "only arrays, lists and strings") from None
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:  # CIFAR's own format is a pickle: only read trusted data folders
-        entry = pickle.load(fh, encoding="latin1")
+    """A CIFAR batch, read only when its MD5 is that of the official file (`CIFAR10_MD5`) or
+    one of `TRUSTED_MD5`; the bytes checked are the bytes unpickled."""
+    raw = path.read_bytes()
+    digest = hashlib.md5(raw).hexdigest()
+    official = CIFAR10_MD5.get(path.name)
+    if digest != official and digest not in TRUSTED_MD5:
+        raise UntrustedFile(
+            f"{path}: MD5 {digest} is not that of the official CIFAR-10 file {path.name} "
+            f"({official or 'no such file in cifar-10-python.tar.gz'}); it is not read, since "
+            "unpickling an unknown file can run code. Replace it with the file from "
+            "cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)")
+    try:
+        entry = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as e:
+        raise UntrustedFile(f"{path}: not a CIFAR-10 batch: {e}") from None
+    if not isinstance(entry, dict):
+        raise UntrustedFile(f"{path}: not a CIFAR-10 batch (a {type(entry).__name__}, not a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
 
 @register
 class CIFAR10(DatasetKind):
-    """The python pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``, ``test_batch``)."""
+    """The python pickle batches of CIFAR-10 (``data_batch_1`` … ``data_batch_5``, ``test_batch``),
+    each unpickled only when its MD5 is the official file's (`_unpickle`)."""
     name = "cifar10"
     train_count = 50000
+    input_shape = (3, 32, 32)
     torchvision = "CIFAR10"
 
     def places(self, root: Path) -> list[Path]:
         return [root / "cifar-10-batches-py"]
 
+    def present(self, root: Path) -> bool:
+        return all((self.places(root)[0] / name).is_file() for name in CIFAR10_MD5)
+
     def read(self, root: Path) -> Raw | None:
         folder = self.places(root)[0]
         train_files = [folder / f"data_batch_{i}" for i in range(1, 6)]
         test_file = folder / "test_batch"
-        if not all(f.is_file() for f in [*train_files, test_file]):
+        if not self.present(root):
             return None
 
         def batches(files):
@@ -424,9 +503,14 @@ class SVHN(DatasetKind):
     """The Street View House Numbers' .mat files (label 10 is the digit 0)."""
     name = "svhn"
     train_count = 73257
+    input_shape = (3, 32, 32)
 
     def places(self, root: Path) -> list[Path]:
         return [root / "svhn", root]
+
+    def present(self, root: Path) -> bool:
+        return any((f / "train_32x32.mat").is_file() and (f / "test_32x32.mat").is_file()
+                   for f in self.places(root))
 
     def read(self, root: Path) -> Raw | None:
         for folder in self.places(root):
@@ -459,6 +543,7 @@ class XOR(DatasetKind):
     for MLPs by Wen et al.): 1000 test points, 1000 (or ``train_size``) training points."""
     name = "xor"
     num_classes = 2
+    input_shape = (2,)
     train_default, test_size = 1000, 1000
 
     def raw(self, train_size: int | None, data_seed: int) -> Raw:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from .runner import execute, pick_device
+from .runner import error_text, execute, pick_device
 from .spec import RunSpec, Study
 from .storage import Store
 
@@ -110,12 +110,12 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
             summary.diverged += 1
         else:
             summary.failed += 1
-            summary.failures.append(f"{res['run_id']}: {res['error']}")
+            summary.failures.append(f"{res['run_id']}: {(res['error'].splitlines() or [''])[0]}")
         bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
                         diverged=summary.diverged, left=summary.left, refresh=False)
         bar.update(1)
 
-    def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure
+    def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure, whole
         store.write_row(_failed_row(spec, error))
         return {"run_id": spec.run_id, "status": "failed", "error": error}
 
@@ -138,7 +138,8 @@ def fan_out(items: list, task, args_of, resources: dict, record, *, address: str
     """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
     (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
-    A task lost beyond Ray's retries gives ``record(lost(item, error text))`` (``lost`` None:
+    A task lost beyond Ray's retries gives ``record(lost(item, error text))``, the text plain
+    (`runner.error_text`: the cause's type and message, then the traceback; ``lost`` None:
     the error is raised). Ctrl-C cancels the tasks in flight and raises KeyboardInterrupt.
     Tasks write their own results and return small records: what finished is kept."""
     if serial:
@@ -174,7 +175,7 @@ def fan_out(items: list, task, args_of, resources: dict, record, *, address: str
                     except ray.exceptions.RayError as e:
                         if lost is None:
                             raise
-                        res = lost(item, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                        res = lost(item, error_text(e))
                     record(res)
         except KeyboardInterrupt:
             for ref in pending:

@@ -58,18 +58,26 @@ def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Modul
     return f.build(tuple(input_shape), num_classes, parse(f.options, options))
 
 
+#: The largest width and depth a study file may give (the widest Jiang NiN is 192 channels,
+#: the deepest 4 blocks); `MAX_PARAMETERS` bounds their product (`study.spec` checks it).
+MAX_WIDTH, MAX_DEPTH = 2**16, 1000
+#: The most parameters of a network of a study: 10⁸ (400 MB of float32 weights, before the
+#: copies that training and the measures make; the largest Jiang NiN has 1.3·10⁶).
+MAX_PARAMETERS = 10**8
+
+
 class Layers(Options):
-    depth: int = Field(2, ge=1)
+    depth: int = Field(2, ge=1, le=MAX_DEPTH)
     dropout: float = Field(0.0, ge=0, lt=1)
     batchnorm: bool = False
 
 
 class NiNOptions(Layers):
-    width: int = Field(16, ge=1)
+    width: int = Field(16, ge=1, le=MAX_WIDTH)
 
 
 class MLPOptions(Layers):
-    width: int = Field(64, ge=1)
+    width: int = Field(64, ge=1, le=MAX_WIDTH)
     bias: bool = True
 
 

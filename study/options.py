@@ -35,7 +35,13 @@ def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:
     """Raise ``ValueError`` naming the keys of ``given`` not in ``allowed``."""
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"{what} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(f"{what} {', '.join(map(shown, unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def shown(key) -> str:
+    """A key as a message shows it: as written, or quoted where it is empty or holds a control
+    character (a message stays one line)."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
 
 
 def parse(kind: type[Options], given: dict) -> Options:

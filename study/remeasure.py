@@ -211,7 +211,7 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
         bar.update(1)
 
     def lost(run_id: str, error: str) -> dict:  # the row is untouched: a rerun does it
-        return {"run_id": run_id, "status": "failed", "computed": 0, "error": error}
+        return {"run_id": run_id, "status": "failed", "computed": 0, "error": error.splitlines()[0]}
 
     try:
         fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import socket
 import sys
 import time
@@ -35,6 +36,26 @@ from .storage import Store
 from .train import TrainLog, TrainOptions, evaluate, train
 
 log = logging.getLogger("study.runner")
+
+
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def plain(text: str) -> str:
+    """``text`` without ANSI escape sequences (colours, cursor moves)."""
+    return _ANSI.sub("", text)
+
+
+def error_text(e: BaseException) -> str:
+    """A failure as a row stores it: plain text, the cause's type and message on the first line,
+    then the traceback. A Ray task error is unwrapped to the exception the task raised."""
+    import traceback as tb
+    cause = getattr(e, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else e
+    head = f"{type(inner).__name__}: {inner}".replace("\n", " ").strip()
+    trace = (str(e) if inner is not e  # a RayTaskError's text is the remote traceback
+             else "".join(tb.format_exception(type(e), e, e.__traceback__, limit=8)))
+    return plain(f"{head}\n{trace}").rstrip()
 
 
 def _now() -> str:
@@ -78,7 +99,7 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     except Exception as e:  # the row records the failure; nothing is lost
         log.exception("run %s failed", spec.run_id)
         row["status"] = "failed"
-        row["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
+        row["error"] = plain(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
     row["finished_at"] = _now()
     return row
 

@@ -37,8 +37,8 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from . import SCHEMA_VERSION
-from .data import DataOptions, dataset_kind
-from .models import MODELS, family
+from .data import DataOptions, data_root, dataset_kind
+from .models import MAX_PARAMETERS, MODELS, family
 from .options import Options, check_keys, parse
 from .train import TrainOptions
 
@@ -48,7 +48,10 @@ class StudyError(ValueError):
 
 
 class StudyHead(Options):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="letters, digits, '_', '-', '.'")
+    # the study's folder under out: a plain name, never a path ("..", "a/b") or a hidden name
+    name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=100,
+                      description="a plain name of at most 100 letters, digits, '_', '-' and "
+                                  "'.', not starting with '.'")
     dataset: str
     model: str
     seeds: list[int] = Field([0], min_length=1, description="a non-empty list of distinct integers ≥ 0")
@@ -274,10 +277,86 @@ def parse_study(doc: dict, path: str = "<study>") -> Study:
     measures = {"include": sorted(m.include), "exclude": sorted(m.exclude), "subset": m.subset,
                 "repeats": m.repeats, "knobs": dict(sorted(m.knobs.items()))}
     resources, = typed("resources", Resources)
-    return Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
-                 data.model_dump(exclude_none=True), source.model_dump(),
-                 model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
-                 resources.model_dump(), path, keep_networks=head.keep_networks)
+    study = Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
+                  data.model_dump(exclude_none=True), source.model_dump(),
+                  model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
+                  resources.model_dump(), path, keep_networks=head.keep_networks)
+    with at("model"):
+        check_networks(study)
+    return study
+
+
+def check_networks(study: Study) -> None:
+    """Raise ``ValueError`` if a network of the study cannot be built for its dataset, has
+    more than `models.MAX_PARAMETERS` parameters, or fails on a training batch of one example
+    (BatchNorm needs two values per channel; larger batches never fail that way). Each network
+    is built on PyTorch's meta device, which allocates and computes nothing, without its
+    initialisation (on meta tensors some of PyTorch's init kernels import torch._dynamo: seconds)."""
+    import torch
+
+    from .models import build_model
+    kind = dataset_kind(study.dataset)
+    smallest: dict[str, tuple[int, dict, dict]] = {}  # model options → least batch, its run's parts
+    for r in study.runs():
+        n = kind.train_examples(r.data.get("train_size"))
+        b = min(r.train["batch_size"], n)
+        least = min(b, n % b or b)
+        key = _canonical(r.model_options)
+        if key not in smallest or least < smallest[key][0]:
+            smallest[key] = (least, r.model_options, {"n": n, "batch_size": r.train["batch_size"]})
+    for least, options, run in smallest.values():
+        given = ", ".join(f"{k} = {v!r}" for k, v in sorted(options.items()))
+        what = f"model {study.model!r}" + (f" with {given}" if given else "")
+        try:
+            with torch.device("meta"), _no_init():
+                net = build_model(study.model, kind.input_shape, kind.num_classes, **options)
+        except ValueError as e:
+            raise ValueError(f"{what} cannot be built for dataset {study.dataset!r} "
+                             f"(inputs of shape {kind.input_shape}): {e}") from None
+        except Exception:  # a builder that cannot run on the meta device: not checked here
+            continue
+        size = sum(p.numel() for p in net.parameters())
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"{what} has {size:,} parameters on {study.dataset}, above the "
+                             f"limit of {MAX_PARAMETERS:,} (study.models.MAX_PARAMETERS); "
+                             "give a smaller width or depth")
+        if least == 1:
+            try:
+                net.train()(torch.empty((1, *kind.input_shape), device="meta"))
+            except ValueError as e:
+                raise ValueError(f"{what} fails on a training batch of one example ({run['n']} "
+                                 f"training examples, batch_size = {run['batch_size']}): {e}. "
+                                 "Change batch_size or train_size") from None
+            except Exception:  # noqa: BLE001 - only what the forward pass says of batches is checked
+                pass
+
+
+@contextlib.contextmanager
+def _no_init():
+    """``torch.nn.init``'s in-place initialisers made to return their tensor untouched."""
+    from torch.nn import init
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for n in names:
+            setattr(init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
+
+
+def check_data_present(study: Study) -> None:
+    """Raise StudyError if the study's data files are absent and ``[data] download = false``
+    (with true, a missing dataset is fetched). It looks on this machine: `study run` checks
+    where the runs read their data here (serial or local Ray), not on a cluster's nodes."""
+    if study.data_source.get("download", True):
+        return
+    kind = dataset_kind(study.dataset)
+    root = data_root(study.data_source.get("root")).resolve()
+    if not kind.present(root):
+        raise StudyError(f"{study.path or '<study>'} [data]: "
+                         + kind.how_to_get(root, "download = false").replace("download=True", "download = true"))
 
 
 def load_study(path: str | Path) -> Study:

@@ -202,42 +202,44 @@ class Store:
 
     def statuses(self) -> dict[str, str]:
         """run_id → status of every stored run (unreadable files count as absent)."""
+        return self.scan()[0]
+
+    def scan(self, outcomes: bool = False) -> tuple[dict[str, str], list[str]]:
+        """(run_id → status of every readable run file, paths of the unreadable ones). With
+        ``outcomes``, the outcome instead of the status: ``unconverged`` for an ok run with
+        ``converged`` false (trained to max_epochs without reaching the target). A store that
+        cannot be reached raises its OSError."""
         files = self._run_files()
         if not files:
-            return {}
-        out = {}
-        try:
-            table = ds.dataset([f.path for f in files], filesystem=self.fs, format="parquet") \
-                .to_table(columns=["run_id", "status"])
-            out = dict(zip(table["run_id"].to_pylist(), table["status"].to_pylist()))
-        except Exception:  # a corrupt file among them: read one by one
-            for f in files:
-                try:
-                    t = pq.read_table(f.path, filesystem=self.fs, columns=["run_id", "status"])
-                    out[t["run_id"][0].as_py()] = t["status"][0].as_py()
-                except Exception:
-                    continue
-        return out
-
-    def outcomes(self) -> dict[str, str]:
-        """run_id → outcome of every stored run: its status, except ``unconverged`` for an
-        ok run with ``converged`` false (trained to max_epochs without reaching the target)."""
-        files = self._run_files()
+            return {}, []
         schema = pa.schema([("run_id", pa.string()), ("status", pa.string()), ("converged", pa.bool_())])
-        rows: list[dict] = []
+
+        def outcome(r: dict) -> str:
+            if outcomes and r["status"] == "ok" and r["converged"] is False:
+                return "unconverged"
+            return r["status"]
         try:  # columns a row lacks (a failed row has no converged) read as null
             rows = ds.dataset([f.path for f in files], schema=schema, filesystem=self.fs,
-                              format="parquet").to_table().to_pylist() if files else []
-        except Exception:  # a corrupt file among them: read one by one
-            for f in files:
-                try:
-                    t = pq.read_table(f.path, filesystem=self.fs)
-                    rows.append({c: (t[c][0].as_py() if c in t.column_names else None)
-                                 for c in schema.names})
-                except Exception:
-                    continue
-        return {r["run_id"]: "unconverged" if r["status"] == "ok" and r["converged"] is False
-                else r["status"] for r in rows}
+                              format="parquet").to_table().to_pylist()
+            return {r["run_id"]: outcome(r) for r in rows}, []
+        except Exception as e:  # noqa: BLE001 - a corrupt file among them: one by one
+            if not _is_corrupt(e):
+                raise
+        out, bad = {}, []
+        for f in files:
+            try:
+                t = pq.read_table(f.path, filesystem=self.fs)
+                r = {c: (t[c][0].as_py() if c in t.column_names else None) for c in schema.names}
+                out[r["run_id"]] = outcome(r)
+            except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
+                if not _is_corrupt(e):
+                    raise
+                bad.append(f.path)
+        return out, bad
+
+    def outcomes(self) -> dict[str, str]:
+        """run_id → outcome (`scan` with ``outcomes``) of every readable stored run."""
+        return self.scan(outcomes=True)[0]
 
     def statuses_of(self, run_ids) -> dict[str, str]:
         """run_id → status for the given runs that are stored and readable."""
@@ -250,16 +252,38 @@ class Store:
                 continue
         return out
 
-    def read_all(self) -> pa.Table:
-        """Every run row, with differing column sets unified (missing → null)."""
-        tables = [pq.read_table(f.path, filesystem=self.fs) for f in self._run_files()]
+    def read_all(self, skip_corrupt: bool = False) -> pa.Table:
+        """Every run row, with differing column sets unified (missing → null). An unreadable run
+        file is a StorageError naming it, unless ``skip_corrupt`` (then it is left out, and
+        listed in `skipped`)."""
+        tables, self.skipped = [], []
+        for f in self._run_files():
+            try:
+                tables.append(pq.read_table(f.path, filesystem=self.fs))
+            except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
+                if not _is_corrupt(e):
+                    raise
+                self.skipped.append(f"{self.uri(f.path)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        if self.skipped and not skip_corrupt:
+            more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+            raise StorageError(f"cannot read {len(self.skipped)} run file(s): {'; '.join(self.skipped[:5])}{more}. "
+                               "Delete them (`study run` runs those networks again) or leave them out "
+                               "with --skip-corrupt")
         if not tables:
-            raise StorageError(f"no run files under {self.uri(self.runs_dir)}")
+            raise StorageError(f"no readable run files under {self.uri(self.runs_dir)}")
         return pa.concat_tables(tables, promote_options="permissive")
 
-    def consolidate(self) -> tuple[str, int]:
-        """Write every run row to ``<study>/runs.parquet`` atomically; returns (path, rows)."""
-        table = self.read_all()
+    def consolidate(self, skip_corrupt: bool = False) -> tuple[str, int]:
+        """Write every run row to ``<study>/runs.parquet`` atomically; returns (path, rows).
+        ``skip_corrupt``: leave unreadable run files out (listed in `skipped`) instead of failing."""
+        table = self.read_all(skip_corrupt)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return self.uri(write_atomic(f"{self.base}/runs.parquet", buf.getvalue(), self.fs)), table.num_rows
+
+
+def _is_corrupt(e: Exception) -> bool:
+    """Whether reading a run file failed on its content (a truncated or foreign file: pyarrow's
+    ArrowInvalid and the like), not on the store itself (unreachable, no permission: an
+    OSError, which propagates)."""
+    return not isinstance(e, OSError)

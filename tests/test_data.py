@@ -8,6 +8,7 @@ loader's own output.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import struct
 
@@ -201,7 +202,20 @@ def test_xor_labels_sizes_and_seeding():
 
 # ----------------------------------------------------------------------------- native files
 
-def test_tiny_cifar10_pickles(tmp_path):
+@pytest.fixture
+def trust_written(monkeypatch):
+    """Trust the MD5 of files this test wrote itself (study.data reads only the official CIFAR
+    batches): call it with the paths, after writing them."""
+    trusted = set(data.TRUSTED_MD5)
+    monkeypatch.setattr(data, "TRUSTED_MD5", trusted)
+
+    def trust(*paths):
+        trusted.update(hashlib.md5(p.read_bytes()).hexdigest() for p in paths)
+    yield trust
+    data.clear_cache()
+
+
+def test_tiny_cifar10_pickles(tmp_path, trust_written):
     rng = np.random.default_rng(0)
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -224,6 +238,9 @@ def test_tiny_cifar10_pickles(tmp_path):
                                      "horse", "ship", "truck"], "num_cases_per_batch": 2,
                      "num_vis": 3072}, fh, protocol=2)
 
+    with pytest.raises(data.UntrustedFile, match="data_batch_1: MD5 .* not that of the official"):
+        load_dataset("cifar10", root=str(tmp_path), download=False)
+    trust_written(*folder.iterdir())
     d = load_dataset("cifar10", root=str(tmp_path), download=False)
     assert d.x_train.shape == (10, 3, 32, 32) and d.x_test.shape == (3, 3, 32, 32)
     assert d.y_train.tolist() == train_y and d.y_test.tolist() == test_y
@@ -240,6 +257,50 @@ def test_tiny_cifar10_pickles(tmp_path):
     assert load_dataset("cifar10", root=str(tmp_path), download=False, train_size=5).x_train.shape[0] == 5
     with pytest.raises(ValueError, match="above the 10 training examples"):
         load_dataset("cifar10", root=str(tmp_path), download=False, train_size=11)
+
+
+class _Payload:
+    """Unpickled, it creates the file ``target`` (as a hostile CIFAR batch would run code)."""
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def _write_hostile_cifar(root, target):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({"data": _Payload(target), "labels": [0]}, protocol=2))
+    return folder
+
+
+def test_crafted_cifar_pickle_is_never_unpickled(tmp_path):
+    target = tmp_path / "pwned"
+    folder = _write_hostile_cifar(tmp_path / "data", target)
+    with pytest.raises(data.UntrustedFile) as e:
+        load_dataset("cifar10", root=str(tmp_path / "data"), download=False)
+    assert not target.exists()
+    msg = str(e.value)
+    assert str(folder / "data_batch_1") in msg and "MD5" in msg and "official" in msg
+    assert data.CIFAR10_MD5["data_batch_1"] in msg  # the digest it should have
+
+
+def test_trusted_digest_still_builds_only_arrays(tmp_path, trust_written):
+    """Even a file whose digest is trusted is read by an unpickler that refuses any code."""
+    target = tmp_path / "pwned"
+    folder = _write_hostile_cifar(tmp_path / "data", target)
+    trust_written(*folder.iterdir())
+    with pytest.raises(data.UntrustedFile, match="data_batch_1: not a CIFAR-10 batch: refusing to load "
+                                                 r"(builtins|io)\.open"):
+        load_dataset("cifar10", root=str(tmp_path / "data"), download=False)
+    assert not target.exists()
+
+
+def test_official_cifar_digests_are_torchvisions():
+    from torchvision.datasets import CIFAR10
+    assert data.CIFAR10_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
 
 
 def test_tiny_svhn_mat_files(tmp_path):

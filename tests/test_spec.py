@@ -75,7 +75,7 @@ def test_spec_roundtrips_through_json():
     (base(grid={"lr": []}), "axis lr = [] must be a non-empty list"),
     (base(grid={"lr": [0.1, 0.1]}), "axis lr repeats a value"),
     (base(grid={"lr": [-1.0]}), "lr = -1.0 must be a number > 0"),
-    (base(grid={"depth": [1.5]}), "depth = 1.5 must be an integer ≥ 1"),
+    (base(grid={"depth": [1.5]}), "depth = 1.5 must be an integer in [1, 1000]"),
     (base(grid={"optimizer": ["rmsprop"]}), "must be one of sgd, momentum, adam"),
     (base(train={"target_loss": 0}), "target_loss = 0 must be a number > 0"),
     (base(train={"max_epochs": 0}), "max_epochs = 0 must be an integer ≥ 1"),
@@ -83,6 +83,8 @@ def test_spec_roundtrips_through_json():
     (base(study={"name": "s", "dataset": "digits", "model": "resnet"}), "unknown model 'resnet'; models: nin, mlp"),
     (base(study={"name": "s", "dataset": "digits"}), "missing required key 'model'"),
     (base(study={"name": "a b", "dataset": "digits", "model": "mlp"}), "name = 'a b' must be"),
+    *[(base(study={"name": name, "dataset": "digits", "model": "mlp"}), f"name = {name!r} must be a plain name")
+      for name in ("..", ".", ".hidden", "a/b", "../x", "/abs", "a\\b", "", "a\nb", "a\x00", "x" * 101)],
     (base(study={"name": "s", "dataset": "digits", "model": "mlp", "seeds": []}), "seeds = [] must be a non-empty list"),
     (base(study={"name": "s", "dataset": "digits", "model": "nin"}, grid={"bias": [True, False]}), "model 'nin' has no option 'bias'"),
     (base(model={"depth": 2}), "depth is both fixed here and an axis of [grid]"),
@@ -135,6 +137,17 @@ def test_cli_rejects_bad_study_before_any_work(tmp_path, edit, message):
     assert r.returncode == 2
     assert message in r.stderr and r.stderr.startswith("error: ")
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_cli_rejects_a_name_that_leaves_out(tmp_path):
+    """A study named ".." would write its rows beside --out, not under it."""
+    out = tmp_path / "a" / "out"
+    p = write_study(tmp_path, out=out)
+    p.write_text(p.read_text().replace('name = "tiny"', 'name = ".."'))
+    r = subprocess.run([sys.executable, "-m", "study", "run", str(p), "--serial"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "name = '..' must be a plain name" in r.stderr
+    assert not (tmp_path / "a").exists()
 
 
 def test_cli_rejects_unwritable_output(tmp_path):

@@ -106,13 +106,14 @@ CONFIDENCE = knob("flat_confidence", 1.645,
                   "Monte-Carlo error on 5/16 (σ) and 8/16 (σ') mini-study networks")
 DEPTH = knob("flat_depth", 15, "at most this many bisection halvings per searched scale")
 RTOL = knob("flat_rtol", 0.02, "stop bisecting when the bracket [lo, hi] has hi − lo ≤ rtol·hi")
-EXPAND = knob("flat_expand", 6, "times s_max may be doubled while the criterion still holds there")
+EXPAND = knob("flat_expand", 6, "times s_max may be doubled while the criterion still holds there",
+              ge=0)
 STEPS = knob("flat_steps", 5, "projected gradient-ascent steps per restart (α, α')")
 RESTARTS = knob("flat_restarts", 1, "random starts of the ascent (α, α')")
 SUBSET = knob("flat_subset", 768, "examples of the measure set the searches use (a seeded "
               "subset; 0: all of it). The subset's draw is the searches' main noise: "
               "sharpness_mag_flatness has reliability 0.82 at 768, 0.96 on all 1,437 digits "
-              "examples, which the cost budget does not allow")
+              "examples, which the cost budget does not allow", ge=0)
 SIGMA_MAX = knob("flat_sigma_max", 0.5, "s_max of the σ search (absolute standard deviation)")
 SIGMA_MAG_MAX = knob("flat_sigma_mag_max", 1.0, "s_max of the σ' search (relative to |w_i|)")
 ALPHA_MAX = knob("flat_alpha_max", 0.1, "s_max of the α search (absolute box half-width)")

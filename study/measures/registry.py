@@ -61,6 +61,19 @@ class Knob:
     default: Any
     doc: str
     batching: bool = False  # only sizes batches: left out of `settings`
+    ge: float | None = None  # least value (numbers); floats are also finite
+    gt: float | None = None  # values above this (numbers)
+
+    def bounds(self) -> dict:
+        """The pydantic constraints of the knob's values."""
+        out = {k: v for k, v in (("ge", self.ge), ("gt", self.gt)) if v is not None}
+        return {**out, "allow_inf_nan": False} if type(self.default) is float else out
+
+    def must(self) -> str:
+        """What a value must be, in words."""
+        what = _TYPE_TEXT.get(type(self.default), type(self.default).__name__)
+        bound = (f" ≥ {self.ge}" if self.ge is not None else f" > {self.gt}" if self.gt is not None else "")
+        return what + (" (finite)" if type(self.default) is float else "") + bound
 
 
 @dataclass(frozen=True)
@@ -82,12 +95,22 @@ KNOBS: dict[str, Knob] = {}
 NEEDS = ("init", "train_log")
 
 
-def knob(name: str, default: Any, doc: str, *, batching: bool = False) -> str:
+def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float | None = None) -> str:
     """Declare a knob (a measure option settable in the study file); its type is the default's.
-    ``batching``: the knob only sizes batches and cannot change a value (module docstring)."""
+    ``batching``: the knob only sizes batches and cannot change a value (module docstring).
+    Its values are bounded so that a study file cannot pass validation and fail at run time:
+    ``ge`` where given; else an integer knob is ≥ 1 (≥ 0 where the default is 0: "0, all"),
+    a float knob is finite and > 0 (≥ 0 where the default is 0); a bool has no bound."""
     if name in KNOBS and KNOBS[name].default != default:
         raise ValueError(f"knob {name!r} declared twice with different defaults")
-    KNOBS[name] = Knob(name, default, doc, batching)
+    gt = None
+    if ge is None and type(default) is int:
+        ge = 0 if default == 0 else 1
+    elif ge is None and type(default) is float:
+        ge, gt = (0.0, None) if default == 0 else (None, 0.0)
+    if type(default) not in (int, float):
+        ge = gt = None
+    KNOBS[name] = Knob(name, default, doc, batching, ge, gt)
     return name
 
 
@@ -148,27 +171,25 @@ _TYPE_TEXT = {bool: "true or false", int: "an integer", float: "a number"}
 
 def knobs_model() -> type[pydantic.BaseModel]:
     """The pydantic model of the declared knobs: strict, each field typed like its default
-    (ints accepted for float knobs), unknown names forbidden."""
+    (ints accepted for float knobs) and bounded (`Knob.bounds`), unknown names forbidden."""
     return pydantic.create_model(
         "MeasureKnobs", __config__=pydantic.ConfigDict(strict=True, extra="forbid",
                                                        protected_namespaces=()),
-        **{k.name: (type(k.default), k.default) for k in KNOBS.values()})
+        **{k.name: (type(k.default), pydantic.Field(k.default, **k.bounds())) for k in KNOBS.values()})
 
 
 def check_knobs(knobs: dict) -> dict:
     """Knob overrides validated against the declared knobs; returns the full set."""
     unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
-        raise ValueError(f"unknown measure knob(s) {', '.join(unknown)}; "
+        raise ValueError(f"unknown measure knob(s) {', '.join(k if k.isprintable() and k.strip() else repr(k) for k in unknown)}; "
                          f"knobs: {', '.join(sorted(KNOBS))}")
     try:
         return knobs_model()(**knobs).model_dump()
     except pydantic.ValidationError as e:
         k = str(e.errors()[0]["loc"][0])
-        d = KNOBS[k].default
-        want = _TYPE_TEXT.get(type(d), type(d).__name__)
-        raise ValueError(f"measure knob {k!r} must be {want} like its default {d!r}, "
-                         f"got {knobs[k]!r}") from None
+        raise ValueError(f"measure knob {k!r} must be {KNOBS[k].must()} like its default "
+                         f"{KNOBS[k].default!r}, got {knobs[k]!r}") from None
 
 
 def repeats_of(measure: Measure | str, repeats: int = 1) -> int:

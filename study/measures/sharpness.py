@@ -41,7 +41,7 @@ def minibatch_index(ctx: MeasureContext, gen: torch.Generator, batch_size: int,
 
 KESKAR_ITERS = knob("keskar_maxiter", 10, "L-BFGS-B iterations of Keskar's sharpness")
 KESKAR_N = knob("keskar_examples", 512,
-                "examples of Keskar's sharpness (a seeded subset; 0: the whole measure set)")
+                "examples of Keskar's sharpness (a seeded subset; 0: the whole measure set)", ge=0)
 
 
 def keskar(ctx: MeasureContext, eps: float, maxiter: int) -> float:
@@ -335,7 +335,7 @@ LE_TEMP = knob("local_entropy_temperature", 1e-3, "temperature T of local_entrop
 LE_STEPS = knob("local_entropy_steps", 30, "SGLD steps of local_entropy (reliability 0.70 at 30 "
                 "on the mini study, 0.85 at 50, beyond the cost budget)")
 LE_LR = knob("local_entropy_lr", 2e-5, "SGLD step size η of local_entropy (stable for η(γ + λ_max/T) < 2)")
-LE_BURNIN = knob("local_entropy_burnin", 5, "SGLD steps of local_entropy left out of the mean")
+LE_BURNIN = knob("local_entropy_burnin", 5, "SGLD steps of local_entropy left out of the mean", ge=0)
 LE_BATCH = knob("local_entropy_batch_size", 128, "mini-batch size of local_entropy's SGLD")
 
 

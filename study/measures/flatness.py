@@ -103,7 +103,7 @@ CONFIDENCE = knob("flat_confidence", 1.645,
                   "(1.645: one-sided 95 %; 0: the plain Monte-Carlo mean, Jiang et al.'s rule). "
                   "With the plain mean the bisection keeps the largest scale whose M-draw mean "
                   "happened to fall below δ, and the expected rise there exceeded δ beyond "
-                  "Monte-Carlo error on 5/16 (σ) and 8/16 (σ') mini-study networks")
+                  "Monte-Carlo error on 5/16 (σ) and 8/16 (σ') mini-study networks", ge=0)
 DEPTH = knob("flat_depth", 15, "at most this many bisection halvings per searched scale")
 RTOL = knob("flat_rtol", 0.02, "stop bisecting when the bracket [lo, hi] has hi − lo ≤ rtol·hi")
 EXPAND = knob("flat_expand", 6, "times s_max may be doubled while the criterion still holds there",

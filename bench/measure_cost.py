@@ -3,6 +3,7 @@
     python bench/measure_cost.py [--study configs/mini.toml] [--limit N] [--threads 1]
     python bench/measure_cost.py --study configs/nin_fashion_mnist_small.toml --limit 1
     python bench/measure_cost.py --width 512 --depth 4   # one MLP of that shape instead
+    python bench/measure_cost.py --widths 32,64,128,256,512 --depth 4   # a width sweep
 
 For each network of the study (seed 0 of each grid point, the first N with
 --limit): train it to its target, then compute its whole measure set, one
@@ -49,11 +50,16 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=0,
                     help="instead of the grid: one MLP of this width (the first network's other settings)")
     ap.add_argument("--depth", type=int, default=4, help="... and this depth (with --width)")
+    ap.add_argument("--widths", default="",
+                    help="a width sweep: comma-separated widths, one MLP each (--depth), "
+                         "printed as parameters against whole set / training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     study = load_study(args.study)
     specs = [s for s in study.runs() if s.seed == study.seeds[0]]
     specs = specs[:args.limit] if args.limit else specs
+    if args.widths:
+        return sweep(specs[0], [int(w) for w in args.widths.split(",")], args.depth)
     if args.width:
         s = specs[0]
         specs = [dataclasses.replace(s, model="mlp", model_options={
@@ -81,6 +87,29 @@ def main() -> None:
         print(f"   {m:<28} {per[m] / len(specs) / epoch_s:8.2f}")
     print(f"   whole set / one epoch = {measure_s / len(specs) / epoch_s:.1f}; "
           f"whole set / training = {measure_s / train_s:.2f}")
+
+
+def as_mlp(spec, width, depth):
+    """The study point ``spec`` as an MLP of that width and depth."""
+    return dataclasses.replace(spec, model="mlp", model_options={
+        **spec.model_options, "width": width, "depth": depth},
+        hp={**spec.hp, "width": width, "depth": depth})
+
+
+def sweep(spec, widths, depth) -> None:
+    """Train and measure one MLP per width, in that order; print the cost ratio against
+    the parameter count, and the five costliest measures at each width."""
+    train_and_measure(as_mlp(spec, widths[0], depth), max_epochs=1)  # warm-up
+    print(f"{'width':>6} {'params':>9} {'epochs':>6} {'train s':>8} {'measure s':>9} "
+          f"{'ratio':>6}  costliest measures (× epoch)")
+    for w in widths:
+        res, out, total, _ = train_and_measure(as_mlp(spec, w, depth))
+        params = sum(p.numel() for p in res.init_state.values())
+        epoch_s = res.seconds / res.log.epochs
+        top = sorted(out.seconds, key=out.seconds.get, reverse=True)[:5]
+        print(f"{w:>6} {params:>9} {res.log.epochs:>6} {res.seconds:>8.2f} {total:>9.2f} "
+              f"{total / res.seconds:>6.2f}  "
+              + ", ".join(f"{m} {out.seconds[m] / epoch_s:.1f}" for m in top), flush=True)
 
 
 if __name__ == "__main__":

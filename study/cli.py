@@ -7,7 +7,7 @@ import logging
 import sys
 from collections import Counter
 
-from .spec import StudyError, load_study
+from .spec import MAX_POINTS, StudyError, load_study
 from .storage import StorageError, Store
 
 
@@ -44,11 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
     e.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sp in (r, s, c, m, e):
+        sp.add_argument("--allow-large-grid", action="store_true",
+                        help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
 
 
 def _load(args):
-    study = load_study(args.study)
+    study = load_study(args.study, allow_large_grid=args.allow_large_grid)
     return study.with_out(args.out) if args.out else study
 
 
@@ -79,17 +82,29 @@ def cmd_status(args) -> int:
     store = Store(study.out, study.name)
     store.check_schema(args.study)
     stored = store.statuses()
-    specs = study.runs()
-    count = Counter(stored.get(s.run_id, "left") for s in specs)
-    print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: "
+    # one streamed pass over the grid: every count at once, no list of the runs
+    count = Counter()
+    by_value = {a: {i: Counter() for i in range(len(v))} for a, v in study.grid.items()}
+    # the hp values are the grid's own objects: found by identity (values need not hash)
+    index = {a: {id(v): i for i, v in enumerate(vals)} for a, vals in study.grid.items()}
+    mine: set[str] = set()
+    for s in study.runs():
+        status = stored.get(s.run_id, "left")
+        count[status] += 1
+        if status != "left":
+            mine.add(s.run_id)
+        for a, v in s.hp.items():
+            i = index[a].get(id(v))
+            by_value[a][i if i is not None else study.grid[a].index(v)][status] += 1
+    print(f"{study.name} in {store.uri(store.runs_dir)}: {study.size} runs: "
           f"{count['ok']} done, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'failed':>6} {'diverged':>8} {'left':>5}")
     for axis, values in study.grid.items():
-        for v in values:
-            c = Counter(stored.get(s.run_id, "left") for s in specs if s.hp[axis] == v)
+        for i, v in enumerate(values):
+            c = by_value[axis][i]
             print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['failed']:>6} {c['diverged']:>8} {c['left']:>5}")
-    extra = len(set(stored) - {s.run_id for s in specs})
+    extra = len(stored) - len(mine)
     if extra:
         print(f"  ({extra} stored runs are not in this study file's grid)")
     if stored:
@@ -145,11 +160,11 @@ def cmd_migrate(args) -> int:
     if not r.old_rows:
         print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
     else:
-        ids = {s.run_id for s in study.runs()}
-        mine = len(set(store.statuses()) & ids)
+        stored = store.statuses()
+        mine = sum(1 for s in study.runs() if s.run_id in stored)
         print(f"{study.name}: {r.old_rows} old-schema rows in {where} migrated to schema {SCHEMA_VERSION}: "
               f"{r.written} rows written ({r.merged} merged from rows of the same network), "
-              f"{r.deleted} old files deleted; {mine} of this study file's {len(ids)} runs are stored")
+              f"{r.deleted} old files deleted; {mine} of this study file's {study.size} runs are stored")
     for s in r.skipped:
         print(f"  not migrated: {s}")
     return 1 if r.skipped else 0

@@ -169,12 +169,12 @@ def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address:
             max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
         pending: dict = {}
         queue = iter(items)  # items may be a generator over a large grid: taken as needed
-        item = next(queue, _END)
+        nxt = next(queue, _END)
         try:
-            while item is not _END or pending:
-                while item is not _END and len(pending) < max_in_flight:
-                    pending[remote.remote(*args_of(item))] = item
-                    item = next(queue, _END)
+            while nxt is not _END or pending:
+                while nxt is not _END and len(pending) < max_in_flight:
+                    pending[remote.remote(*args_of(nxt))] = nxt
+                    nxt = next(queue, _END)
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
                 for ref in done:
                     item = pending.pop(ref)

@@ -81,3 +81,45 @@ def test_status_of_a_large_grid_streams_in_bounded_time(tmp_path, capsys):
     assert "200000 runs: 0 done, 0 failed, 0 diverged, 200000 left" in out
     assert "lr = 0.01" in out and " 10000\n" in out  # each lr value: 200,000 / 20 left
     assert took < 60, took
+
+
+def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkeypatch):
+    import sys
+    import types
+
+    from study import fanout
+
+    taken, in_flight = [], []
+
+    class Ref:
+        def __init__(self, v):
+            self.v = v
+
+    class Remote:
+        def __init__(self, f):
+            self.f = f
+
+        def options(self, **_):
+            return self
+
+        def remote(self, *a):
+            return Ref(self.f(*a))
+
+    def wait(refs, num_returns, timeout):
+        in_flight.append(len(refs))
+        return refs[:1], refs[1:]
+
+    ray = types.SimpleNamespace(is_initialized=lambda: True, remote=Remote, wait=wait,
+                                get=lambda r: r.v, exceptions=types.SimpleNamespace(RayError=OSError))
+    monkeypatch.setitem(sys.modules, "ray", ray)
+
+    def items():
+        for i in range(10):
+            taken.append(i)
+            yield i
+
+    got = []
+    fanout.fan_out(items(), lambda i: 2 * i, lambda i: (i,),
+                   {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 3}, got.append)
+    assert sorted(got) == [2 * i for i in range(10)] and taken == list(range(10))
+    assert max(in_flight) == 3

@@ -8,7 +8,7 @@ import os
 import sys
 from collections import Counter
 
-from .spec import StudyError, check_data_present, load_study
+from .spec import MAX_POINTS, StudyError, check_data_present, load_study
 from .storage import StorageError, Store
 
 
@@ -47,11 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
     e.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sp in (r, s, c, m, e):
+        sp.add_argument("--allow-large-grid", action="store_true",
+                        help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
 
 
 def _load(args):
-    study = load_study(args.study)
+    study = load_study(args.study, allow_large_grid=args.allow_large_grid)
     study = study.with_out(args.out) if args.out else study
     args.where = study.out  # named if the output cannot be reached (main)
     return study
@@ -99,10 +102,21 @@ def cmd_status(args) -> int:
     stored, unreadable = store.scan(outcomes=True)
     for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
         stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
-    specs = study.runs()
-    count = Counter(stored.get(s.run_id, "left") for s in specs)
+    # one streamed pass over the grid: every count at once, no list of the runs
+    count = Counter()
+    by_value = {a: {i: Counter() for i in range(len(v))} for a, v in study.grid.items()}
+    # the hp values are the grid's own objects: found by identity (values need not hash)
+    index = {a: {id(v): i for i, v in enumerate(vals)} for a, vals in study.grid.items()}
+    mine = 0
+    for s in study.runs():
+        status = stored.get(s.run_id, "left")
+        count[status] += 1
+        mine += status != "left"
+        for a, v in s.hp.items():
+            i = index[a].get(id(v))
+            by_value[a][i if i is not None else study.grid[a].index(v)][status] += 1
     unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
-    print(f"{study.name} in {store.uri(store.runs_dir)}: {len(specs)} runs: {count['ok']} done"
+    print(f"{study.name} in {store.uri(store.runs_dir)}: {study.size} runs: {count['ok']} done"
           f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
           + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
     if unreadable:
@@ -115,14 +129,14 @@ def cmd_status(args) -> int:
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
     for axis, values in study.grid.items():
-        for v in values:
-            c = Counter(stored.get(s.run_id, "left") for s in specs if s.hp[axis] == v)
+        for i, v in enumerate(values):
+            c = by_value[axis][i]
             print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['unconverged']:>6} {c['failed']:>6} "
                   f"{c['diverged']:>8} {c['left']:>5}")
     if count["unconverged"]:
         print("  (not converged: max_epochs ran out before target_loss; stored, but analysis "
               "leaves them out unless --include-unconverged)")
-    extra = len(set(stored) - {s.run_id for s in specs})
+    extra = len(stored) - mine
     if extra:
         print(f"  ({extra} stored runs are not in this study file's grid)")
     if stored:
@@ -181,11 +195,11 @@ def cmd_migrate(args) -> int:
     if not r.old_rows:
         print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
     else:
-        ids = {s.run_id for s in study.runs()}
-        mine = len(set(store.statuses()) & ids)
+        stored = store.statuses()
+        mine = sum(1 for s in study.runs() if s.run_id in stored)
         print(f"{study.name}: {r.old_rows} old-schema rows in {where} migrated to schema {SCHEMA_VERSION}: "
               f"{r.written} rows written ({r.merged} merged from rows of the same network), "
-              f"{r.deleted} old files deleted; {mine} of this study file's {len(ids)} runs are stored")
+              f"{r.deleted} old files deleted; {mine} of this study file's {study.size} runs are stored")
     for s in r.skipped:
         print(f"  not migrated: {s}")
     return 1 if r.skipped else 0

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -50,12 +51,17 @@ class Summary:
         return self.total - self.stored_before - self.ran
 
 
-def plan(study: Study, store: Store, retry_failed: bool = False) -> tuple[list[RunSpec], dict]:
-    """The runs still to do, and the stored statuses."""
+def plan(study: Study, store: Store, retry_failed: bool = False) -> tuple[Iterator[RunSpec], dict]:
+    """The runs still to do, a generator over the grid (never a list of it), and the stored
+    statuses, read once."""
     stored = store.statuses()
-    todo = [s for s in study.runs()
-            if s.run_id not in stored or (retry_failed and stored[s.run_id] != "ok")]
-    return todo, stored
+    return todo_of(study, stored, retry_failed), stored
+
+
+def todo_of(study: Study, stored: dict, retry_failed: bool = False) -> Iterator[RunSpec]:
+    """The runs of ``study`` not in ``stored`` (or not ok, with ``retry_failed``), streamed."""
+    return (s for s in study.runs()
+            if s.run_id not in stored or (retry_failed and stored[s.run_id] != "ok"))
 
 
 def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed: bool,
@@ -90,9 +96,11 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     store.check_writable()
     store.clean_tmp()
     todo, stored = plan(study, store, retry_failed)
-    total = len(study.runs())
-    summary = Summary(total=total, stored_before=total - len(todo), runs_dir=store.uri(store.runs_dir))
-    if not todo:
+    total = study.size
+    n_todo = sum(1 for _ in todo)  # a counting pass; the runs are streamed again below
+    todo = todo_of(study, stored, retry_failed)
+    summary = Summary(total=total, stored_before=total - n_todo, runs_dir=store.uri(store.runs_dir))
+    if not n_todo:
         return summary
     bar = tqdm(total=total, initial=summary.stored_before, unit="run", file=sys.stderr,
                disable=not progress, dynamic_ncols=True, mininterval=0.5,
@@ -133,7 +141,10 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     return summary
 
 
-def fan_out(items: list, task, args_of, resources: dict, record, *, address: str | None = None,
+_END = object()
+
+
+def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address: str | None = None,
             serial: bool = False, max_in_flight: int | None = None, lost=None) -> None:
     """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
@@ -161,12 +172,13 @@ def fan_out(items: list, task, args_of, resources: dict, record, *, address: str
         if not max_in_flight:
             max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
         pending: dict = {}
-        queue = list(items)
+        queue = iter(items)  # items may be a generator over a large grid: taken as needed
+        nxt = next(queue, _END)
         try:
-            while queue or pending:
-                while queue and len(pending) < max_in_flight:
-                    item = queue.pop(0)
-                    pending[remote.remote(*args_of(item))] = item
+            while nxt is not _END or pending:
+                while nxt is not _END and len(pending) < max_in_flight:
+                    pending[remote.remote(*args_of(nxt))] = nxt
+                    nxt = next(queue, _END)
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
                 for ref in done:
                     item = pending.pop(ref)

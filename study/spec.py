@@ -3,7 +3,8 @@
 A study file has these sections, each read into typed options (frozen
 pydantic models with defaults and constraints; unknown keys are errors):
 
-    [study]      name, dataset, model, seeds (`StudyHead`), out, keep_networks
+    [study]      name, dataset, model, seeds (`StudyHead`), out, keep_networks,
+                 max_points (the most runs the grid may give: `MAX_POINTS`)
     [data]       train_size, label_noise, data_seed (`data.DataOptions`);
                  root, download (`DataSource`)
     [model]      the model family's options (`models.MLPOptions`, `models.NiNOptions`, …)
@@ -25,11 +26,13 @@ it runs (out, keep_networks, root, download, resources) is in neither.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
 import math
 import tomllib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,13 @@ class StudyError(ValueError):
     """The study file is invalid; the message names the problem and the fix."""
 
 
+# Runs (grid points × seeds) a study may have unless its file raises ``[study] max_points``
+# or the command is given ``--allow-large-grid``: the grid is never held in memory
+# (`Study.runs` is lazy), but planning and `study status` hash every run id, ~30 s per
+# million runs, and a typo in an axis multiplies the grid.
+MAX_POINTS = 100_000
+
+
 class StudyHead(Options):
     # the study's folder under out: a plain name, never a path ("..", "a/b") or a hidden name
     name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", max_length=100,
@@ -57,6 +67,8 @@ class StudyHead(Options):
     seeds: list[int] = Field([0], min_length=1, description="a non-empty list of distinct integers ≥ 0")
     out: str = Field("runs", min_length=1, description="a path or URI")  # in no run id
     keep_networks: bool = True  # store initial and final weights beside each row; in no run id
+    # the most runs (grid points × seeds) the grid may have (`MAX_POINTS`); in no run id
+    max_points: int = Field(MAX_POINTS, ge=1, description="an integer ≥ 1")
 
     @field_validator("seeds")
     @classmethod
@@ -116,6 +128,15 @@ def _canonical(obj: Any) -> str:
     return json.dumps(norm(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def _hash_id(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# A seed no study has (seeds are ≥ 0): the run ids of one grid point's seeds are its
+# canonical identity with this seed's text replaced (`Runs.__iter__`).
+_SEED_MARK = -918273645546372819
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the study: the network (`identity`) and the measures computed on it."""
@@ -136,9 +157,9 @@ class RunSpec:
                 "model": self.model, "model_options": self.model_options,
                 "train": TrainOptions.id_part(self.train), "seed": self.seed}
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
-        return hashlib.sha256(_canonical(self.identity()).encode()).hexdigest()[:16]
+        return _hash_id(_canonical(self.identity()))
 
     def to_json(self) -> str:
         return json.dumps({**self.identity(), "train": self.train, "study": self.study, "hp": self.hp,
@@ -173,20 +194,25 @@ class Study:
     path: str = ""
     keep_networks: bool = True
 
-    def runs(self) -> list[RunSpec]:
-        """The cartesian product of the grid, times the seeds, in a stable order."""
-        out = []
-        for values in itertools.product(*self.grid.values()):
-            point = dict(zip(self.grid, values))
-            sections = {"data": dict(self.data), "model": dict(self.model_options),
-                        "train": dict(self.train)}
-            for axis, v in point.items():
-                sections[_section_of(axis)][axis] = v
-            for seed in self.seeds:
-                out.append(RunSpec(self.name, self.dataset, sections["data"], self.model,
-                                   sections["model"], sections["train"], seed, point,
-                                   self.measures, self.data_source))
-        return out
+    @property
+    def size(self) -> int:
+        """The number of runs: grid points × seeds (without listing them)."""
+        return math.prod(len(v) for v in self.grid.values()) * len(self.seeds)
+
+    def runs(self) -> "Runs":
+        """The cartesian product of the grid, times the seeds, in a stable order: a lazy
+        sequence (`Runs`), each `RunSpec` made when it is reached, so a large grid is
+        streamed, never held in memory."""
+        return Runs(self)
+
+    def _spec(self, values: tuple, seed: int) -> RunSpec:
+        point = dict(zip(self.grid, values))
+        sections = {"data": dict(self.data), "model": dict(self.model_options),
+                    "train": dict(self.train)}
+        for axis, v in point.items():
+            sections[_section_of(axis)][axis] = v
+        return RunSpec(self.name, self.dataset, sections["data"], self.model, sections["model"],
+                       sections["train"], seed, point, self.measures, self.data_source)
 
     def with_out(self, out: str) -> "Study":
         return Study(**{**self.__dict__, "out": out})
@@ -204,7 +230,63 @@ def check_target(target_loss: float, kind) -> None:
                          "smaller target, e.g. 0.01")
 
 
-def parse_study(doc: dict, path: str = "<study>") -> Study:
+class Runs(Sequence):
+    """The runs of a study (`Study.runs`), computed on demand: ``len`` is a product,
+    ``runs[i]`` decodes the point of index ``i`` (the last axis varies fastest, then the
+    seeds), iteration walks the grid one spec at a time."""
+
+    def __init__(self, study: Study):
+        self._study = study
+
+    def __len__(self) -> int:
+        return self._study.size
+
+    def __iter__(self) -> Iterator[RunSpec]:
+        """The specs in order; the seeds of a point share its sections and one canonical
+        identity (the seed's text substituted), so its run ids cost one hash each."""
+        st = self._study
+        for values in itertools.product(*st.grid.values()):
+            first = st._spec(values, _SEED_MARK)
+            text = _canonical(first.identity())
+            mark = f'"seed":{_SEED_MARK}'
+            for seed in st.seeds:
+                spec = RunSpec(first.study, first.dataset, first.data, first.model,
+                               first.model_options, first.train, seed, first.hp,
+                               first.measures, first.data_source)
+                if text.count(mark) == 1:
+                    spec.__dict__["run_id"] = _hash_id(text.replace(mark, f'"seed":{seed}'))
+                yield spec
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"run index {i} out of range for {n} runs")
+        i %= n
+        st = self._study
+        i, s = divmod(i, len(st.seeds))
+        values = []
+        for axis_values in reversed(list(st.grid.values())):
+            i, k = divmod(i, len(axis_values))
+            values.append(axis_values[k])
+        return st._spec(tuple(reversed(values)), st.seeds[s])
+
+
+def check_size(study: Study, max_points: int = MAX_POINTS, allow_large: bool = False) -> None:
+    """StudyError when the study has more runs than ``max_points`` and ``allow_large`` is
+    off: the message gives the count, the axes and both ways to allow it."""
+    n = study.size
+    if n <= max_points or allow_large:
+        return
+    shape = " × ".join(f"{len(v)} {a}" for a, v in study.grid.items())
+    raise StudyError(
+        f"{study.path or '<study>'} [grid]: {n:,} runs ({shape} × {len(study.seeds)} seeds) is "
+        f"above the limit of {max_points:,} runs; if you mean it, raise [study] max_points "
+        "or pass --allow-large-grid (planning and `study status` take ~30 s per million runs)")
+
+
+def parse_study(doc: dict, path: str = "<study>", allow_large_grid: bool = False) -> Study:
     """Validate a parsed study document; raise StudyError naming the first problem."""
     @contextlib.contextmanager
     def at(section: str):
@@ -281,6 +363,7 @@ def parse_study(doc: dict, path: str = "<study>") -> Study:
                   data.model_dump(exclude_none=True), source.model_dump(),
                   model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
                   resources.model_dump(), path, keep_networks=head.keep_networks)
+    check_size(study, head.max_points, allow_large_grid)
     with at("model"):
         check_networks(study)
     return study
@@ -359,8 +442,9 @@ def check_data_present(study: Study) -> None:
                          + kind.how_to_get(root, "download = false").replace("download=True", "download = true"))
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file."""
+def load_study(path: str | Path, allow_large_grid: bool = False) -> Study:
+    """Read and validate a study file; a grid of more than ``[study] max_points`` runs
+    (default `MAX_POINTS`) is an error unless ``allow_large_grid``."""
     p = Path(path)
     if not p.is_file():
         raise StudyError(f"{p}: no such study file")
@@ -368,4 +452,4 @@ def load_study(path: str | Path) -> Study:
         doc = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{p}: not valid TOML: {e}") from None
-    return parse_study(doc, str(p))
+    return parse_study(doc, str(p), allow_large_grid)

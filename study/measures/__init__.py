@@ -10,7 +10,11 @@ each measure took and the NaN reasons.
 
 Requirements on the model: modules are registered in forward order (as in
 ``nn.Sequential``), each BatchNorm directly after the conv or linear layer
-it normalises, activations are ``nn.ReLU`` modules.
+it normalises, activations are ``nn.ReLU`` modules. A measure that rests on
+one of these declares it (``register(..., requires=("relu", "chain"))``) and
+is NaN, with the reason, on a network that breaks it (`core.probe` sees it).
+The inputs must be finite and the labels in [0, classes): `MeasureContext`
+raises ValueError otherwise; non-finite parameters make every measure NaN.
 
 Layers, each importing only those below it: `registry` (measures, knobs) →
 `context` (`MeasureContext`) → `core` (the functional core: perturbed losses,

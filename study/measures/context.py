@@ -44,6 +44,35 @@ class _Failed:
         self.error = error
 
 
+def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """ValueError, before any measure runs, where the measure set cannot give a meaningful
+    value: NaN or infinite inputs (every loss, margin and gradient would be poisoned, and
+    some measures would still return a finite number), labels that are not one per input,
+    or labels outside [0, K), K the network's number of classes (the last dimension of its
+    output on one example)."""
+    if y.dim() != 1 or len(y) != len(x):
+        raise ValueError(f"the measure set has {len(x)} inputs but {y.numel()} labels "
+                         f"(shape {tuple(y.shape)}); give one class index per input")
+    if x.is_floating_point() or x.is_complex():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"the measure set's inputs hold {bad} non-finite entries (NaN or "
+                             f"±inf) out of {x.numel()}; clean or drop those examples")
+    if len(x) == 0:
+        return
+    try:
+        with torch.no_grad():
+            k = int(model(x[:1]).shape[-1])
+    except Exception:  # noqa: BLE001  (a network that cannot run: each measure says so)
+        return
+    out = (y < 0) | (y >= k)
+    if bool(out.any()):
+        vals = torch.unique(y[out]).tolist()
+        shown = ", ".join(map(str, vals[:10])) + (", …" if len(vals) > 10 else "")
+        raise ValueError(f"{int(out.sum())} labels are out of range [0, {k}): [{shown}]; the "
+                         f"network has {k} classes (its output's last dimension)")
+
+
 class MeasureContext:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  init_state: dict[str, torch.Tensor] | None = None,
@@ -54,6 +83,7 @@ class MeasureContext:
         self.model = model.to(self.device).eval()
         self.x = x.to(self.device)
         self.y = y.to(self.device).long()
+        check_data(self.model, self.x, self.y)
         self.seed = seed
         self.knobs = check_knobs(dict(knobs or {}))
         self.train_log = train_log

@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import grad, grad_and_value, vjp, vmap
 
 from .context import EVAL_BATCH, MeasureContext
-from .registry import Undefined, knob
+from .registry import Undefined, knob, requirement
 
 log = logging.getLogger("study.measures")
 
@@ -99,19 +99,77 @@ class ConvOp:
     in_shape: tuple[int, ...]          # (C_in, *spatial) of the layer's input, one example
 
 
+# Leaf modules the ReLU-chain measures understand: layers whose weights they read, BatchNorm
+# (folded), and parameter-free modules that are positively homogeneous and 1-Lipschitz.
+RELU_CHAIN_LEAVES = CONV + LINEAR + BATCHNORM + PIECEWISE_LINEAR
+
+
 @dataclass(frozen=True)
 class Probe:
     conv_ops: dict[str, ConvOp]  # conv module name -> operator settings
     hidden_units: int            # U: hidden activations (ReLU outputs) for one input
     activations: int             # number of ReLU calls seen
     outputs: int                 # scalars output by all leaf modules for one input (≥ 1)
+    # called leaf modules of a type outside `RELU_CHAIN_LEAVES`, "name (Type)", call order
+    foreign: tuple[str, ...] = ()
+    # why the network is not a chain of its leaf modules (None: it is one)
+    not_chain: str | None = None
+
+
+def _version(t) -> int | None:
+    """``t``'s in-place version counter (None: not a tensor, or an inference tensor, which
+    keeps none)."""
+    try:
+        return t._version if torch.is_tensor(t) else None
+    except RuntimeError:
+        return None
+
+
+def _same(t, ref: tuple) -> bool:
+    """Whether ``t`` is the tensor ``ref[0]`` or a view of all of it (a reshape), unchanged
+    since its version was ``ref[1]``."""
+    r, version = ref
+    if not torch.is_tensor(t) or not torch.is_tensor(r):
+        return False
+    if t is not r and not (t.data_ptr() == r.data_ptr() and t.numel() == r.numel()
+                           and t.dtype == r.dtype):
+        return False
+    return version is None or _version(t) == version
 
 
 def probe(ctx: MeasureContext) -> Probe:
-    """One example through the network with forward hooks (cached)."""
+    """One example through the network with forward hooks (cached).
+
+    Besides sizes, it sees whether the network is a chain: each leaf module's input is the
+    previous leaf's output (or a reshaped view of it, not modified in place since), the
+    first leaf's the network's input, the network's output the last leaf's; no module with
+    parameters called twice or never; leaves called in registration order. Anything
+    computed outside modules (a skip connection's sum, a functional activation, a
+    concatenation) breaks that. Leaves of a type the ReLU-chain measures do not know
+    (GELU, Tanh, LayerNorm, a custom module…) are listed in ``foreign``."""
     def run() -> Probe:
         ops: dict[str, ConvOp] = {}
         units = calls = outputs = 0
+        foreign: list[str] = []
+        breaks: list[str] = []
+        called: list[str] = []
+        x = ctx.x[:1]
+        last: dict[str, tuple] = {"name": ("the network's input",), "ref": (x, _version(x))}
+
+        def pre(name: str, mod: nn.Module):
+            def check(_, inputs):
+                if name in owners and name in called:
+                    breaks.append(f"module {name!r} ({type(mod).__name__}), which has "
+                                  "parameters, is called more than once")
+                called.append(name)
+                if type(mod) not in RELU_CHAIN_LEAVES:
+                    foreign.append(f"{name!r} ({type(mod).__name__})")
+                if len(inputs) != 1 or not _same(inputs[0], last["ref"]):
+                    breaks.append(f"the input of module {name!r} is not the output of "
+                                  f"{last['name'][0]} (a skip connection, a functional "
+                                  "activation or another operation outside modules sits "
+                                  "between them)")
+            return check
 
         def hook(name: str, leaf: bool):
             def record(mod, inputs, out):
@@ -126,18 +184,88 @@ def probe(ctx: MeasureContext) -> Probe:
                 elif isinstance(mod, ACTIVATIONS):
                     units += out[0].numel()
                     calls += 1
+                if leaf:
+                    last["name"] = (f"module {name!r}",)
+                    last["ref"] = (out, _version(out))
             return record
 
+        leaves = [(n, m) for n, m in ctx.model.named_modules() if not list(m.children())]
+        owners = {n for n, m in ctx.model.named_modules() if list(m.parameters(recurse=False))}
+        inner = [n for n, m in ctx.model.named_modules() if n in owners and list(m.children())]
+        if inner:
+            breaks.append(f"module {inner[0]!r} has parameters of its own besides submodules "
+                          "(they are used outside its leaf modules)")
         handles = [m.register_forward_hook(hook(n, not list(m.children())))
                    for n, m in ctx.model.named_modules()]
+        handles += [m.register_forward_pre_hook(pre(n, m)) for n, m in leaves]
         try:
             with torch.no_grad():
-                ctx.forward(ctx.params, ctx.x[:1])
+                z = ctx.forward(ctx.params, x)
         finally:
             for h in handles:
                 h.remove()
-        return Probe(ops, units, calls, max(outputs, 1))
+        if not _same(z, last["ref"]):
+            breaks.append(f"the network's output is not the output of {last['name'][0]} "
+                          "(an operation outside modules follows it)")
+        unused = [n for n, _ in leaves if n in owners and n not in called]
+        if unused:
+            breaks.append(f"module {unused[0]!r} has parameters but is never called")
+        order = [n for n, _ in leaves if n in called]
+        seen = list(dict.fromkeys(called))
+        if not breaks and seen != order:
+            breaks.append(f"modules are called in the order {seen}, not in their registration "
+                          f"order {order}")
+        return Probe(ops, units, calls, max(outputs, 1), tuple(dict.fromkeys(foreign)),
+                     breaks[0] if breaks else None)
     return ctx.cached("core.probe", run)
+
+
+# -- assumptions a measure may declare (`registry.register(..., requires=...)`) -------
+
+
+@requirement("finite", "every parameter and buffer of the network is finite (checked "
+             "before every measure)")
+def finite_network(ctx: MeasureContext) -> str | None:
+    """None where every floating parameter and buffer is finite, else the count and where
+    (cached). Every measure checks it (`registry.ALWAYS`): NaN weights give NaN everywhere
+    with this reason rather than a finite number from a size or norm formula."""
+    def check() -> str | None:
+        bad = {n: int((~torch.isfinite(t)).sum()) for n, t in {**ctx.buffers, **ctx.params}.items()
+               if t.is_floating_point() or t.is_complex()}
+        bad = {n: c for n, c in bad.items() if c}
+        if not bad:
+            return None
+        where = ", ".join(f"{n} ({c})" for n, c in list(bad.items())[:5])
+        more = f" and {len(bad) - 5} more tensors" if len(bad) > 5 else ""
+        return (f"the network has {sum(bad.values())} non-finite parameter or buffer entries "
+                f"(NaN or ±inf), in {where}{more}: its training diverged or it was loaded "
+                "corrupt, so no measure of it means anything")
+    return ctx.cached("core.requirement.finite", check)
+
+
+@requirement("relu", "every activation is an nn.ReLU module (positively homogeneous and "
+             "1-Lipschitz, piecewise linear): every leaf module called is a conv, linear, "
+             "BatchNorm or parameter-free piecewise-linear module (`RELU_CHAIN_LEAVES`)")
+def relu_activations(ctx: MeasureContext) -> str | None:
+    """None where every leaf module the network calls is in `RELU_CHAIN_LEAVES` (`probe`),
+    else the reason, naming the other modules. Functional activations are not modules:
+    `chain_of_layers` sees them, as operations between modules."""
+    foreign = probe(ctx).foreign
+    if not foreign:
+        return None
+    return ("assumes ReLU activations (positively homogeneous, 1-Lipschitz, piecewise "
+            f"linear), but the network calls {', '.join(foreign[:5])}"
+            + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
+
+
+@requirement("chain", "the network is a chain of its leaf modules, called once each in "
+             "registration order, nothing computed between them (no skip connection, no "
+             "functional activation, no weight sharing)")
+def chain_of_layers(ctx: MeasureContext) -> str | None:
+    """None where the network is a chain of its leaf modules (`probe`), else the reason,
+    naming where the chain breaks."""
+    why = probe(ctx).not_chain
+    return None if why is None else f"assumes a chain of layers, but {why}"
 
 
 # -- the memory budget --------------------------------------------------------------

@@ -28,6 +28,10 @@ SPEC_OP_MAX_ITER = knob("spec_op_max_iter", 1000,
                         "log_prod_spec_op: most power-iteration steps per conv layer")
 
 JIANG = "Jiang et al. 2020"
+# The bounds behind products and sums of per-layer norms and the path norm hold for a
+# chain of layers with positively homogeneous 1-Lipschitz activations (ReLU): elsewhere
+# their numbers are silently wrong, so they are NaN with the reason (`core` requirements).
+RELU_CHAIN = ("relu", "chain")
 
 
 # -- per-layer norms -----------------------------------------------------------
@@ -187,26 +191,30 @@ def inverse_margin(ctx):
     return 1.0 / core.gamma(ctx) ** 2
 
 
-@register("log_prod_spec", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020")
+@register("log_prod_spec", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def log_prod_spec(ctx):
     """Σ_l log ‖W_l‖₂² (Bartlett et al. 2017; Jiang et al. 2020)."""
     return sum(_logs(_norms(ctx)["spec2"], "‖W‖₂²"))
 
 
-@register("log_prod_spec_over_margin", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020")
+@register("log_prod_spec_over_margin", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def log_prod_spec_over_margin(ctx):
     """Σ_l log ‖W_l‖₂² − 2 log γ (Bartlett et al. 2017; Jiang et al. 2020)."""
     return sum(_logs(_norms(ctx)["spec2"], "‖W‖₂²")) - _log_gamma2(ctx)
 
 
-@register("log_sum_spec", "norm", cite=JIANG)
+@register("log_sum_spec", "norm", cite=JIANG,
+          requires=RELU_CHAIN)
 def log_sum_spec(ctx):
     """log d + (1/d) Σ_l log ‖W_l‖₂² (Jiang et al. 2020)."""
     s = _logs(_norms(ctx)["spec2"], "‖W‖₂²")
     return math.log(len(s)) + sum(s) / len(s)
 
 
-@register("log_sum_spec_over_margin", "norm", cite=JIANG)
+@register("log_sum_spec_over_margin", "norm", cite=JIANG,
+          requires=RELU_CHAIN)
 def log_sum_spec_over_margin(ctx):
     """log d + (1/d) Σ_l log(‖W_l‖₂²/γ²) (Jiang et al. 2020)."""
     s = _logs(_norms(ctx)["spec2"], "‖W‖₂²")
@@ -223,14 +231,16 @@ def _spec_main(ctx, numerators: list[float], what: str) -> float:
 
 
 @register("log_spec_init_main", "norm", cite="Neyshabur et al. 2018; Jiang et al. 2020",
-          needs=("init",))
+          needs=("init",),
+          requires=RELU_CHAIN)
 def log_spec_init_main(ctx):
     """Σ_l log ‖W_l‖₂² − 2 log γ + log Σ_l ‖W_l − W0_l‖_F²/‖W_l‖₂²
     (Neyshabur et al. 2018; Jiang et al. 2020)."""
     return _spec_main(ctx, _dist_norms(ctx)["fro2"], "‖W_l − W0_l‖_F²")
 
 
-@register("log_spec_orig_main", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020")
+@register("log_spec_orig_main", "norm", cite="Bartlett et al. 2017; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def log_spec_orig_main(ctx):
     """Σ_l log ‖W_l‖₂² − 2 log γ + log Σ_l ‖W_l‖_F²/‖W_l‖₂²
     (Bartlett et al. 2017; Jiang et al. 2020)."""
@@ -251,26 +261,30 @@ def dist_spec_init(ctx):
     return sum(_dist_norms(ctx)["spec2"])
 
 
-@register("log_prod_fro", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020")
+@register("log_prod_fro", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def log_prod_fro(ctx):
     """Σ_l log ‖W_l‖_F² (Neyshabur et al. 2015; Jiang et al. 2020)."""
     return sum(_logs(_norms(ctx)["fro2"], "‖W‖_F²"))
 
 
-@register("log_prod_fro_over_margin", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020")
+@register("log_prod_fro_over_margin", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def log_prod_fro_over_margin(ctx):
     """Σ_l log ‖W_l‖_F² − 2 log γ (Neyshabur et al. 2015; Jiang et al. 2020)."""
     return sum(_logs(_norms(ctx)["fro2"], "‖W‖_F²")) - _log_gamma2(ctx)
 
 
-@register("log_sum_fro", "norm", cite=JIANG)
+@register("log_sum_fro", "norm", cite=JIANG,
+          requires=RELU_CHAIN)
 def log_sum_fro(ctx):
     """log d + (1/d) Σ_l log ‖W_l‖_F² (Jiang et al. 2020)."""
     s = _logs(_norms(ctx)["fro2"], "‖W‖_F²")
     return math.log(len(s)) + sum(s) / len(s)
 
 
-@register("log_sum_fro_over_margin", "norm", cite=JIANG)
+@register("log_sum_fro_over_margin", "norm", cite=JIANG,
+          requires=RELU_CHAIN)
 def log_sum_fro_over_margin(ctx):
     """log d + (1/d) Σ_l log(‖W_l‖_F²/γ²) (Jiang et al. 2020)."""
     s = _logs(_norms(ctx)["fro2"], "‖W‖_F²")
@@ -291,21 +305,24 @@ def fro_dist(ctx):
     return sum(_dist_norms(ctx)["fro2"])
 
 
-@register("path_norm", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020")
+@register("path_norm", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def path_norm(ctx):
     """Σ_paths Π w²: the summed outputs, on an all-ones input, of the folded network
     with every parameter (biases included) squared (Neyshabur et al. 2015; Jiang et al. 2020)."""
     return path_norm_value(ctx)
 
 
-@register("path_norm_over_margin", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020")
+@register("path_norm_over_margin", "norm", cite="Neyshabur et al. 2015; Jiang et al. 2020",
+          requires=RELU_CHAIN)
 def path_norm_over_margin(ctx):
     """path_norm / γ² (Neyshabur et al. 2015; Jiang et al. 2020)."""
     return path_norm_value(ctx) / core.gamma(ctx) ** 2
 
 
 @register("log_prod_spec_op", "norm", cite="Sedghi et al. 2019; Bartlett et al. 2017",
-          knobs=(SPEC_OP_RTOL, SPEC_OP_MAX_ITER), stochastic=True)
+          knobs=(SPEC_OP_RTOL, SPEC_OP_MAX_ITER), stochastic=True,
+          requires=RELU_CHAIN)
 def log_prod_spec_op(ctx):
     """Σ_l log ‖W_l‖₂², each conv's ‖W_l‖₂ the operator norm of the convolution at its
     input size (stride, padding included), by power iteration on the conv and its

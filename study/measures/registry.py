@@ -10,6 +10,11 @@ the registry is full whenever any part of the package is imported.
 
 A measure that is undefined for a network raises `Undefined` with the
 reason; the runner records NaN and the reason, and the other measures go on.
+Assumptions a measure's definition rests on are declared, not coded in it:
+``register(..., requires=("relu", "chain"))`` names `Requirement`s (declared
+with `requirement` in `core`: ReLU activations, a chain of layers); each is
+checked before the measure runs and a broken one makes it NaN with the
+reason. `ALWAYS` (finite parameters) is checked before every measure.
 
 Provenance: `settings` (and its short hash, `settings_hash`) is what fixes a
 measure's value on a given network: its name, its code ``version`` (bump it
@@ -35,6 +40,7 @@ written before repeats existed stay valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -87,12 +93,26 @@ class Measure:
     doc: str = ""
     version: int = 1
     stochastic: bool = False  # draws noise or a random subset: repeated (module docstring)
+    requires: tuple[str, ...] = ()  # assumptions on the network, checked before ``fn`` runs
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An assumption on the network that a measure's definition rests on. ``check(ctx)``
+    returns None where it holds, else the reason the measure is undefined (cached on the
+    context by the declaring module)."""
+    name: str
+    doc: str
+    check: Callable[[Any], str | None] = field(repr=False)
 
 
 REGISTRY: dict[str, Measure] = {}
 KNOBS: dict[str, Knob] = {}
+REQUIREMENTS: dict[str, Requirement] = {}
 
 NEEDS = ("init", "train_log")
+# Checked before every measure, whatever it declares (the network must hold numbers).
+ALWAYS = ("finite",)
 
 
 def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float | None = None) -> str:
@@ -114,12 +134,41 @@ def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float
     return name
 
 
+def requirement(name: str, doc: str):
+    """Decorator: declare ``check(ctx) -> str | None`` as the requirement ``name`` that a
+    measure may name in ``register(..., requires=...)`` (None: it holds; else why not)."""
+    def wrap(check):
+        if name in REQUIREMENTS:
+            raise ValueError(f"requirement {name!r} declared twice")
+        REQUIREMENTS[name] = Requirement(name, doc, check)
+        return check
+    return wrap
+
+
+def checked(fn: Callable[..., float], requires: tuple[str, ...]) -> Callable[..., float]:
+    """``fn`` preceded by the checks of `ALWAYS` and ``requires``: the first that fails
+    raises `Undefined` with its reason, so the measure is NaN and the others go on."""
+    @functools.wraps(fn)
+    def run(ctx):
+        for r in ALWAYS + tuple(requires):
+            why = REQUIREMENTS[r].check(ctx)
+            if why is not None:
+                raise Undefined(why)
+        return fn(ctx)
+    return run
+
+
 def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
-             needs: tuple[str, ...] = (), version: int = 1, stochastic: bool = False):
+             needs: tuple[str, ...] = (), version: int = 1, stochastic: bool = False,
+             requires: tuple[str, ...] = ()):
     """Decorator: register ``fn(ctx) -> float`` as measure ``name``. ``version``: the code's
     version, in the settings hash; bump it when a change of the code changes the values.
     ``stochastic``: the value depends on random draws (``ctx.generator``, ``ctx.subset``), so
-    ``[measures] repeats`` redraws it (module docstring)."""
+    ``[measures] repeats`` redraws it (module docstring). ``requires``: the assumptions on the
+    network the measure's definition rests on (`REQUIREMENTS`, e.g. ``"relu"``, ``"chain"``),
+    checked before it runs; a network that breaks one gets NaN and the reason. The
+    registered ``Measure.fn`` is the checked function; the decorated one is returned as it
+    is."""
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"measure {name!r}: version must be an integer ≥ 1, got {version!r}")
     if family not in FAMILIES:
@@ -127,6 +176,10 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
     for n in needs:
         if n not in NEEDS:
             raise ValueError(f"unknown need {n!r}; needs: {', '.join(NEEDS)}")
+    for r in requires:
+        if r not in REQUIREMENTS:
+            raise ValueError(f"measure {name!r}: unknown requirement {r!r}; "
+                             f"requirements: {', '.join(REQUIREMENTS)}")
 
     def wrap(fn):
         if name in REGISTRY:
@@ -134,8 +187,9 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
         for k in knobs:
             if k not in KNOBS:
                 raise ValueError(f"measure {name!r} uses undeclared knob {k!r}")
-        REGISTRY[name] = Measure(name, family, fn, cite, tuple(knobs), tuple(needs),
-                                 (fn.__doc__ or "").strip(), version, bool(stochastic))
+        REGISTRY[name] = Measure(name, family, checked(fn, tuple(requires)), cite, tuple(knobs),
+                                 tuple(needs), (fn.__doc__ or "").strip(), version,
+                                 bool(stochastic), tuple(requires))
         return fn
 
     return wrap

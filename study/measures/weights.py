@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import core
 from .context import MeasureContext
 from .core import CONV, LINEAR
 from .registry import Undefined
@@ -119,8 +120,19 @@ def fold(model: nn.Module, st: dict[str, torch.Tensor]) -> list[Layer]:
 
 
 def layers(ctx: MeasureContext, which: str = "final") -> list[Layer]:
-    """W_1 … W_d (folded) of the trained (``"final"``) or initial (``"init"``) network."""
-    return ctx.cached(f"weights.layers.{which}", lambda: fold(ctx.model, state(ctx, which)))
+    """W_1 … W_d (folded) of the trained (``"final"``) or initial (``"init"``) network.
+    `Undefined` where a BatchNorm would be folded into a network that is not a chain of
+    layers (`core.chain_of_layers`): the layer registered before it need not be what it
+    normalises, nor its output used by the BatchNorm alone."""
+    def make() -> list[Layer]:
+        out = fold(ctx.model, state(ctx, which))
+        bns = [l.bn for l in out if l.bn is not None]
+        why = core.chain_of_layers(ctx) if bns else None
+        if why is not None:
+            raise Undefined(f"folding BatchNorm {bns[0]!r} into the layer before it {why[0].lower()}"
+                            f"{why[1:]}")
+        return out
+    return ctx.cached(f"weights.layers.{which}", make)
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:

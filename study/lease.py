@@ -8,8 +8,9 @@ local or shared folder, an object store) and needs nothing else.
 
 - A second driver that finds a live lease (heartbeat younger than `LEASE_TIMEOUT_S`)
   stops before any work with `LeaseHeld`, naming the holder (exit 2 on the command line).
-- A stale lease (heartbeat older than `LEASE_TIMEOUT_S`: its driver was killed, or lost
-  its machine) is taken over, with a warning naming the old holder.
+- A stale lease is taken over, with a warning naming the old holder: its heartbeat is
+  older than `LEASE_TIMEOUT_S` (its driver was killed, or lost its machine), or it was
+  written on this host (same host name) by a process id that no longer exists.
 - The holder deletes its lease when it ends (normally, on Ctrl-C, SIGTERM or a write
   failure); SIGKILL leaves it behind, to be taken over once stale.
 
@@ -51,6 +52,21 @@ def _describe(lease: dict, now: float) -> str:
     return (f"{lease.get('command', 'a driver')} on host {lease.get('host', '?')}, pid "
             f"{lease.get('pid', '?')}, started {lease.get('started_at', '?')}, last heartbeat "
             f"{now - float(lease.get('heartbeat', 0)):.0f} s ago")
+
+
+def _dead_here(lease: dict) -> bool:
+    """Whether the lease was written on this host by a process that no longer exists."""
+    if lease.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(lease["pid"]), 0)
+    except (KeyError, TypeError, ValueError):
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 class Lease:
@@ -95,13 +111,14 @@ class Lease:
         held = self.read()
         if held is not None and held.get("token") != self.token:
             now = time.time()
-            if now - float(held["heartbeat"]) < LEASE_TIMEOUT_S:
+            if now - float(held["heartbeat"]) < LEASE_TIMEOUT_S and not _dead_here(held):
                 raise LeaseHeld(
                     f"study {self.store.study!r} in {where} is held by {_describe(held, now)}. "
                     f"One driver per study: wait for it to end or stop it (a lease whose heartbeat "
                     f"is older than {LEASE_TIMEOUT_S:.0f} s is taken over)")
-            log.warning("taking over the stale lease of study %r in %s: %s (older than %.0f s)",
-                        self.store.study, where, _describe(held, now), LEASE_TIMEOUT_S)
+            log.warning("taking over the stale lease of study %r in %s: %s (%s)", self.store.study,
+                        where, _describe(held, now), "its process is gone" if _dead_here(held)
+                        else f"older than {LEASE_TIMEOUT_S:.0f} s")
         self._write()
         time.sleep(SETTLE_S)
         now_held = self.read()

@@ -104,7 +104,7 @@ def cmd_run(args) -> int:
         print(f"  failed {f}")
     if s.stopped:
         print(f"stopped: {s.stopped}. Submitted nothing more; the runs in flight were waited for "
-              f"or cancelled; every stored row is whole. {s.left} runs left: fix the output, then "
+              f"or cancelled; every stored row is whole. {s.left} runs left: fix the cause, then "
               "run the same command again to continue")
         return 3
     if s.interrupted:

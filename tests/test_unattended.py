@@ -119,6 +119,7 @@ def test_resources_no_node_can_hold_stop_before_submitting(tmp_path, env, resour
     assert not (tmp_path / "out" / "tiny" / "lease.json").exists()
 
 
+@deadline(120)
 @pytest.mark.parametrize("bad", ["-1", "0", "two"])
 def test_max_in_flight_below_one_is_refused(tmp_path, capsys, bad):
     p = write_study(tmp_path, grid=ONE)
@@ -288,7 +289,7 @@ def test_output_turning_read_only_stops_the_driver_cleanly(tmp_path, env, tmpfs)
 
 @deadline(400)
 def test_a_second_driver_exits_2_naming_the_first_and_leaves_its_temporaries(tmp_path, env):
-    p = write_study(tmp_path, grid=EIGHT)
+    p = write_study(tmp_path, grid=EIGHT, seeds=str(list(range(10))))  # 80 runs: still running
     base = tmp_path / "out" / "tiny"
     first = subprocess.Popen(study_cmd(p, "--serial"), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
@@ -395,3 +396,13 @@ def test_one_driver_per_study_on_an_object_store(monkeypatch):
             assert held["token"] == second.token
     finally:
         server.stop()
+
+
+def test_a_corrupt_row_is_run_again(tmp_path):
+    p = write_study(tmp_path, grid=ONE)
+    assert run_study(load_study(p), serial=True, progress=False).ran == 1
+    (row,) = parquet_files(tmp_path / "out" / "tiny" / "runs")
+    row.write_bytes(row.read_bytes()[:100])  # truncated: unreadable
+    s = run_study(load_study(p), serial=True, progress=False)
+    assert (s.stored_before, s.ran, s.ok) == (0, 1, 1)
+    assert assert_only_whole_rows(tmp_path / "out" / "tiny" / "runs") == 1

@@ -181,10 +181,12 @@ def cmd_consolidate(args) -> int:
 def cmd_migrate(args) -> int:
     """`study migrate`: old-schema rows rewritten under their new ids (study.migrate)."""
     from . import SCHEMA_VERSION
+    from .lease import Lease
     from .migrate import migrate
     study = _load(args)
     store = Store(study.out, study.name)
-    r = migrate(store)
+    with Lease(store, "study migrate"):  # no study run or measure meanwhile
+        r = migrate(store)
     where = store.uri(store.runs_dir)
     if not r.old_rows:
         print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")

@@ -16,7 +16,9 @@ driver that died (lost SSH session, preempted head, Ctrl-C) loses nothing.
 Use ``ray submit --tmux …`` to keep the driver running after you disconnect.
 
 Exit status: that of ``python -m study run`` (0: every run stored and none
-failed; 1: some failed; 2: bad study file or output; 130: interrupted).
+failed; 1: some failed; 2: bad study file, output, [resources] no node can hold,
+or a study another driver holds; 3: the output refused a write mid-study; 130:
+interrupted; 143: SIGTERM).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def resolve_study(path: str) -> Path:
     return candidate if candidate.is_file() else p
 
 
+def at_least_one(text: str) -> int:
+    from study.cli import at_least_one as check
+    return check(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="driver.py", description="Run a study on the Ray cluster this runs on (ray submit).")
@@ -49,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="auto",
                    help="Ray cluster address (default: auto, the cluster of this node)")
     p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
-    p.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
+    p.add_argument("--max-in-flight", type=at_least_one, default=None,
+                   help="Ray tasks in flight at once (≥ 1; default: automatic)")
     p.add_argument("--consolidate", action="store_true",
                    help="write OUT/<study>/runs.parquet when every run is stored and none failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -12,6 +12,40 @@ from .spec import MAX_POINTS, StudyError, check_data_present, load_study
 from .storage import StorageError, Store
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: give at least 1 (leave it out for automatic)")
+    return n
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds ≥ 0."""
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not s >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds ≥ 0")
+    return s
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-in-flight", type=at_least_one, default=None,
+                   help="Ray tasks in flight at once (≥ 1; default: automatic)")
+    p.add_argument("--autoscaler", action="store_true", default=None,
+                   help="the cluster grows: wait for a node that can hold a run (--node-wait) "
+                        "instead of stopping at once (also STUDY_AUTOSCALER=1; assumed on a "
+                        "`ray up` head)")
+    p.add_argument("--node-wait", type=seconds, default=None,
+                   help="with an autoscaler: seconds to wait for such a node (default 600: "
+                        "fanout.NODE_WAIT_S)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="study", description="Train a grid of networks and measure them.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -21,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
     r.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
-    r.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
+    _cluster_flags(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = sub.add_parser("status", help="done / failed / left, per axis value; stale and missing measures")
     s.add_argument("study")
@@ -45,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out")
     e.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
     e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
-    e.add_argument("--max-in-flight", type=int, default=None, help="Ray tasks in flight at once")
+    _cluster_flags(e)
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     for sp in (r, s, c, m, e):
         sp.add_argument("--allow-large-grid", action="store_true",
@@ -72,8 +106,9 @@ def cmd_run(args) -> int:
     if _local(args):
         check_data_present(study)
     s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
-                  max_in_flight=args.max_in_flight, progress=not args.no_progress)
-    if s.ran == 0 and not s.interrupted:
+                  max_in_flight=args.max_in_flight, progress=not args.no_progress,
+                  autoscaler=args.autoscaler, node_wait_s=args.node_wait)
+    if s.ran == 0 and not s.interrupted and not s.stopped:
         print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
         return 0
     rate = s.ran / s.seconds * 60 if s.seconds else 0.0
@@ -87,10 +122,19 @@ def cmd_run(args) -> int:
         print(f"  {s.unconverged} not converged: max_epochs ran out before target_loss. They are "
               "stored, but analysis leaves them out unless --include-unconverged; a larger "
               "max_epochs trains them again, under new run ids")
+    if s.stopped:
+        print(f"stopped: {s.stopped}. Submitted nothing more; the runs in flight were waited for "
+              f"or cancelled; every stored row is whole. {s.left} runs left: fix the cause, then "
+              "run the same command again to continue")
+        return 3
     if s.interrupted:
-        print(f"interrupted: {s.left} runs left; run the same command again to continue")
-        return 130
+        print(f"{_interrupted(s.signal)}: {s.left} runs left; run the same command again to continue")
+        return 143 if s.signal == "SIGTERM" else 130
     return 1 if s.failed else 0
+
+
+def _interrupted(sig: str) -> str:
+    return "stopped by SIGTERM" if sig == "SIGTERM" else "interrupted"
 
 
 def cmd_status(args) -> int:
@@ -187,10 +231,12 @@ def cmd_consolidate(args) -> int:
 def cmd_migrate(args) -> int:
     """`study migrate`: old-schema rows rewritten under their new ids (study.migrate)."""
     from . import SCHEMA_VERSION
+    from .lease import Lease
     from .migrate import migrate
     study = _load(args)
     store = Store(study.out, study.name)
-    r = migrate(store)
+    with Lease(store, "study migrate"):  # no study run or measure meanwhile
+        r = migrate(store)
     where = store.uri(store.runs_dir)
     if not r.old_rows:
         print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
@@ -216,7 +262,8 @@ def cmd_measure(args) -> int:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
     want = Want(names, args.stale, args.missing, args.force)
     s = measure_study(study, want, address=args.address, serial=args.serial,
-                      max_in_flight=args.max_in_flight, progress=not args.no_progress)
+                      max_in_flight=args.max_in_flight, progress=not args.no_progress,
+                      autoscaler=args.autoscaler, node_wait_s=args.node_wait)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
@@ -233,8 +280,9 @@ def cmd_measure(args) -> int:
     for f in s.failures[:10]:
         print(f"  failed {f}")
     if s.interrupted:
-        print(f"interrupted: {s.todo - s.done} networks left; run the same command again to continue")
-        return 130
+        print(f"{_interrupted(s.signal)}: {s.todo - s.done} networks left; run the same command "
+              "again to continue")
+        return 143 if s.signal == "SIGTERM" else 130
     return 1 if s.failures else 0
 
 
@@ -245,7 +293,7 @@ def main(argv=None) -> int:
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
-    except (StudyError, StorageError) as e:
+    except (StudyError, StorageError) as e:  # fanout.ClusterError is a StudyError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback

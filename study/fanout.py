@@ -12,24 +12,63 @@ before its row. Rows of an older run-id schema stop the driver before any
 work (`study migrate` rewrites them). The loop itself (`fan_out`: serial or
 Ray, bounded in flight, `ray.wait`) is shared with `study measure` and
 `analysis score` (`study.remeasure`).
+
+Unattended and safe:
+
+- Feasibility first: before submitting anything, a run's ``num_cpus`` / ``num_gpus`` are
+  checked against the live nodes. On a fixed cluster (local Ray, or a cluster without an
+  autoscaler) a run that no node can hold is `ClusterError` (exit 2), never a silent wait.
+  An autoscaler is assumed when ``autoscaler=True`` (``--autoscaler``), ``STUDY_AUTOSCALER=1``,
+  or ``~/ray_bootstrap_config.yaml`` exists (the file ``ray up`` puts on a head node for its
+  autoscaler; the driver of ``ray submit`` and ``ray job submit`` runs there): then a warning,
+  and a wait of up to ``node_wait_s`` (`NODE_WAIT_S`, ``--node-wait``) for such a node.
+- Local Ray (no address, no RAY_ADDRESS) listens on 127.0.0.1 only, without a dashboard.
+- SIGTERM (what schedulers and ``ray job stop`` send) is handled like Ctrl-C: the runs in
+  flight are cancelled and `Terminated` (a KeyboardInterrupt) is raised.
+- A write the output refuses (`storage.WriteError`: read-only, full, expired credentials)
+  comes back from the task as a ``write_failed`` record; the driver submits nothing more,
+  waits up to `STOP_WAIT_S` for the runs in flight (what they store is kept), cancels the
+  rest and ends with `StudyStopped`. Rows are whole files, so nothing is half-written.
+- One driver per study (`study.lease`): the lease is taken before any work, and only
+  temporary files older than the lease timeout are removed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from .lease import LEASE_TIMEOUT_S, Lease
 from .runner import error_text, execute, pick_device
-from .spec import RunSpec, Study
+from .spec import RunSpec, Study, StudyError
 from .storage import Store
 
+NODE_WAIT_S = 600.0  # with an autoscaler: how long to wait for a node that can hold one run
+STOP_WAIT_S = 60.0   # after a write failure: how long to wait for the runs in flight
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # written by `ray up` on the head for its autoscaler
+
 log = logging.getLogger("study.fanout")
+
+
+class ClusterError(StudyError):
+    """The cluster can never run one run of the study (fix: its [resources]); the message
+    says why."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+class StudyStopped(RuntimeError):
+    """The driver stopped submitting (the output refused a write, or the lease was lost)."""
 
 
 @dataclass
@@ -43,6 +82,8 @@ class Summary:
     diverged: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    signal: str = ""          # SIGINT or SIGTERM, when interrupted
+    stopped: str = ""         # why the driver stopped early (a write failure, a lost lease)
     runs_dir: str = ""
     failures: list[str] = field(default_factory=list)
 
@@ -73,8 +114,12 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
     prior = store.statuses_of([spec.run_id]).get(spec.run_id)
     if prior is not None and (prior == "ok" or not retry_failed):
         return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
-    row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
-    store.write_row(row)
+    try:  # execute returns the run's own failures as rows: what raises here is the output
+        row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
+        store.write_row(row)
+    except Exception as e:
+        return {"run_id": spec.run_id, "status": "write_failed", "skipped": False,
+                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     return {"run_id": spec.run_id, "status": row["status"], "converged": row.get("converged"),
             "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
 
@@ -88,13 +133,24 @@ def _failed_row(spec: RunSpec, error: str) -> dict:
 
 def run_study(study: Study, *, address: str | None = None, retry_failed: bool = False,
               serial: bool = False, max_in_flight: int | None = None,
-              progress: bool = True) -> Summary:
-    """Run what is missing; returns counts. Ctrl-C stops cleanly (rows are whole files).
-    Raises OldSchemaError, before any work, when rows of an older run-id schema are stored."""
+              progress: bool = True, autoscaler: bool | None = None,
+              node_wait_s: float | None = None) -> Summary:
+    """Run what is missing; returns counts. Ctrl-C and SIGTERM stop cleanly (rows are whole
+    files; ``interrupted``), and so does a write the output refuses (``stopped``). Raises,
+    before any work, OldSchemaError when rows of an older run-id schema are stored, LeaseHeld
+    when another driver runs the study, ClusterError when no node can hold one run."""
     store = Store(study.out, study.name)
     store.check_schema(study.path or "STUDY.toml")
     store.check_writable()
-    store.clean_tmp()
+    with Lease(store, "study run") as lease:
+        store.clean_tmp(LEASE_TIMEOUT_S)
+        return _run_study(study, store, lease, address=address, retry_failed=retry_failed,
+                          serial=serial, max_in_flight=max_in_flight, progress=progress,
+                          autoscaler=autoscaler, node_wait_s=node_wait_s)
+
+
+def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_failed, serial,
+               max_in_flight, progress, autoscaler, node_wait_s) -> Summary:
     todo, stored = plan(study, store, retry_failed)
     total = study.size
     n_todo = sum(1 for _ in todo)  # a counting pass; the runs are streamed again below
@@ -108,8 +164,11 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     t0 = time.perf_counter()
 
     def record(res: dict) -> None:
-        summary.ran += 1
         status = res["status"]
+        if status == "write_failed":  # not stored: left for a rerun
+            summary.stopped = summary.stopped or f"writing to the output failed: {res['error']}"
+            raise StudyStopped(summary.stopped)
+        summary.ran += 1
         if status == "ok" and res.get("converged") is False:
             summary.unconverged += 1
         elif status == "ok":
@@ -122,9 +181,15 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
         bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
                         diverged=summary.diverged, left=summary.left, refresh=False)
         bar.update(1)
+        if lease.lost:
+            summary.stopped = summary.stopped or lease.lost
+            raise StudyStopped(summary.stopped)
 
     def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure, whole
-        store.write_row(_failed_row(spec, error))
+        try:
+            store.write_row(_failed_row(spec, error))
+        except Exception as e:
+            return {"run_id": spec.run_id, "status": "write_failed", "error": f"{type(e).__name__}: {e}"}
         return {"run_id": spec.run_id, "status": "failed", "error": error}
 
     try:
@@ -132,9 +197,13 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
                                              study.resources["num_gpus"], retry_failed,
                                              study.keep_networks),
                 study.resources, record, address=address, serial=serial,
-                max_in_flight=max_in_flight, lost=lost)
-    except KeyboardInterrupt:
+                max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
+                node_wait_s=node_wait_s)
+    except KeyboardInterrupt as e:
         summary.interrupted = True
+        summary.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+    except StudyStopped:
+        pass  # summary.stopped says why
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -145,57 +214,187 @@ _END = object()
 
 
 def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address: str | None = None,
-            serial: bool = False, max_in_flight: int | None = None, lost=None) -> None:
+            serial: bool = False, max_in_flight: int | None = None, lost=None,
+            autoscaler: bool | None = None, node_wait_s: float | None = None) -> None:
     """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
     (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
     A task lost beyond Ray's retries gives ``record(lost(item, error text))``, the text plain
-    (`runner.error_text`: the cause's type and message, then the traceback; ``lost`` None:
-    the error is raised). Ctrl-C cancels the tasks in flight and raises KeyboardInterrupt.
-    Tasks write their own results and return small records: what finished is kept."""
-    if serial:
-        for item in items:
-            record(task(*args_of(item)))
-        return
-    import ray
+    (`runner.error_text`: the cause's type and message, then the traceback; ``lost`` None: the
+    error is raised). ``items`` may be a generator over a large grid: taken as needed. Before submitting, `check_feasible` (ClusterError: no node can ever
+    hold one task). Ctrl-C or SIGTERM cancels the tasks in flight and raises KeyboardInterrupt
+    (`Terminated` for SIGTERM). ``record`` raising `StudyStopped` stops the submitting: the
+    tasks in flight get up to `STOP_WAIT_S` to finish (their records are taken), the rest are
+    cancelled, and StudyStopped is raised. Tasks write their own results and return small
+    records: what finished is kept."""
+    if max_in_flight is not None and max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+    with _sigterm_as_interrupt():
+        if serial:
+            for item in items:
+                record(task(*args_of(item)))
+            return
+        import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        # No --address: the cluster of a Ray job (RAY_ADDRESS), else a fresh local Ray,
-        # never a cluster that `ray start` happened to leave on this machine.
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    try:
-        remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
-                                          max_retries=3, retry_exceptions=False)
-        if not max_in_flight:
-            max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
-        pending: dict = {}
-        queue = iter(items)  # items may be a generator over a large grid: taken as needed
-        nxt = next(queue, _END)
-        try:
-            while nxt is not _END or pending:
-                while nxt is not _END and len(pending) < max_in_flight:
-                    pending[remote.remote(*args_of(nxt))] = nxt
-                    nxt = next(queue, _END)
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-                for ref in done:
-                    item = pending.pop(ref)
-                    try:
-                        res = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        if lost is None:
-                            raise
-                        res = lost(item, error_text(e))
-                    record(res)
-        except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
-    finally:
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
+            # No --address: the cluster of a Ray job (RAY_ADDRESS), else a fresh local Ray,
+            # never a cluster that `ray start` happened to leave on this machine.
+            address = address or os.environ.get("RAY_ADDRESS") or "local"
+            _ray_init(ray, address)
+        try:
+            with _sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler
+                check_feasible(ray, resources, local=started_here and address == "local",
+                               autoscaler=autoscaler, wait_s=node_wait_s)
+                _loop(ray, items, task, args_of, resources, record, max_in_flight, lost)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _loop(ray, items, task, args_of, resources, record, max_in_flight, lost) -> None:
+    remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
+                                      max_retries=3, retry_exceptions=False)
+    if not max_in_flight:
+        max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
+    pending: dict = {}
+    queue = iter(items)  # items may be a generator over a large grid: taken as needed
+    nxt = next(queue, _END)
+    stop: StudyStopped | None = None
+    deadline = 0.0
+    try:
+        while pending or (nxt is not _END and stop is None):
+            while nxt is not _END and stop is None and len(pending) < max_in_flight:
+                pending[remote.remote(*args_of(nxt))] = nxt
+                nxt = next(queue, _END)
+            if stop is not None and time.monotonic() > deadline:
+                break
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            for ref in done:
+                item = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    if lost is None:
+                        raise
+                    res = lost(item, error_text(e))
+                try:
+                    record(res)
+                except StudyStopped as e:
+                    if stop is None:
+                        stop, deadline = e, time.monotonic() + STOP_WAIT_S
+                        log.warning("%s; submitting nothing more, waiting up to %.0f s for the %d "
+                                    "runs in flight", e, STOP_WAIT_S, len(pending))
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    if stop is not None:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise stop
+
+
+class _sigterm_as_interrupt:
+    """Within: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread; the
+    previous handler is restored on leaving. Elsewhere than the main thread: nothing."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            self.prev = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated()
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+
+
+def _ray_init(ray, address: str) -> None:
+    """Connect to ``address``; "local": a fresh Ray of this machine that listens on 127.0.0.1
+    only (its node address, and so the GCS, raylet, workers and agents), no dashboard."""
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                  configure_logging=True)
+    if address != "local":
+        ray.init(address=address, **kwargs)
+        return
+    # Ray resolves a node address of 127.0.0.1 to the machine's outward address unless it
+    # believes clusters are off (as on macOS and Windows): say so while this Ray starts.
+    from ray._private import ray_constants
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def has_autoscaler(autoscaler: bool | None = None) -> bool:
+    """Whether the cluster is assumed to grow: ``autoscaler`` if given, else STUDY_AUTOSCALER
+    (1/true/yes), else whether `BOOTSTRAP_CONFIG` exists (this is a `ray up` head)."""
+    if autoscaler is not None:
+        return autoscaler
+    env = os.environ.get("STUDY_AUTOSCALER", "").strip().lower()
+    if env:
+        return env in ("1", "true", "yes")
+    return os.path.exists(os.path.expanduser(BOOTSTRAP_CONFIG))
+
+
+def _plural(n: float, what: str) -> str:
+    return f"{n:g} {what}{'' if n == 1 else 's'}"
+
+
+def infeasible(nodes: list[dict], num_cpus: float, num_gpus: float) -> str:
+    """Why no node of ``nodes`` (their Ray resources) can hold one run; "" if one can."""
+    if any(r.get("CPU", 0) >= num_cpus and r.get("GPU", 0) >= num_gpus for r in nodes):
+        return ""
+    asks = " and ".join(_plural(n, w) for n, w in ((num_cpus, "CPU"), (num_gpus, "GPU")) if n)
+    most_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+    if not nodes:
+        has = "the cluster has no node"
+    elif num_cpus > most_cpu and num_gpus > most_gpu:
+        has = f"the largest node has {_plural(most_cpu, 'CPU')} and {_plural(most_gpu, 'GPU')}"
+    elif num_cpus > most_cpu:
+        has = f"the largest node has {_plural(most_cpu, 'CPU')}"
+    elif num_gpus > most_gpu:
+        has = f"the largest node has {_plural(most_gpu, 'GPU')}"
+    else:
+        has = "no node has both: " + ", ".join(
+            f"{_plural(r.get('CPU', 0), 'CPU')} + {_plural(r.get('GPU', 0), 'GPU')}" for r in nodes)
+    return f"each run asks for {asks}; {has}"
+
+
+def check_feasible(ray, resources: dict, *, local: bool = False, autoscaler: bool | None = None,
+                   wait_s: float | None = None) -> None:
+    """Raise ClusterError when no live node can ever hold one run: at once on a fixed
+    cluster; with an autoscaler (`has_autoscaler`; never for a ``local`` Ray) after a
+    warning and up to ``wait_s`` seconds of waiting for such a node."""
+    def why() -> str:
+        return infeasible([n["Resources"] for n in ray.nodes() if n.get("Alive")],
+                          resources["num_cpus"], resources["num_gpus"])
+    reason = why()
+    if not reason:
+        return
+    fix = "lower [resources] num_cpus / num_gpus in the study file, or use a cluster with such nodes"
+    if local or not has_autoscaler(autoscaler):
+        raise ClusterError(f"{reason}, and this cluster does not grow (no autoscaler): nothing was "
+                           f"run; {fix}")
+    wait_s = NODE_WAIT_S if wait_s is None else wait_s
+    log.warning("%s; waiting up to %.0f s for the autoscaler to add a node that can", reason, wait_s)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        reason = why()
+        if not reason:
+            return
+    raise ClusterError(f"{reason}, and the autoscaler added no node that can within {wait_s:.0f} s: "
+                       f"nothing was run; {fix} (or wait longer: --node-wait)")
 
 
 def _auto_in_flight(ray, res: dict) -> int:

@@ -74,7 +74,8 @@ def _same_row(a: pa.Table, b: pa.Table) -> bool:
 
 def migrate(store: Store) -> Migration:
     """Rewrite every old-schema row of ``store`` under its new id; see the module docstring."""
-    store.clean_tmp()
+    from .lease import LEASE_TIMEOUT_S
+    store.clean_tmp(LEASE_TIMEOUT_S)
     report = Migration()
     groups: dict[str, list[tuple[str, pa.Table]]] = {}
     for path in store.run_files():

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .fanout import fan_out
+from .fanout import Terminated, fan_out
+from .lease import LEASE_TIMEOUT_S, Lease
 from .measures.registry import expected_settings, outdated, select
 from .schema import REMEASURED, REPEATS, arrow_type, cfg_col, measure_col, sd_col, seconds_col, stored_settings
 from .spec import RunSpec, Study, StudyError
@@ -159,6 +160,7 @@ class MeasureSummary:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    signal: str = ""           # SIGINT or SIGTERM, when interrupted
     runs_dir: str = ""
 
 
@@ -172,7 +174,8 @@ def _ok_rows(store: Store, study_file: str) -> list[dict]:
 
 def measure_study(study: Study, want: Want = Want(), *, address: str | None = None,
                   serial: bool = False, max_in_flight: int | None = None,
-                  progress: bool = True) -> MeasureSummary:
+                  progress: bool = True, autoscaler: bool | None = None,
+                  node_wait_s: float | None = None) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
     checkpoint, fanned out like `study run`; returns counts. Ctrl-C stops cleanly (rows are
     rewritten whole). Raises StudyError for unknown names, StorageError (OldSchemaError)
@@ -181,7 +184,15 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
     expected = want.expected(study.measures)
     rows = _ok_rows(store, study.path or "STUDY.toml")
     store.check_writable()
-    store.clean_tmp()
+    with Lease(store, "study measure"):
+        store.clean_tmp(LEASE_TIMEOUT_S)
+        return _measure_study(study, store, want, expected, rows, address=address, serial=serial,
+                              max_in_flight=max_in_flight, progress=progress,
+                              autoscaler=autoscaler, node_wait_s=node_wait_s)
+
+
+def _measure_study(study, store, want, expected, rows, *, address, serial, max_in_flight,
+                   progress, autoscaler, node_wait_s) -> MeasureSummary:
     todo, no_net, pairs, up = [], [], 0, 0
     for r in rows:
         names = wanted(r, want, expected)
@@ -217,9 +228,11 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
         fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,
                                                 expected, study.resources["num_gpus"]),
                 study.resources, record, address=address, serial=serial,
-                max_in_flight=max_in_flight, lost=lost)
-    except KeyboardInterrupt:
+                max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
+                node_wait_s=node_wait_s)
+    except KeyboardInterrupt as e:
         s.interrupted = True
+        s.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     finally:
         bar.close()
         s.seconds = time.perf_counter() - t0

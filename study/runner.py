@@ -1,6 +1,7 @@
 """One run: data → model → training → measures → one row (a dict in the row schema).
 
-`execute` never raises for a failure of the run itself: a failed run gives
+`execute` never raises for a failure of the run itself (only `WriteError`, for a
+checkpoint the output refused): a failed run gives
 a row with ``status = "failed"`` and the error text; a diverged one,
 ``status = "diverged"``. Both are stored so that a rerun is a choice.
 
@@ -32,7 +33,7 @@ from .measures.registry import settings_hash
 from .models import build_model
 from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, sd_col, seconds_col
 from .spec import RunSpec
-from .storage import Store
+from .storage import Store, WriteError
 from .train import TrainLog, TrainOptions, evaluate, train
 
 log = logging.getLogger("study.runner")
@@ -96,6 +97,8 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
                 "host": socket.gethostname(), "started_at": _now()})
     try:
         _train_and_measure(spec, device, row, progress, store)
+    except WriteError:  # the output failing is no failure of the run: the driver stops
+        raise
     except Exception as e:  # the row records the failure; nothing is lost
         log.exception("run %s failed", spec.run_id)
         row["status"] = "failed"
@@ -142,8 +145,12 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
                test_loss=test_loss, gap=train_acc - test_acc, loss_gap=test_loss - train_loss)
     row.update(measure_network(spec, model, res.init_state, res.log, data, device, progress=progress))
     if store is not None:  # before the row: a stored row implies its checkpoint
-        store.write_net(spec.run_id, res.init_state, final_state,
-                        {"config": spec.to_json(), "train_log": json.dumps(asdict(res.log))})
+        try:
+            store.write_net(spec.run_id, res.init_state, final_state,
+                            {"config": spec.to_json(), "train_log": json.dumps(asdict(res.log))})
+        except Exception as e:
+            raise WriteError(f"cannot write the checkpoint {store.uri(store.net_path(spec.run_id))}: "
+                             f"{type(e).__name__}: {e}") from e
 
 
 def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, train_log: TrainLog,

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -34,6 +35,11 @@ from .schema import TMP_PREFIX, arrow_type, is_artifact, write_atomic
 
 class StorageError(RuntimeError):
     """The output location cannot be used; the message says why."""
+
+
+class WriteError(StorageError):
+    """Writing to the output failed mid-study (read-only, full, credentials expired): the
+    driver stops submitting (`fanout.run_study`)."""
 
 
 class OldSchemaError(StorageError):
@@ -154,17 +160,23 @@ class Store:
         return [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
                 and not i.base_name.startswith(".")]
 
-    def clean_tmp(self) -> int:
-        """Remove temporary files left by writers that were killed (one driver per study)."""
+    def clean_tmp(self, older_than: float) -> int:
+        """Remove temporary files left by writers that were killed: those last modified more
+        than ``older_than`` seconds ago (`lease.LEASE_TIMEOUT_S`), never a live writer's."""
         n = 0
+        cutoff = time.time() - older_than
         for folder in (self.runs_dir, self.nets_dir):
             try:
                 infos = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
             except FileNotFoundError:
                 continue
             for i in infos:
-                if i.base_name.startswith(TMP_PREFIX):
-                    self.fs.delete_file(i.path)
+                if (i.base_name.startswith(TMP_PREFIX) and i.mtime is not None
+                        and i.mtime.timestamp() < cutoff):
+                    try:
+                        self.fs.delete_file(i.path)
+                    except FileNotFoundError:  # renamed or removed meanwhile by its writer
+                        continue
                     n += 1
         return n
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ import pytest
 from study import SCHEMA_VERSION
 from study.cli import main as study_main
 from study.fanout import run_study
+from study.lease import LEASE_TIMEOUT_S
 from study.migrate import migrate
 from study.spec import RunSpec, load_study
 from study.storage import OldSchemaError, Store
@@ -107,7 +110,10 @@ def test_a_migration_killed_half_way_finishes(tmp_path):
     for rid in (pair, single):
         shutil.copy(done.run_path(rid), half.run_path(rid))
     Path(half.run_path(by_new[pair][0])).unlink()
-    Path(half.runs_dir, ".tmp-leftover.parquet-123").write_bytes(b"partial")
+    leftover = Path(half.runs_dir, ".tmp-leftover.parquet-123")
+    leftover.write_bytes(b"partial")
+    then = time.time() - LEASE_TIMEOUT_S - 1  # a killed writer's: only stale temporaries are removed
+    os.utime(leftover, (then, then))
     r = migrate(half)
     assert (r.old_rows, r.written, r.deleted) == (4, 2, 4)  # the rows already written: kept as they are
     got = rows(half)

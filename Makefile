@@ -29,7 +29,8 @@ claims: $(STAMP) sysdeps
 	for f in $(CLAIMS); do \
 	  n=claims_$$(basename $$f .toml); \
 	  $(BIN)/study run $$f --out $(OUT)/claims || exit 1; \
-	  $(BIN)/study consolidate $(OUT)/claims/$$n --out results/claims/$$n.parquet || exit 1; \
+	  $(BIN)/study consolidate $$f --out $(OUT)/claims || exit 1; \
+	  cp $(OUT)/claims/$$n/runs.parquet results/claims/$$n.parquet || exit 1; \
 	  $(BIN)/analysis report results/claims/$$n.parquet --out results/claims/$$n.html || exit 1; \
 	done
 	$(BIN)/analysis claims results/claims/claims_*.parquet --out results/claims/claims.csv \

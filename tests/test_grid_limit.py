@@ -110,7 +110,8 @@ def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkey
         return refs[:1], refs[1:]
 
     ray = types.SimpleNamespace(is_initialized=lambda: True, remote=Remote, wait=wait,
-                                get=lambda r: r.v, exceptions=types.SimpleNamespace(RayError=OSError))
+                                get=lambda r: r.v, exceptions=types.SimpleNamespace(RayError=OSError),
+                                nodes=lambda: [{"Alive": True, "Resources": {"CPU": 2}}])
     monkeypatch.setitem(sys.modules, "ray", ray)
 
     def items():

@@ -121,6 +121,9 @@ class _FakeRay:
     def cluster_resources(self):
         return {"CPU": 1}
 
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 1}}]
+
 
 def test_error_text_is_plain_with_type_message_and_traceback():
     import ray.exceptions

@@ -410,6 +410,10 @@ def _compute(stat: Stat, df: pl.DataFrame, rows_all: pl.DataFrame, opts: dict, q
         e = cs.tau(a, b, n_boot=nb, seed=seed)
         if e.n_runs < 2:
             raise NotTestable(f"needs at least 2 runs with finite {stat.a} and {stat.b}")
+        for name, x in ((stat.a, a), (stat.b, b)):  # τ = 0 of a constant says nothing
+            fin = x[np.isfinite(x)]
+            if len(fin) and np.all(fin == fin[0]):
+                raise NotTestable(f"needs {name} to vary (it is {fin[0]:.6g} on every run)")
         return e
     if stat.kind in ("median", "max"):
         x = quantity(src, stat.a)

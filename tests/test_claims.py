@@ -232,6 +232,17 @@ def test_a_missing_axis_is_not_testable_not_a_crash():
     assert one(t, "zhang_random_labels", "all")["verdict"] == "not testable"
 
 
+def test_a_constant_column_is_not_testable_not_a_zero_tau():
+    # a study at one width: params and the VC bound are the same on every run, and a τ of 0
+    # against the gap (interval [0, 0]) would otherwise read as "contradicted"
+    df = grid_rows({"batch_size": [32, 64, 128]}, **{"measure.params": lambda p: 1000.0,
+                                                     "measure.vc_wl_log_w": lambda p: 5.0})
+    t = evaluate_claims(df, ["jiang_vc_inverse"], n_boot=50)
+    for prefix in ("τ(vc_wl_log_w", "τ(params"):
+        r = one(t, "jiang_vc_inverse", prefix)
+        assert r["verdict"] == "not testable" and "to vary" in r["reason"], r
+
+
 def test_schedules_one_row_per_non_monotonic_schedule():
     axes = {"lr_schedule": ["constant", "step", "cosine_restarts", "triangular"], "lr": [0.1, 0.05]}
     eig = {"constant": 10.0, "step": 12.0, "cosine_restarts": 5.0, "triangular": 20.0}

@@ -36,7 +36,7 @@ import polars as pl
 
 from study.schema import write_atomic
 
-from .load import RunsError, load_runs
+from .load import RunsError, decode, load_runs
 
 FORMATS = (".csv", ".parquet")
 
@@ -112,11 +112,12 @@ def _claims(args: argparse.Namespace) -> int:
     frames = []
     for src in args.runs:
         df = load_runs(src, include_unconverged=True, include_failed=True,  # evaluate_claims selects
-                       on_corrupt="skip" if args.skip_corrupt else "error")
+                       on_corrupt="skip" if args.skip_corrupt else "error", decoded=False)
         if "study" not in df.columns:
             df = df.with_columns(pl.lit(os.path.basename(os.path.normpath(src)) or src).alias("study"))
         frames.append(df)
-    runs = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    # decoded once stacked: the JSON columns of several studies as one struct type
+    runs = decode(pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0])
     table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed,
                             include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
     print(format_claims(table, args.top))

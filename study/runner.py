@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -38,6 +37,7 @@ from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_co
 from .spec import RunSpec
 from .storage import Store
 from .train import TrainLog, TrainOptions, evaluate, train
+from .version import git_commit
 
 log = logging.getLogger("study.runner")
 
@@ -74,24 +74,7 @@ def pick_device(num_gpus: float = 0) -> torch.device:
     return torch.device("cpu")
 
 
-NOT_GIT = "not a git checkout"
 LIBRARIES = ("torch", "numpy", "torchvision", "ray", "polars", "pyarrow", "numba")
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit (``git rev-parse HEAD``) of the checkout this package runs from, or `NOT_GIT`
-    (an installed copy, no git, …); computed once per process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        r = subprocess.run(["git", "-C", root, "rev-parse", "--show-toplevel", "HEAD"],
-                           capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return NOT_GIT
-    lines = r.stdout.split()
-    if r.returncode != 0 or len(lines) != 2 or os.path.realpath(lines[0]) != os.path.realpath(root):
-        return NOT_GIT  # not a checkout, or this package lies inside some other repository
-    return lines[1]
 
 
 @functools.lru_cache(maxsize=1)

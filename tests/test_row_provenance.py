@@ -15,9 +15,10 @@ import torch
 
 from analysis.claims import setting
 from analysis.load import load_runs, read_runs
-from study.runner import NOT_GIT, _now, device_name, git_commit, versions
+from study.runner import _now, device_name, versions
 from study.schema import TIMESTAMP
 from study.storage import Store, row_table
+from study.version import NOT_GIT, git_commit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -67,10 +67,12 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
     prior = store.statuses_of([spec.run_id]).get(spec.run_id)
     if prior is not None and (prior == "ok" or not retry_failed):
         return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
+    t0 = time.perf_counter()
     row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
     store.write_row(row)
     return {"run_id": spec.run_id, "status": row["status"], "converged": row.get("converged"),
-            "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
+            "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False,
+            "seconds": time.perf_counter() - t0}
 
 
 def _failed_row(spec: RunSpec, error: str) -> dict:
@@ -82,9 +84,13 @@ def _failed_row(spec: RunSpec, error: str) -> dict:
 
 def run_study(study: Study, *, address: str | None = None, retry_failed: bool = False,
               serial: bool = False, max_in_flight: int | None = None,
-              progress: bool = True) -> Summary:
+              progress: bool = True, announce: bool = True) -> Summary:
     """Run what is missing; returns counts. Ctrl-C stops cleanly (rows are whole files).
-    Raises OldSchemaError, before any work, when rows of an older run-id schema are stored."""
+    Raises OldSchemaError, before any work, when rows of an older run-id schema are stored.
+    ``progress``: a progress bar on stderr whose postfix counts the outcomes, the networks in
+    flight (submitted and not finished: training or measuring, or waiting for a worker slot)
+    and the mean seconds a network took (training and measuring, from the finished ones);
+    ``announce``: say "starting Ray …" before starting it."""
     store = Store(study.out, study.name)
     store.check_schema(study.path or "STUDY.toml")
     store.check_writable()
@@ -98,9 +104,25 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
                disable=not progress, dynamic_ncols=True, mininterval=0.5,
                desc=f"{study.name}")
     t0 = time.perf_counter()
+    state = {"in_flight": 0, "seconds": 0.0, "timed": 0}
+
+    def postfix() -> None:
+        mean = f"{state['seconds'] / state['timed']:.1f}" if state["timed"] else "–"
+        bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
+                        diverged=summary.diverged, in_flight=state["in_flight"], s_per_net=mean,
+                        refresh=False)
+
+    def in_flight(n: int) -> None:
+        if n != state["in_flight"]:
+            state["in_flight"] = n
+            postfix()
+            bar.refresh()
 
     def record(res: dict) -> None:
         summary.ran += 1
+        if res.get("seconds") is not None:
+            state["seconds"] += res["seconds"]
+            state["timed"] += 1
         status = res["status"]
         if status == "ok" and res.get("converged") is False:
             summary.unconverged += 1
@@ -111,8 +133,7 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
         else:
             summary.failed += 1
             summary.failures.append(f"{res['run_id']}: {(res['error'].splitlines() or [''])[0]}")
-        bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
-                        diverged=summary.diverged, left=summary.left, refresh=False)
+        postfix()
         bar.update(1)
 
     def lost(spec: RunSpec, error: str) -> dict:  # beyond Ray's retries: store the failure, whole
@@ -124,7 +145,8 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
                                              study.resources["num_gpus"], retry_failed,
                                              study.keep_networks),
                 study.resources, record, address=address, serial=serial,
-                max_in_flight=max_in_flight, lost=lost)
+                max_in_flight=max_in_flight, lost=lost, in_flight=in_flight,
+                announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -133,28 +155,63 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
     return summary
 
 
+def print_stderr(line: str) -> None:
+    """Print a line on stderr at once (the default announcer of `fan_out`)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def ray_address(address: str | None) -> str:
+    """Where the driver's Ray is: ``address``, else the cluster of a Ray job (RAY_ADDRESS), else
+    ``"local"`` (a fresh local Ray, never a cluster that `ray start` happened to leave on this
+    machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def start_ray(address: str | None) -> None:
+    """``ray.init`` at `ray_address`, quiet: a local Ray starts without token authentication
+    (RAY_AUTH_MODE=disabled, unless the environment sets it: the cluster lives in this machine
+    and this process; a cluster joined by address keeps its own setting), Ray logs at WARNING,
+    and the workers' output stays in Ray's session logs (``log_to_driver=False``: no worker
+    lines interleaved with the progress bar, none of the ANSI-coloured log-deduplication
+    notices; each run stores its own error)."""
+    import ray
+
+    address = ray_address(address)
+    if address == "local":
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING, configure_logging=True)
+
+
 def fan_out(items: list, task, args_of, resources: dict, record, *, address: str | None = None,
-            serial: bool = False, max_in_flight: int | None = None, lost=None) -> None:
+            serial: bool = False, max_in_flight: int | None = None, lost=None,
+            announce=print_stderr, in_flight=None) -> None:
     """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
     (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
     A task lost beyond Ray's retries gives ``record(lost(item, error text))``, the text plain
     (`runner.error_text`: the cause's type and message, then the traceback; ``lost`` None:
     the error is raised). Ctrl-C cancels the tasks in flight and raises KeyboardInterrupt.
-    Tasks write their own results and return small records: what finished is kept."""
+    Tasks write their own results and return small records: what finished is kept.
+    ``announce``: called with the line "starting Ray …" before Ray starts (`start_ray`; None:
+    nothing said); ``in_flight``: called
+    with the number of tasks submitted and not yet finished, whenever it changes."""
+    in_flight = in_flight or (lambda n: None)
     if serial:
         for item in items:
-            record(task(*args_of(item)))
+            in_flight(1)
+            res = task(*args_of(item))
+            in_flight(0)
+            record(res)
         return
+    started_here = not ("ray" in sys.modules and sys.modules["ray"].is_initialized())
+    if started_here and announce:  # importing and starting Ray take seconds: say so first
+        where = ray_address(address)
+        announce(f"starting Ray … ({'local' if where == 'local' else where})")
     import ray
 
-    started_here = not ray.is_initialized()
     if started_here:
-        # No --address: the cluster of a Ray job (RAY_ADDRESS), else a fresh local Ray,
-        # never a cluster that `ray start` happened to leave on this machine.
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+        start_ray(address)
     try:
         remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
                                           max_retries=3, retry_exceptions=False)
@@ -167,9 +224,11 @@ def fan_out(items: list, task, args_of, resources: dict, record, *, address: str
                 while queue and len(pending) < max_in_flight:
                     item = queue.pop(0)
                     pending[remote.remote(*args_of(item))] = item
+                in_flight(len(pending))
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
                 for ref in done:
                     item = pending.pop(ref)
+                    in_flight(len(pending))
                     try:
                         res = ray.get(ref)
                     except ray.exceptions.RayError as e:

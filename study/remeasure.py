@@ -172,7 +172,7 @@ def _ok_rows(store: Store, study_file: str) -> list[dict]:
 
 def measure_study(study: Study, want: Want = Want(), *, address: str | None = None,
                   serial: bool = False, max_in_flight: int | None = None,
-                  progress: bool = True) -> MeasureSummary:
+                  progress: bool = True, announce: bool = True) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
     checkpoint, fanned out like `study run`; returns counts. Ctrl-C stops cleanly (rows are
     rewritten whole). Raises StudyError for unknown names, StorageError (OldSchemaError)
@@ -217,7 +217,8 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
         fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,
                                                 expected, study.resources["num_gpus"]),
                 study.resources, record, address=address, serial=serial,
-                max_in_flight=max_in_flight, lost=lost)
+                max_in_flight=max_in_flight, lost=lost,
+                announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
     except KeyboardInterrupt:
         s.interrupted = True
     finally:

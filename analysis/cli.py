@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="leave unreadable run files out (with a warning) instead of failing")
         if name in ("rank", "score"):
             p.add_argument("--top", type=int, default=20, help="rows printed per dataset (default 20)")
+        else:
+            p.add_argument("--top", type=int, default=6,
+                           help="leading measures plotted against the gap, per dataset (default 6)")
         if name == "score":
             p.add_argument("--name", help="the measure's column name (default: the function's name)")
             p.add_argument("--report", help="also write the HTML report (.html)")
@@ -244,7 +247,7 @@ def _report(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
-    write_report(args.runs, args.out, **opts)
+    write_report(args.runs, args.out, top=args.top, **opts)
     print(f"wrote {args.out}")
     return 0
 

@@ -134,3 +134,13 @@ def test_run_ends_with_the_next_command(tmp_path, capsys):
     where = f"{tmp_path / 'out'}/tiny"
     assert out.splitlines()[-1] == f"next: analysis report {where} --out {where}/report.html"
     assert err == ""  # -q: no progress bar
+
+
+def test_report_takes_top(monkeypatch, tmp_path):
+    import analysis.report
+    from analysis.cli import main
+    seen = {}
+    monkeypatch.setattr(analysis.report, "write_report", lambda src, out, **kw: seen.update(kw))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html"), "--top", "3"]) == 0
+    assert seen["top"] == 3
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0 and seen["top"] == 6

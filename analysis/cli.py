@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("rank", "score"):
             p.add_argument("--top", type=int, default=20, help="rows printed per dataset (default 20)")
         else:
-            p.add_argument("--top", type=int, default=6,
+            p.add_argument("--top", type=int, default=None,
                            help="leading measures plotted against the gap, per dataset (default 6)")
         if name == "score":
             p.add_argument("--name", help="the measure's column name (default: the function's name)")
@@ -247,7 +247,9 @@ def _report(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
-    write_report(args.runs, args.out, top=args.top, **opts)
+    if args.top is not None:
+        opts["top"] = args.top
+    write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0
 

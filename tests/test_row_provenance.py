@@ -44,6 +44,13 @@ def test_device_names_the_cpu_model():
     assert name.startswith("cpu (") and "cores" in name and name != "cpu ()"
 
 
+def test_device_names_the_gpu_and_count(monkeypatch):  # no GPU here: torch.cuda stubbed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H200")
+    assert device_name(torch.device("cuda")) == "cuda (NVIDIA H200 × 2)"
+
+
 def row(run_id: str, started, dataset="digits", status="ok", **extra) -> dict:
     return {"run_id": run_id, "study": "s", "dataset": dataset, "model": "mlp", "seed": 0,
             "status": status, "converged": True, "gap": 0.1, "measure.a": 1.0, "hp.lr": 0.1,

@@ -229,14 +229,15 @@ def setting(df: pl.DataFrame, name: str) -> list:
     if "config" not in df.columns:
         return [None] * df.height
     out = []
-    for text in df["config"].to_list():
+    for text in df["config"].to_list():  # a JSON string, or a struct (analysis.load.decode)
         v = None
         try:
-            cfg = json.loads(text) if text else {}
+            cfg = text if isinstance(text, dict) else json.loads(text) if text else {}
         except (TypeError, ValueError):
             cfg = {}
         for sec in ("train", "data", "model_options", "hp"):
-            if isinstance(cfg.get(sec), dict) and name in cfg[sec]:
+            # a struct holds every row's keys, null where this row lacks one
+            if isinstance(cfg.get(sec), dict) and cfg[sec].get(name) is not None:
                 v = cfg[sec][name]
                 break
         out.append(v)

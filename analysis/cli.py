@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import math
 import os
 import sys
@@ -35,21 +36,27 @@ import warnings
 import polars as pl
 
 from study.schema import write_atomic
+from study.version import version_line
 
-from .load import RunsError, load_runs
+from .load import RunsError, decode, load_runs
 
 FORMATS = (".csv", ".parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    _claims_parser(sub)
+    ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.",
+                                 parents=[_verbosity()])
+    ap.add_argument("--version", action="version", version=version_line("analysis"),
+                    help="print the version and git commit, then exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                            help="rank, report, score or claims")
+    common = _verbosity(argparse.SUPPRESS)  # after the subcommand too; absent unless given
+    _claims_parser(sub, common)
     for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
                            ("report", "write the HTML report"),
                            ("score", "a measure of your own (PATH.py:FUNCTION) on every stored "
                                      "network, ranked with the study's")):
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, parents=[common])
         if name == "score":
             p.add_argument("target", metavar="PATH.py:FUNCTION",
                            help="a function (model, (x, y), init) -> float in a Python file")
@@ -76,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="leave unreadable run files out (with a warning) instead of failing")
         if name in ("rank", "score"):
             p.add_argument("--top", type=int, default=20, help="rows printed per dataset (default 20)")
+        else:
+            p.add_argument("--top", type=int, default=None,
+                           help="leading measures plotted against the gap, per dataset (default 6)")
         if name == "score":
             p.add_argument("--name", help="the measure's column name (default: the function's name)")
             p.add_argument("--report", help="also write the HTML report (.html)")
@@ -85,8 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _claims_parser(sub) -> None:
-    p = sub.add_parser("claims", help="test the seed's claims (CLAIMS.md) on one or more studies")
+def _verbosity(default=0) -> argparse.ArgumentParser:
+    """-q / -v, on the command and on each subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="less output: errors only (no warnings), no progress bar")
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more log output (-v: info, -vv: debug)")
+    return p
+
+
+def _claims_parser(sub, common) -> None:
+    p = sub.add_parser("claims", help="test the seed's claims (CLAIMS.md) on one or more studies",
+                       parents=[common])
     p.add_argument("runs", nargs="+", help="runs folders, study folders, consolidated runs.parquet files or URIs")
     p.add_argument("--out", action="append", default=[],
                    help="output file, .csv, .parquet, .md or .html by the extension (repeat for several)")
@@ -112,11 +133,12 @@ def _claims(args: argparse.Namespace) -> int:
     frames = []
     for src in args.runs:
         df = load_runs(src, include_unconverged=True, include_failed=True,  # evaluate_claims selects
-                       on_corrupt="skip" if args.skip_corrupt else "error")
+                       on_corrupt="skip" if args.skip_corrupt else "error", decoded=False)
         if "study" not in df.columns:
             df = df.with_columns(pl.lit(os.path.basename(os.path.normpath(src)) or src).alias("study"))
         frames.append(df)
-    runs = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    # decoded once stacked: the JSON columns of several studies as one struct type
+    runs = decode(pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0])
     table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed,
                             include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
     print(format_claims(table, args.top))
@@ -197,7 +219,7 @@ def _score(args: argparse.Namespace) -> int:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
     df, reasons, no_net = score(args.target, args.runs, name=args.name, serial=args.serial,
-                                address=args.address, progress=not args.no_progress)
+                                address=args.address, progress=not (args.no_progress or args.quiet))
     col = df.columns[-1]
     for rid, why in list(reasons.items())[:5]:
         print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)
@@ -225,6 +247,8 @@ def _report(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
+    if args.top is not None:
+        opts["top"] = args.top
     write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0
@@ -233,8 +257,11 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m analysis`` and the ``analysis`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    level = max(-1, min(args.verbose - args.quiet, 2))
+    logging.basicConfig(level={-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG),
+                        format="%(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        warnings.simplefilter("ignore" if level < 0 else "always")
         warnings.showwarning = _show_warning
         try:
             return {"rank": _rank, "report": _report, "score": _score, "claims": _claims}[args.command](args)

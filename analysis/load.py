@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.schema import cfg_col, hp_col, is_hp, is_measure, name_of, ranking_order
+from study.schema import cfg_col, hp_col, is_hp, is_measure, name_of, normalize_times, ranking_order
 
 UNKNOWN = "unknown"  # the settings of a row written before measure_cfg.<name> existed
 
@@ -66,7 +66,7 @@ def _run_files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
 
 
 def _read_one(fs: pafs.FileSystem, path: str) -> pa.Table:
-    return pq.read_table(path, filesystem=fs)
+    return normalize_times(pq.read_table(path, filesystem=fs))  # old rows: ISO strings
 
 
 def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: str) -> pa.Table:
@@ -167,10 +167,38 @@ def population(df: pl.DataFrame, include_unconverged: bool = False, include_fail
     return df.filter(cond)
 
 
+CATEGORICAL = ("dataset", "model", "status")
+JSON_COLUMNS = ("config", "versions", "nan_reasons")  # JSON objects, stored as strings
+
+
+def decode(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with `CATEGORICAL` columns as polars Categoricals and the `JSON_COLUMNS` decoded into
+    structs (every row's keys, a key a row lacks null; an empty or null string a null struct). A
+    JSON column that does not decode (not JSON, or objects whose keys no struct holds) stays a
+    string. Columns already decoded are left as they are."""
+    df = df.with_columns(pl.col(c).cast(pl.Categorical) for c in CATEGORICAL
+                         if c in df.columns and df.schema[c] == pl.String)
+    for c in JSON_COLUMNS:
+        if c not in df.columns or df.schema[c] != pl.String:
+            continue
+        text = df[c].replace("", None)
+        if text.null_count() == df.height:
+            continue
+        try:
+            decoded = text.str.json_decode(infer_schema_length=None)
+        except Exception:  # noqa: BLE001 - polars raises several types; the string is kept
+            continue
+        if isinstance(decoded.dtype, pl.Struct) and decoded.dtype.fields:
+            df = df.with_columns(decoded.alias(c))
+    return df
+
+
 def load_runs(source: str | os.PathLike, *, include_unconverged: bool = False, include_failed: bool = False,
-              on_corrupt: str = "error") -> pl.DataFrame:
-    """The population of ``source`` (module docstring): ok and converged rows unless admitted."""
-    return population(read_runs(source, on_corrupt=on_corrupt), include_unconverged, include_failed)
+              on_corrupt: str = "error", decoded: bool = True) -> pl.DataFrame:
+    """The population of ``source`` (module docstring): ok and converged rows unless admitted;
+    ``decoded``: `decode` (categoricals, JSON columns as structs), else every column as stored."""
+    df = population(read_runs(source, on_corrupt=on_corrupt), include_unconverged, include_failed)
+    return decode(df) if decoded else df
 
 
 def measure_columns(df: pl.DataFrame) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -10,6 +11,17 @@ from collections import Counter
 
 from .spec import MAX_POINTS, StudyError, check_data_present, load_study
 from .storage import StorageError, Store
+from .version import version_line
+
+
+def _verbosity(quiet_default=0) -> argparse.ArgumentParser:
+    """-q / -v, on the command and on each subcommand (``study -v run …`` and ``study run … -v``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="count", default=quiet_default,
+                   help="less output: errors only, no progress bar, no Ray start-up line")
+    p.add_argument("-v", "--verbose", action="count", default=quiet_default,
+                   help="more log output (-v: info, -vv: debug)")
+    return p
 
 
 def at_least_one(text: str) -> int:
@@ -47,36 +59,48 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="study", description="Train a grid of networks and measure them.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run every network of the study not yet stored")
+    p = argparse.ArgumentParser(prog="study", description="Train a grid of networks and measure them.",
+                                parents=[_verbosity()])
+    p.add_argument("--version", action="version", version=version_line("study"),
+                   help="print the version and git commit, then exit")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           help="run, status, consolidate, migrate or measure")
+    # on a subcommand, -q/-v add to those given before it (SUPPRESS: absent unless given)
+    common = _verbosity(argparse.SUPPRESS)
+    out_help = "output path or URI (overrides [study] out)"
+    r = sub.add_parser("run", parents=[common], help="run every network of the study not yet stored")
     r.add_argument("study", help="the study file (TOML)")
-    r.add_argument("--out", help="output path or URI (overrides [study] out)")
+    r.add_argument("--out", help=out_help)
     r.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
     r.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
     _cluster_flags(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s = sub.add_parser("status", help="done / failed / left, per axis value; stale and missing measures")
-    s.add_argument("study")
-    s.add_argument("--out")
-    c = sub.add_parser("consolidate", help="merge the run files into <study>/runs.parquet")
-    c.add_argument("study")
-    c.add_argument("--out")
+    s = sub.add_parser("status", parents=[common],
+                       help="done / failed / left, per axis value; stale and missing measures; exit "
+                            "status 0 complete, 3 incomplete, 4 with failed runs")
+    s.add_argument("study", help="the study file (TOML)")
+    s.add_argument("--out", help=out_help)
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object (counts, per-axis table, unreadable files, stale and "
+                        "missing measures) instead of the tables")
+    c = sub.add_parser("consolidate", parents=[common], help="merge the run files into <study>/runs.parquet")
+    c.add_argument("study", help="the study file (TOML)")
+    c.add_argument("--out", help=out_help)
     c.add_argument("--skip-corrupt", action="store_true",
                    help="leave unreadable run files out (listed) instead of failing")
-    m = sub.add_parser("migrate", help="rewrite rows of an older run-id schema under their new ids")
-    m.add_argument("study")
-    m.add_argument("--out")
-    e = sub.add_parser("measure", help="(re)compute measures of the stored networks from their "
-                                       "checkpoints, without training")
-    e.add_argument("study")
+    m = sub.add_parser("migrate", parents=[common], help="rewrite rows of an older run-id schema under their new ids")
+    m.add_argument("study", help="the study file (TOML)")
+    m.add_argument("--out", help=out_help)
+    e = sub.add_parser("measure", parents=[common], help="(re)compute measures of the stored networks from "
+                                                         "their checkpoints, without training")
+    e.add_argument("study", help="the study file (TOML)")
     e.add_argument("--measures", help="comma-separated measure or family names ('all': every "
                                       "registered measure); default: the study file's selection")
     e.add_argument("--stale", action="store_true", help="the measures held under other settings")
     e.add_argument("--missing", action="store_true", help="the measures not computed")
     e.add_argument("--force", action="store_true", help="recompute even what is up to date")
-    e.add_argument("--out")
+    e.add_argument("--out", help=out_help)
     e.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
     e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
     _cluster_flags(e)
@@ -85,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--allow-large-grid", action="store_true",
                         help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
+
+
+def log_level(quiet: int, verbose: int) -> int:
+    """The logging level of -q / -v: WARNING by default, ERROR with -q, INFO with -v, DEBUG with -vv."""
+    return {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbose - quiet, 2)),
+                                                                        logging.DEBUG)
 
 
 def _load(args):
@@ -106,10 +136,11 @@ def cmd_run(args) -> int:
     if _local(args):
         check_data_present(study)
     s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
-                  max_in_flight=args.max_in_flight, progress=not args.no_progress,
-                  autoscaler=args.autoscaler, node_wait_s=args.node_wait)
+                  max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
+                  autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
     if s.ran == 0 and not s.interrupted and not s.stopped:
         print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
+        print(next_command(study))
         return 0
     rate = s.ran / s.seconds * 60 if s.seconds else 0.0
     unconverged = f", {s.unconverged} not converged" if s.unconverged else ""
@@ -130,6 +161,7 @@ def cmd_run(args) -> int:
     if s.interrupted:
         print(f"{_interrupted(s.signal)}: {s.left} runs left; run the same command again to continue")
         return 143 if s.signal == "SIGTERM" else 130
+    print(next_command(study))
     return 1 if s.failed else 0
 
 
@@ -137,16 +169,24 @@ def _interrupted(sig: str) -> str:
     return "stopped by SIGTERM" if sig == "SIGTERM" else "interrupted"
 
 
-def cmd_status(args) -> int:
-    """`study status`: done (ok and converged) / not converged / failed / diverged / left, per
-    axis value; then the stale and missing measures."""
-    study = _load(args)
-    store = Store(study.out, study.name)
-    store.check_schema(args.study)
+def next_command(study) -> str:
+    """The line `study run` ends with: the command that reports the study."""
+    where = f"{study.out.rstrip('/')}/{study.name}"
+    return f"next: analysis report {where} --out {where}/report.html"
+
+
+COMPLETE, INCOMPLETE, HAS_FAILURES = 0, 3, 4  # `study status` exit codes (README, "Commands")
+OUTCOME_KEYS = ("ok", "unconverged", "failed", "diverged", "left", "unreadable")
+
+
+def status_report(study, store: Store) -> dict:
+    """What `study status` says, as data: per outcome counts (``ok``: done and converged;
+    ``unconverged``; ``failed``; ``diverged``; ``left``; ``unreadable``), the same per axis value,
+    the unreadable run files, stored runs outside the grid, the stale and missing measures, and
+    the exit code (`status_code`). One streamed pass over the grid: no list of the runs."""
     stored, unreadable = store.scan(outcomes=True)
     for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
         stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
-    # one streamed pass over the grid: every count at once, no list of the runs
     count = Counter()
     by_value = {a: {i: Counter() for i in range(len(v))} for a, v in study.grid.items()}
     # the hp values are the grid's own objects: found by identity (values need not hash)
@@ -159,36 +199,70 @@ def cmd_status(args) -> int:
         for a, v in s.hp.items():
             i = index[a].get(id(v))
             by_value[a][i if i is not None else study.grid[a].index(v)][status] += 1
+    axes = {axis: [{"value": v, **{k: by_value[axis][i][k] for k in OUTCOME_KEYS}}
+                   for i, v in enumerate(values)]
+            for axis, values in study.grid.items()}
+    report = {"study": study.name, "runs_dir": store.uri(store.runs_dir), "total": study.size,
+              "counts": {k: count[k] for k in OUTCOME_KEYS}, "axes": axes,
+              "unreadable": [store.uri(p) for p in unreadable],
+              "not_in_grid": len(stored) - mine,
+              "measures": _stale(study, store) if stored else None}
+    report["exit_code"] = status_code(report["counts"])
+    report["complete"] = report["exit_code"] == COMPLETE
+    return report
+
+
+def status_code(counts: dict) -> int:
+    """4 when a run failed (`HAS_FAILURES`), else 3 when runs are left or unreadable
+    (`INCOMPLETE`), else 0 (`COMPLETE`: every run stored, ok, not converged or diverged)."""
+    if counts.get("failed"):
+        return HAS_FAILURES
+    if counts.get("left") or counts.get("unreadable"):
+        return INCOMPLETE
+    return COMPLETE
+
+
+def cmd_status(args) -> int:
+    """`study status`: done (ok and converged) / not converged / failed / diverged / left, per
+    axis value; then the stale and missing measures. ``--json``: the same as one JSON object.
+    Exit status: `status_code`."""
+    study = _load(args)
+    store = Store(study.out, study.name)
+    store.check_schema(args.study)
+    rep = status_report(study, store)
+    if args.json:
+        print(json.dumps(rep, indent=1, default=str))
+        return rep["exit_code"]
+    count, unreadable = rep["counts"], rep["unreadable"]
     unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
-    print(f"{study.name} in {store.uri(store.runs_dir)}: {study.size} runs: {count['ok']} done"
+    print(f"{study.name} in {rep['runs_dir']}: {rep['total']} runs: {count['ok']} done"
           f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
           + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
     if unreadable:
         print(f"  {len(unreadable)} unreadable run file(s) (truncated or not Parquet; `study run` "
               "runs those networks again and replaces them):")
         for path in unreadable[:20]:
-            print(f"    {store.uri(path)}")
+            print(f"    {path}")
         if len(unreadable) > 20:
             print(f"    … {len(unreadable) - 20} more")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
-    for axis, values in study.grid.items():
-        for i, v in enumerate(values):
-            c = by_value[axis][i]
-            print(f"  {f'{axis} = {v!r}':<{width}}  {c['ok']:>5} {c['unconverged']:>6} {c['failed']:>6} "
-                  f"{c['diverged']:>8} {c['left']:>5}")
+    for axis, rows in rep["axes"].items():
+        for c in rows:
+            label = f"{axis} = {c['value']!r}"
+            print(f"  {label:<{width}}  {c['ok']:>5} {c['unconverged']:>6} "
+                  f"{c['failed']:>6} {c['diverged']:>8} {c['left']:>5}")
     if count["unconverged"]:
         print("  (not converged: max_epochs ran out before target_loss; stored, but analysis "
               "leaves them out unless --include-unconverged)")
-    extra = len(stored) - mine
-    if extra:
-        print(f"  ({extra} stored runs are not in this study file's grid)")
-    if stored:
-        _print_stale(study, store)
-    return 0
+    if rep["not_in_grid"]:
+        print(f"  ({rep['not_in_grid']} stored runs are not in this study file's grid)")
+    if rep["measures"] is not None:
+        _print_stale(study, rep["measures"])
+    return rep["exit_code"]
 
 
-def _print_stale(study, store: Store) -> None:
+def _stale(study, store: Store) -> dict:
     """Per measure of the study file, how many stored ok rows (all of them: analysis ranks every
     stored row) hold it under other settings (stale) or not at all (missing)."""
     from .measures.registry import expected_settings, outdated, select
@@ -203,16 +277,23 @@ def _print_stale(study, store: Store) -> None:
         s, miss = outdated(stored_settings(r), expected)
         stale.update(s)
         missing.update(miss)
-    names = [n for n in expected if stale[n] or missing[n]]
+    return {"expected": len(expected), "ok_rows": len(rows),
+            "outdated": [n for n in expected if stale[n] or missing[n]],  # in the study file's order
+            "stale": {n: stale[n] for n in expected if stale[n]},
+            "missing": {n: missing[n] for n in expected if missing[n]}}
+
+
+def _print_stale(study, m: dict) -> None:
+    names = m["outdated"]
     if not names:
-        print(f"measures: all {len(expected)} up to date in the {len(rows)} ok rows")
+        print(f"measures: all {m['expected']} up to date in the {m['ok_rows']} ok rows")
         return
-    print(f"measures not up to date with this study file ({len(names)} of {len(expected)}, "
-          f"over {len(rows)} ok rows):")
+    print(f"measures not up to date with this study file ({len(names)} of {m['expected']}, "
+          f"over {m['ok_rows']} ok rows):")
     width = max(len(n) for n in names)
     print(f"  {'measure':<{width}}  {'stale':>5} {'missing':>7}")
     for n in names:
-        print(f"  {n:<{width}}  {stale[n]:>5} {missing[n]:>7}")
+        print(f"  {n:<{width}}  {m['stale'].get(n, 0):>5} {m['missing'].get(n, 0):>7}")
     print(f"recompute them with `study measure {study.path or 'STUDY.toml'} --stale` (other settings) "
           "and `--missing` (not computed), without training")
 
@@ -262,8 +343,8 @@ def cmd_measure(args) -> int:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
     want = Want(names, args.stale, args.missing, args.force)
     s = measure_study(study, want, address=args.address, serial=args.serial,
-                      max_in_flight=args.max_in_flight, progress=not args.no_progress,
-                      autoscaler=args.autoscaler, node_wait_s=args.node_wait)
+                      max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
+                      autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
@@ -289,7 +370,7 @@ def cmd_measure(args) -> int:
 def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(args.quiet, args.verbose), format="%(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)

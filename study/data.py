@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .options import Options, parse
+from .options import Options, did_you_mean, parse
 
 # Seed tags: one independent random stream per purpose.
 _TAG_SUBSET, _TAG_NOISE, _TAG_XOR_TRAIN, _TAG_XOR_TEST = 1, 2, 3, 4
@@ -178,7 +178,7 @@ def register(kind: type[DatasetKind]) -> type[DatasetKind]:
 def dataset_kind(name: str) -> DatasetKind:
     """The registered dataset ``name``."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; datasets: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; datasets: {', '.join(DATASETS)}")
     return DATASETS[name]()
 
 

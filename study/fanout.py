@@ -114,6 +114,7 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
     prior = store.statuses_of([spec.run_id]).get(spec.run_id)
     if prior is not None and (prior == "ok" or not retry_failed):
         return {"run_id": spec.run_id, "status": prior, "error": "", "skipped": True}
+    t0 = time.perf_counter()
     try:  # execute returns the run's own failures as rows: what raises here is the output
         row = execute(spec, pick_device(num_gpus), store=store if keep_networks else None)
         store.write_row(row)
@@ -121,7 +122,8 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
         return {"run_id": spec.run_id, "status": "write_failed", "skipped": False,
                 "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     return {"run_id": spec.run_id, "status": row["status"], "converged": row.get("converged"),
-            "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False}
+            "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False,
+            "seconds": time.perf_counter() - t0}
 
 
 def _failed_row(spec: RunSpec, error: str) -> dict:
@@ -134,11 +136,15 @@ def _failed_row(spec: RunSpec, error: str) -> dict:
 def run_study(study: Study, *, address: str | None = None, retry_failed: bool = False,
               serial: bool = False, max_in_flight: int | None = None,
               progress: bool = True, autoscaler: bool | None = None,
-              node_wait_s: float | None = None) -> Summary:
+              node_wait_s: float | None = None, announce: bool = True) -> Summary:
     """Run what is missing; returns counts. Ctrl-C and SIGTERM stop cleanly (rows are whole
     files; ``interrupted``), and so does a write the output refuses (``stopped``). Raises,
     before any work, OldSchemaError when rows of an older run-id schema are stored, LeaseHeld
-    when another driver runs the study, ClusterError when no node can hold one run."""
+    when another driver runs the study, ClusterError when no node can hold one run.
+    ``progress``: a progress bar on stderr whose postfix counts the outcomes, the networks in
+    flight (submitted and not finished: training or measuring, or waiting for a worker slot)
+    and the mean seconds a network took (training and measuring, from the finished ones);
+    ``announce``: say "starting Ray …" before starting it."""
     store = Store(study.out, study.name)
     store.check_schema(study.path or "STUDY.toml")
     store.check_writable()
@@ -146,11 +152,11 @@ def run_study(study: Study, *, address: str | None = None, retry_failed: bool = 
         store.clean_tmp(LEASE_TIMEOUT_S)
         return _run_study(study, store, lease, address=address, retry_failed=retry_failed,
                           serial=serial, max_in_flight=max_in_flight, progress=progress,
-                          autoscaler=autoscaler, node_wait_s=node_wait_s)
+                          autoscaler=autoscaler, node_wait_s=node_wait_s, announce=announce)
 
 
 def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_failed, serial,
-               max_in_flight, progress, autoscaler, node_wait_s) -> Summary:
+               max_in_flight, progress, autoscaler, node_wait_s, announce) -> Summary:
     todo, stored = plan(study, store, retry_failed)
     total = study.size
     n_todo = sum(1 for _ in todo)  # a counting pass; the runs are streamed again below
@@ -162,6 +168,19 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
                disable=not progress, dynamic_ncols=True, mininterval=0.5,
                desc=f"{study.name}")
     t0 = time.perf_counter()
+    state = {"in_flight": 0, "seconds": 0.0, "timed": 0}
+
+    def postfix() -> None:
+        mean = f"{state['seconds'] / state['timed']:.1f}" if state["timed"] else "–"
+        bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
+                        diverged=summary.diverged, in_flight=state["in_flight"], s_per_net=mean,
+                        refresh=False)
+
+    def in_flight(n: int) -> None:
+        if n != state["in_flight"]:
+            state["in_flight"] = n
+            postfix()
+            bar.refresh()
 
     def record(res: dict) -> None:
         status = res["status"]
@@ -169,6 +188,9 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
             summary.stopped = summary.stopped or f"writing to the output failed: {res['error']}"
             raise StudyStopped(summary.stopped)
         summary.ran += 1
+        if res.get("seconds") is not None:
+            state["seconds"] += res["seconds"]
+            state["timed"] += 1
         if status == "ok" and res.get("converged") is False:
             summary.unconverged += 1
         elif status == "ok":
@@ -178,8 +200,7 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
         else:
             summary.failed += 1
             summary.failures.append(f"{res['run_id']}: {(res['error'].splitlines() or [''])[0]}")
-        bar.set_postfix(ok=summary.ok, unconverged=summary.unconverged, failed=summary.failed,
-                        diverged=summary.diverged, left=summary.left, refresh=False)
+        postfix()
         bar.update(1)
         if lease.lost:
             summary.stopped = summary.stopped or lease.lost
@@ -198,7 +219,8 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
                                              study.keep_networks),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
-                node_wait_s=node_wait_s)
+                node_wait_s=node_wait_s, in_flight=in_flight,
+                announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
     except KeyboardInterrupt as e:
         summary.interrupted = True
         summary.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
@@ -213,9 +235,22 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
 _END = object()
 
 
+def print_stderr(line: str) -> None:
+    """Print a line on stderr at once (the default announcer of `fan_out`)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def ray_address(address: str | None) -> str:
+    """Where the driver's Ray is: ``address``, else the cluster of a Ray job (RAY_ADDRESS), else
+    ``"local"`` (a fresh local Ray, never a cluster that `ray start` happened to leave on this
+    machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address: str | None = None,
             serial: bool = False, max_in_flight: int | None = None, lost=None,
-            autoscaler: bool | None = None, node_wait_s: float | None = None) -> None:
+            autoscaler: bool | None = None, node_wait_s: float | None = None,
+            announce=print_stderr, in_flight=None) -> None:
     """Call ``task(*args_of(item))`` for every item and hand each result to ``record`` as it
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
     (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
@@ -226,33 +261,40 @@ def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address:
     (`Terminated` for SIGTERM). ``record`` raising `StudyStopped` stops the submitting: the
     tasks in flight get up to `STOP_WAIT_S` to finish (their records are taken), the rest are
     cancelled, and StudyStopped is raised. Tasks write their own results and return small
-    records: what finished is kept."""
+    records: what finished is kept. ``announce``: called with the line "starting Ray …"
+    before Ray starts (`_ray_init`; None: nothing said); ``in_flight``: called with the number
+    of tasks submitted and not yet finished, whenever it changes."""
+    in_flight = in_flight or (lambda n: None)
     if max_in_flight is not None and max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
     with _sigterm_as_interrupt():
         if serial:
             for item in items:
-                record(task(*args_of(item)))
+                in_flight(1)
+                res = task(*args_of(item))
+                in_flight(0)
+                record(res)
             return
+        started_here = not ("ray" in sys.modules and sys.modules["ray"].is_initialized())
+        if started_here:
+            address = ray_address(address)
+            if announce:  # importing and starting Ray take seconds: say so first
+                announce(f"starting Ray … ({'local' if address == 'local' else address})")
         import ray
 
-        started_here = not ray.is_initialized()
         if started_here:
-            # No --address: the cluster of a Ray job (RAY_ADDRESS), else a fresh local Ray,
-            # never a cluster that `ray start` happened to leave on this machine.
-            address = address or os.environ.get("RAY_ADDRESS") or "local"
             _ray_init(ray, address)
         try:
             with _sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler
                 check_feasible(ray, resources, local=started_here and address == "local",
                                autoscaler=autoscaler, wait_s=node_wait_s)
-                _loop(ray, items, task, args_of, resources, record, max_in_flight, lost)
+                _loop(ray, items, task, args_of, resources, record, max_in_flight, lost, in_flight)
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _loop(ray, items, task, args_of, resources, record, max_in_flight, lost) -> None:
+def _loop(ray, items, task, args_of, resources, record, max_in_flight, lost, in_flight) -> None:
     remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
                                       max_retries=3, retry_exceptions=False)
     if not max_in_flight:
@@ -267,11 +309,13 @@ def _loop(ray, items, task, args_of, resources, record, max_in_flight, lost) -> 
             while nxt is not _END and stop is None and len(pending) < max_in_flight:
                 pending[remote.remote(*args_of(nxt))] = nxt
                 nxt = next(queue, _END)
+            in_flight(len(pending))
             if stop is not None and time.monotonic() > deadline:
                 break
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
                 item = pending.pop(ref)
+                in_flight(len(pending))
                 try:
                     res = ray.get(ref)
                 except ray.exceptions.RayError as e:
@@ -316,13 +360,19 @@ class _sigterm_as_interrupt:
 
 
 def _ray_init(ray, address: str) -> None:
-    """Connect to ``address``; "local": a fresh Ray of this machine that listens on 127.0.0.1
-    only (its node address, and so the GCS, raylet, workers and agents), no dashboard."""
+    """Connect to ``address``, quietly: Ray logs at WARNING and the workers' output stays in
+    Ray's session logs (``log_to_driver=False``: no worker lines interleaved with the progress
+    bar, none of the ANSI-coloured log-deduplication notices; each run stores its own error).
+    "local": a fresh Ray of this machine that listens on 127.0.0.1 only (its node address, and
+    so the GCS, raylet, workers and agents), no dashboard, and without token authentication
+    (RAY_AUTH_MODE=disabled unless the environment sets it: the cluster lives in this machine
+    and this process; a cluster joined by address keeps its own setting)."""
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                   configure_logging=True)
     if address != "local":
         ray.init(address=address, **kwargs)
         return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray resolves a node address of 127.0.0.1 to the machine's outward address unless it
     # believes clusters are off (as on macOS and Windows): say so while this Ray starts.
     from ray._private import ray_constants

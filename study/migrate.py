@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,8 +37,10 @@ class Migration:
 
 
 def _preference(table: pa.Table) -> tuple:
-    return (table["status"][0].as_py() == "ok" if "status" in table.column_names else False,
-            table["finished_at"][0].as_py() or "" if "finished_at" in table.column_names else "")
+    done = table["finished_at"][0].as_py() if "finished_at" in table.column_names else None
+    if isinstance(done, datetime):  # a timestamp (new rows) or an ISO string (old ones)
+        done = done.isoformat(timespec="seconds")
+    return (table["status"][0].as_py() == "ok" if "status" in table.column_names else False, done or "")
 
 
 _PER_MEASURE_JSON = ("nan_reasons", "measure_methods")  # JSON {measure: ...} columns

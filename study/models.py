@@ -20,7 +20,7 @@ from typing import Callable
 from pydantic import Field
 from torch import nn
 
-from .options import Options, parse
+from .options import Options, did_you_mean, parse
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def register(name: str, options: type[Options]):
 def family(name: str) -> Family:
     """The registered model family ``name``."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; models: {', '.join(MODELS)}")
     return MODELS[name]
 
 

@@ -8,6 +8,7 @@ nothing else converts). `parse` raises ``ValueError("lr = -1.0 must be a number
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from typing import ClassVar
@@ -35,7 +36,17 @@ def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:
     """Raise ``ValueError`` naming the keys of ``given`` not in ``allowed``."""
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"{what} {', '.join(map(shown, unknown))}; allowed: {', '.join(sorted(allowed))}")
+        hints = "".join(did_you_mean(k, allowed) for k in unknown[:1])
+        raise ValueError(f"{what} {', '.join(map(shown, unknown))}{hints}; allowed: {', '.join(sorted(allowed))}")
+
+
+def did_you_mean(name, choices) -> str:
+    """`` (did you mean 'x'?)`` naming the choice closest to a misspelt ``name``
+    (`difflib.get_close_matches`), or "" when none is close."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [c for c in choices if isinstance(c, str)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def shown(key) -> str:

@@ -175,7 +175,7 @@ def _ok_rows(store: Store, study_file: str) -> list[dict]:
 def measure_study(study: Study, want: Want = Want(), *, address: str | None = None,
                   serial: bool = False, max_in_flight: int | None = None,
                   progress: bool = True, autoscaler: bool | None = None,
-                  node_wait_s: float | None = None) -> MeasureSummary:
+                  node_wait_s: float | None = None, announce: bool = True) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
     checkpoint, fanned out like `study run`; returns counts. Ctrl-C stops cleanly (rows are
     rewritten whole). Raises StudyError for unknown names, StorageError (OldSchemaError)
@@ -188,11 +188,11 @@ def measure_study(study: Study, want: Want = Want(), *, address: str | None = No
         store.clean_tmp(LEASE_TIMEOUT_S)
         return _measure_study(study, store, want, expected, rows, address=address, serial=serial,
                               max_in_flight=max_in_flight, progress=progress,
-                              autoscaler=autoscaler, node_wait_s=node_wait_s)
+                              autoscaler=autoscaler, node_wait_s=node_wait_s, announce=announce)
 
 
 def _measure_study(study, store, want, expected, rows, *, address, serial, max_in_flight,
-                   progress, autoscaler, node_wait_s) -> MeasureSummary:
+                   progress, autoscaler, node_wait_s, announce) -> MeasureSummary:
     todo, no_net, pairs, up = [], [], 0, 0
     for r in rows:
         names = wanted(r, want, expected)
@@ -229,7 +229,8 @@ def _measure_study(study, store, want, expected, rows, *, address, serial, max_i
                                                 expected, study.resources["num_gpus"]),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
-                node_wait_s=node_wait_s)
+                node_wait_s=node_wait_s,
+                announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
     except KeyboardInterrupt as e:
         s.interrupted = True
         s.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"

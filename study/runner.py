@@ -12,9 +12,12 @@ training.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import os
+import platform
 import re
 import socket
 import sys
@@ -35,6 +38,7 @@ from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_co
 from .spec import RunSpec
 from .storage import Store, WriteError
 from .train import TrainLog, TrainOptions, evaluate, train
+from .version import git_commit
 
 log = logging.getLogger("study.runner")
 
@@ -59,8 +63,9 @@ def error_text(e: BaseException) -> str:
     return plain(f"{head}\n{trace}").rstrip()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _now() -> datetime:
+    """Now, in UTC, to the second: stored as timestamp[us, UTC] (`schema.TIMES`)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def pick_device(num_gpus: float = 0) -> torch.device:
@@ -70,11 +75,49 @@ def pick_device(num_gpus: float = 0) -> torch.device:
     return torch.device("cpu")
 
 
+LIBRARIES = ("torch", "numpy", "torchvision", "ray", "polars", "pyarrow", "numba")
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> tuple[tuple[str, str], ...]:
+    from importlib import metadata
+    out = []
+    for name in LIBRARIES:
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:  # an optional one (numba): absent
+            continue
+    return tuple(out)
+
+
 def versions() -> dict:
-    """Versions of the code and libraries that made a row."""
-    import numpy
-    return {"study": __version__, "schema": SCHEMA_VERSION, "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": numpy.__version__}
+    """Versions of the code and libraries that made a row: the package, its git commit, the
+    run-id schema, Python and `LIBRARIES` (those installed; numba is optional)."""
+    return {"study": __version__, "git": git_commit(), "schema": SCHEMA_VERSION,
+            "python": sys.version.split()[0], **dict(_library_versions())}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else `platform`), with the logical core count."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name} × {os.cpu_count() or 1} cores"
+
+
+def device_name(device: torch.device) -> str:
+    """What ran a row: ``cpu (<model> × N cores)``, or ``cuda (<GPU name> × count)``."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"{device} ({torch.cuda.get_device_name(device)} × {n})"
+    if device.type == "cpu":
+        return f"cpu ({cpu_model()})"
+    return str(device)
 
 
 def base_row(spec: RunSpec) -> dict:
@@ -93,7 +136,7 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     device = device or torch.device("cpu")
     row = base_row(spec)
     row.update({"status": "ok", "error": "", "config": spec.to_json(),
-                "versions": json.dumps(versions()), "device": str(device),
+                "versions": json.dumps(versions()), "device": device_name(device),
                 "host": socket.gethostname(), "started_at": _now()})
     try:
         _train_and_measure(spec, device, row, progress, store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 
@@ -50,6 +51,10 @@ REPEATS = "measure_repeats"  # JSON {measure: R}: the draws averaged in measure.
 MEASURING = ("measure_seconds", "nan_reasons", "measure_methods", REPEATS, REMEASURED)
 STATUS = ("status", "error")  # ok / failed / diverged, and the error text
 PROVENANCE = ("config", "versions", "device", "host", "started_at", "finished_at")
+# when a run started and finished: timestamp[us, UTC]; rows written before this were ISO 8601
+# strings ("2026-01-02T03:04:05+00:00"), which `normalize_times` casts when tables are combined
+TIMES = ("started_at", "finished_at")
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 FIXED = IDENTITY + OUTCOMES + TRAINING + MEASURING + STATUS + PROVENANCE
 
 
@@ -68,13 +73,15 @@ def stored_settings(row: dict) -> dict[str, str | None]:
 def arrow_type(col: str, value) -> pa.DataType:
     """A row column's Arrow type: measures, their sds and seconds float64 (NaN and integers alike),
     artifacts list<float64>, settings hashes string, the others by the Python value (bool, int64,
-    float64, else string)."""
+    float64, datetime timestamp[us, UTC], else string)."""
     if col.startswith(MEASURE_CFG):
         return pa.string()
     if col.startswith((MEASURE, MEASURE_SD, SECONDS)):
         return pa.float64()
     if col.startswith(ARTIFACT):
         return pa.list_(pa.float64())
+    if isinstance(value, datetime):
+        return TIMESTAMP
     if isinstance(value, bool):
         return pa.bool_()
     if isinstance(value, int):
@@ -82,6 +89,26 @@ def arrow_type(col: str, value) -> pa.DataType:
     if isinstance(value, float):
         return pa.float64()
     return pa.string()
+
+
+def normalize_times(table: pa.Table) -> pa.Table:
+    """``table`` with its `TIMES` columns as `TIMESTAMP`: a row written before they were
+    timestamps holds ISO 8601 strings, cast here (an unparsable string becomes null), so that
+    old and new rows stack."""
+    import pyarrow.compute as pc
+
+    for col in TIMES:
+        if col not in table.column_names or table.schema.field(col).type == TIMESTAMP:
+            continue
+        arr = table[col]
+        if pa.types.is_timestamp(arr.type):
+            arr = arr.cast(TIMESTAMP)
+        else:  # strings (or nulls): "…+00:00" parses with %z; anything else is null
+            text = arr.cast(pa.string())
+            arr = pc.strptime(pc.replace_substring_regex(text, r"([+-]\d\d):(\d\d)$", r"\1\2"),
+                              format="%Y-%m-%dT%H:%M:%S%z", unit="us", error_is_null=True).cast(TIMESTAMP)
+        table = table.set_column(table.column_names.index(col), col, arr)
+    return table
 
 
 # ---------------------------------------------------------------- artifacts

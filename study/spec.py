@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from . import SCHEMA_VERSION
 from .data import DataOptions, data_root, dataset_kind
 from .models import MAX_PARAMETERS, MODELS, family
-from .options import Options, check_keys, parse
+from .options import Options, check_keys, did_you_mean, parse
 from .train import TrainOptions
 
 
@@ -321,7 +321,8 @@ def parse_study(doc: dict, path: str = "<study>", allow_large_grid: bool = False
         with at(section):
             bad = sorted(k for k in keys & set(sec[section]) if k not in fam.options.model_fields)
             if bad:
-                raise ValueError(f"model {head.model!r} has no option {bad[0]!r}; "
+                raise ValueError(f"model {head.model!r} has no option {bad[0]!r}"
+                                 f"{did_you_mean(bad[0], fam.options.model_fields)}; "
                                  f"options: {', '.join(sorted(fam.options.model_fields))}")
     with at("grid"):
         check_keys(sec["grid"], owner)

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION
-from .schema import TMP_PREFIX, arrow_type, is_artifact, write_atomic
+from .schema import TMP_PREFIX, arrow_type, is_artifact, normalize_times, write_atomic
 
 
 class StorageError(RuntimeError):
@@ -271,7 +271,7 @@ class Store:
         tables, self.skipped = [], []
         for f in self._run_files():
             try:
-                tables.append(pq.read_table(f.path, filesystem=self.fs))
+                tables.append(normalize_times(pq.read_table(f.path, filesystem=self.fs)))
             except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
                 if not _is_corrupt(e):
                     raise

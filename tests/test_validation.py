@@ -89,4 +89,5 @@ def test_present_data_with_download_false_runs_the_check_only_locally(tmp_path, 
 class _Done:
     ran = total = left = 0
     interrupted = False
+    stopped = ""
     runs_dir = "x"

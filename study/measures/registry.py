@@ -48,6 +48,8 @@ from typing import Any, Callable
 
 import pydantic
 
+from ..options import did_you_mean
+
 FAMILIES = (
     "size",         # parameter counts and VC bounds
     "norm",         # norms, margins, path norm
@@ -212,7 +214,8 @@ def select(include=("all",), exclude=()) -> list[Measure]:
                 out.add(item)
             else:
                 raise ValueError(
-                    f"unknown measure or family {item!r} in measures.{what}; "
+                    f"unknown measure or family {item!r} in measures.{what}"
+                    f"{did_you_mean(item, [*FAMILIES, *REGISTRY, 'all'])}; "
                     f"families: {', '.join(FAMILIES)}; measures: {', '.join(REGISTRY)}")
         return out
 
@@ -236,7 +239,8 @@ def check_knobs(knobs: dict) -> dict:
     """Knob overrides validated against the declared knobs; returns the full set."""
     unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
-        raise ValueError(f"unknown measure knob(s) {', '.join(k if k.isprintable() and k.strip() else repr(k) for k in unknown)}; "
+        raise ValueError(f"unknown measure knob(s) {', '.join(k if k.isprintable() and k.strip() else repr(k) for k in unknown)}"
+                         f"{did_you_mean(unknown[0], KNOBS)}; "
                          f"knobs: {', '.join(sorted(KNOBS))}")
     try:
         return knobs_model()(**knobs).model_dump()

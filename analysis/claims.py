@@ -221,15 +221,19 @@ class NotTestable(Exception):
 
 
 def setting(df: pl.DataFrame, name: str) -> list:
-    """Each row's value of the setting ``name`` (module docstring), None where unknown."""
-    if hp_col(name) in df.columns:
-        return df[hp_col(name)].to_list()
+    """Each row's value of the setting ``name`` (module docstring), None where unknown. The
+    ``hp.<name>`` column first, then the row's config where that is null (studies stacked
+    together: one study's axis is another's fixed setting)."""
     if name in df.columns and name in ("dataset", "model", "study"):
         return df[name].to_list()
-    if "config" not in df.columns:
-        return [None] * df.height
+    hp = df[hp_col(name)].to_list() if hp_col(name) in df.columns else [None] * df.height
+    if "config" not in df.columns or all(v is not None for v in hp):
+        return hp
     out = []
-    for text in df["config"].to_list():  # a JSON string, or a struct (analysis.load.decode)
+    for given, text in zip(hp, df["config"].to_list()):  # a JSON string, or a struct (load.decode)
+        if given is not None:
+            out.append(given)
+            continue
         v = None
         try:
             cfg = text if isinstance(text, dict) else json.loads(text) if text else {}

@@ -243,6 +243,19 @@ def test_a_constant_column_is_not_testable_not_a_zero_tau():
         assert r["verdict"] == "not testable" and "to vary" in r["reason"], r
 
 
+def test_a_setting_fixed_in_one_study_is_read_from_its_config_when_stacked_with_an_axis():
+    # two studies analysed together: label_noise is an axis of one (hp.label_noise) and a fixed
+    # [data] setting of the other, whose rows hold hp.label_noise = null after stacking
+    noisy = grid_rows({"label_noise": [0.0, 1.0], "width": [16, 32]},
+                      **{"measure.pacbayes_bound": lambda p: 0.5 + p["label_noise"]})
+    fixed = grid_rows({"width": [16, 32]}, **{"measure.pacbayes_bound": lambda p: 2.0,
+                                             "config": lambda p: json.dumps({"data": {"label_noise": 0.0}})})
+    fixed = fixed.with_columns(pl.lit("other").alias("study"), ("o" + pl.col("run_id")).alias("run_id"))
+    t = evaluate_claims(pl.concat([noisy, fixed], how="diagonal_relaxed"), ["dziugaite_nonvacuous"], n_boot=50)
+    r = [x for x in t.iter_rows(named=True) if x["study"] == "other" and x["statistic"].startswith("median")]
+    assert len(r) == 1 and r[0]["verdict"] == "contradicted" and r[0]["estimate"] == 2.0, r
+
+
 def test_schedules_one_row_per_non_monotonic_schedule():
     axes = {"lr_schedule": ["constant", "step", "cosine_restarts", "triangular"], "lr": [0.1, 0.05]}
     eig = {"constant": 10.0, "step": 12.0, "cosine_restarts": 5.0, "triangular": 20.0}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,9 @@ figure{margin:10px 0 18px}figure img{max-width:100%;height:auto}
 figcaption{color:#555;font-size:12.5px;max-width:900px}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
 .err{color:#a33}td.ci,th.ci{color:#777;font-size:11px}
+.warn{border:2px solid #c77700;background:#fff4df;padding:8px 12px;margin:14px 0;max-width:1000px}
+.headline{font-size:14.5px;max-width:1000px}.headline p{margin:4px 0}
+td.wide{color:#aaa!important;background:#f1f1f1!important}
 """
 
 _LEGEND = (
@@ -192,15 +196,17 @@ def _rank_html(table: pl.DataFrame) -> str:
     body = []
     for r in table.iter_rows(named=True):
         g = r.get
+        tw = " wide" if _wide(g("tau_lo"), g("tau_hi"), "tau") else ""  # greyed out: the interval says little
+        cw = " wide" if _wide(g("cmi_lo"), g("cmi_hi"), "cmi") else ""
         cells = [f'<td class="l">{_esc(figures.short_name(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
-                 f"<td{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
-                 f'<td class="ci">{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>',
+                 f"<td class='tau{tw}'{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
+                 f'<td class="ci{tw}">{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>',
                  f"<td>{_num(g('reliability'), '.2f')}</td>", f"<td>{_num(g('tau_ceiling'), '.2f')}</td>",
                  f"<td{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
         cells += [f"<td{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
         cset = g("cmi_set")
-        cells += [f"<td{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
-                  f'<td class="ci">{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
+        cells += [f"<td class='cmi{cw}'{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
+                  f'<td class="ci{cw}">{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
                   f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
         cells += [f"<td>{_num(g(c))}</td>" for c in _PLAIN]
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -218,8 +224,9 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
                       "boxes show quartiles, dots are runs.")
     if table is None:
         msg = f'<p class="err">No ranking{tag}: {_esc(error)}</p>'
-        return {**out, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
+        return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = sort_ranking(table)
+    out["headline"] = _headline(table)
     out["rank"] = _rank_html(table) + f'<p class="note">{_LEGEND}</p>'
     if "robust_envs" in table.columns and not (table["robust_envs"].fill_null(0) > 0).any():
         out["rank"] += ('<p class="note">No robust sign-error: no environment (two grid points '
@@ -254,6 +261,183 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
     return _png(fig, kind, cap)
 
 
+# ------------------------------------------------------------ setup, headline, warnings
+
+MIN_NETWORKS = 20  # below this many analysed networks (or 2 seeds, or an axis without ψ groups) the page warns
+MIN_SEEDS = 2
+WIDE = {"tau": 1.0, "cmi": 0.5}  # an interval wider than half the statistic's range is greyed out
+
+
+def _dicts(runs: pl.DataFrame, col: str) -> list[dict]:
+    """Each row's ``config`` / ``versions`` as a dict, whether decoded into a struct or stored as JSON."""
+    if col not in runs.columns:
+        return []
+    out = []
+    for v in runs[col].to_list():
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v else None
+            except ValueError:
+                v = None
+        if isinstance(v, dict):
+            out.append(v)
+    return out
+
+
+def _values(dicts: list[dict], *path: str) -> list:
+    """The distinct non-null values at ``path`` in ``dicts``, sorted as text."""
+    seen = {}
+    for d in dicts:
+        for k in path:
+            d = d.get(k) if isinstance(d, dict) else None
+        if d is not None and d != [] and d != {}:
+            seen.setdefault(json.dumps(d, sort_keys=True, default=str), d)
+    return _sorted(seen.values())
+
+
+def _sorted(vals) -> list:
+    """Numbers in numeric order before anything else in text order."""
+    def key(v):
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        return (0, float(v), "") if ok else (1, 0.0, str(v))
+    return sorted(vals, key=key)
+
+
+def _options(dicts: list[dict]) -> str:
+    """Several option dicts as ``key value, value; …`` (each key's distinct values)."""
+    keys = sorted({k for d in dicts for k in d})
+    return "; ".join(f"{_esc(k)} {_show(_values(dicts, k))}" for k in keys)
+
+
+def _show(vals: list, missing: str = "–") -> str:
+    if not vals:
+        return f'<span class="meta">{missing}</span>'
+    return ", ".join(_esc(", ".join(map(figures._fmt, v)) if isinstance(v, list) else
+                          json.dumps(v, sort_keys=True) if isinstance(v, dict) else figures._fmt(v)) for v in vals)
+
+
+def _column_values(runs: pl.DataFrame, col: str) -> list:
+    return _sorted(runs[col].drop_nulls().unique().to_list()) if col in runs.columns else []
+
+
+def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
+    """What the study is: data, model, training, grid, measures, code and hardware (from the rows)."""
+    cfg, ver = _dicts(runs, "config"), _dicts(runs, "versions")
+    ok = population(runs, include_unconverged=True)
+    conv = population(runs)
+    model = _show(_column_values(runs, "model") or _values(cfg, "model"))
+    opts = _values(cfg, "model_options")
+    if opts:
+        model += " <span class=meta>(" + _options(opts) + ")</span>"
+    train = _column_values(runs, "n_train") or _values(cfg, "data", "train_size")
+    axes = [c for c in runs.columns if is_hp(c)]
+    grid = "; ".join(f"{_esc(name_of(a))}: {_show(_column_values(runs, a))}" for a in axes) or "none"
+    seeds = _column_values(runs, "seed")
+    measures = [f"include {_show(_values(cfg, 'measures', 'include'), 'all')}",
+                f"exclude {_show(_values(cfg, 'measures', 'exclude'), 'none')}"]
+    for k in ("subset", "repeats"):
+        if _values(cfg, "measures", k):
+            measures.append(f"{k} {_show(_values(cfg, 'measures', k))}")
+    lib = sorted({k for d in ver for k in d if k not in ("git", "study", "schema")})
+    rows = [
+        ("dataset", _show(_column_values(runs, "dataset") or _values(cfg, "dataset"))),
+        ("model family", model),
+        ("networks", f"{runs.height} stored, {ok.height} trained without failure, {conv.height} converged; "
+                     f"{pop.height} analysed"),
+        ("train / test examples", f"{_show(train)} / {_show(_column_values(runs, 'n_test'))}"),
+        ("target loss", _show(_values(cfg, "train", "target_loss"))),
+        ("optimizer", _show(_values(cfg, "train", "optimizer"))),
+        ("max epochs", _show(_values(cfg, "train", "max_epochs"))),
+        ("grid axes", grid),
+        ("seeds", f"{len(seeds)}: {_show(seeds)}"),
+        ("measures", "; ".join(measures) + f" <span class=meta>({sum(map(is_measure, runs.columns))} columns)</span>"),
+        ("code", f"study {_show(_values(ver, 'study'))}, schema {_show(_values(ver, 'schema'))}, "
+                 f"git commit <code>{_show(_values(ver, 'git'), 'not recorded')}</code>"),
+        ("libraries", "; ".join(f"{_esc(k)} {_show(_values(ver, k))}" for k in lib) or _show([])),
+        ("device", _show(_column_values(runs, "device"))),
+    ]
+    return '<div id="setup-block">' + _kv(rows) + "</div>"
+
+
+def _small(pop: pl.DataFrame) -> list[str]:
+    """Why the analysed runs are too few to read the ranking with confidence (empty: enough)."""
+    why = []
+    if pop.height < MIN_NETWORKS:
+        why.append(f"{pop.height} networks are analysed (fewer than {MIN_NETWORKS})")
+    seeds = pop["seed"].n_unique() if "seed" in pop.columns else 0
+    if seeds < MIN_SEEDS:
+        why.append(f"{seeds} seed{'s' if seeds != 1 else ''} (fewer than {MIN_SEEDS})")
+    axes = [c for c in pop.columns if is_hp(c)]
+    extra = [c for c in ("seed", "dataset") if c in pop.columns]
+    for a in axes:
+        if pop[a].n_unique() < 2:
+            why.append(f"axis {_esc(name_of(a))} takes fewer than 2 values")
+            continue
+        keys = [c for c in axes if c != a] + extra
+        groups = pop.group_by(keys).agg(pl.col(a).n_unique().alias("n")) if keys else \
+            pl.DataFrame({"n": [pop[a].n_unique()]})
+        if not (groups["n"] >= 2).any():
+            why.append(f"axis {_esc(name_of(a))} has no group of runs that differ only in it (ψ undefined)")
+    return why
+
+
+def _warning(pop: pl.DataFrame) -> str:
+    why = _small(pop)
+    if not why:
+        return ""
+    return ('<div class="warn" id="too-small"><b>This study is too small to rank the measures with confidence:</b> '
+            + "; ".join(why) + f". The page warns below {MIN_NETWORKS} analysed networks, below {MIN_SEEDS} seeds, "
+            "or when an axis has fewer than 2 values among the analysed runs or no group of runs (same other "
+            "axes, seed and dataset) that differ only in it. Statistics whose bootstrap interval is wider "
+            "than half their range (τ: more than 1.0 of [−1, 1]; CMI: more than 0.5 of [0, 1]) are greyed "
+            "out in the table.</div>")
+
+
+def _wide(lo, hi, stat: str) -> bool:
+    return lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi) and hi - lo > WIDE[stat]
+
+
+def _headline(table: pl.DataFrame, top: int = 3) -> str:
+    """The leading measures, the set indistinguishable from the best, and the significantly negative ones."""
+    table = sort_ranking(table)
+    rows = {r["measure"]: r for r in table.iter_rows(named=True)}
+    finite = [m for m, r in rows.items() if r.get("cmi") is not None and np.isfinite(r["cmi"])]
+    if not finite:
+        return '<p class="note">No measure has a defined CMI: no headline.</p>'
+
+    def named(m: str) -> str:
+        r = rows[m]
+        ci = _ci(r.get("cmi_lo"), r.get("cmi_hi"), ".3f")
+        return (f"<b>{_esc(figures.short_name(m))}</b> (CMI {_num(r['cmi'])}"
+                f"{'' if ci == '–' else ' ' + ci}, τ {_num(r.get('tau'), '+.3f')})")
+
+    lead = finite[:top]
+    best = rows[lead[0]]
+    parts = [f'<p class="lead">Leading measure{"s" if len(lead) > 1 else ""} by CMI: '
+             + "; ".join(named(m) for m in lead) + ".</p>"]
+    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
+    rule = ("the measures whose CMI bootstrap interval (cmi_lo – cmi_hi) overlaps the best measure's "
+            "interval")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        parts.append(f"<p>Statistically indistinguishable from the best ({rule}): not defined, the ranking "
+                     "has no bootstrap intervals (n_boot = 0).</p>")
+    else:
+        tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
+                and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
+        parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
+                     f"{_ci(lo, hi, '.3f')}: " + (", ".join(_esc(figures.short_name(m)) for m in tied)
+                                                   if tied else "none") + f" ({len(tied)} measures).</p>")
+    neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
+           and r["tau_hi"] < 0]
+    no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())
+    parts.append("<p>Significantly negative (τ interval entirely below 0): " + (
+                 "not defined, the ranking has no bootstrap intervals (n_boot = 0)" if no_tau_ci else
+                 ", ".join(f"{_esc(figures.short_name(m))} (τ {_num(rows[m]['tau'], '+.3f')} "
+                              f"{_ci(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
+                    if neg else "none") + ".</p>")
+    return '<div class="headline">' + "".join(parts) + "</div>"
+
+
 # ------------------------------------------------------------ entry point
 
 
@@ -286,7 +470,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
             error = f"the ranking failed: {e}"
     names = table["dataset"].unique(maintain_order=True).to_list() if table is not None else datasets
     multi = len(names) > 1
-    secs: dict[str, list[str]] = {k: [] for k in ("gap", "rank", "psi", "cmi", "scatter")}
+    secs: dict[str, list[str]] = {k: [] for k in ("gap", "headline", "rank", "psi", "cmi", "scatter")}
     for ds in (names if multi else [None]):
         p = pop.filter(pl.col("dataset") == ds) if ds in datasets else pop
         t = table.filter(pl.col("dataset") == ds) if ds is not None and table is not None else table
@@ -296,7 +480,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     studies = sorted(runs["study"].drop_nulls().unique().to_list()) if "study" in runs.columns else []
     title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
     opts = {"include_unconverged": include_unconverged, "top": top, **rank_options}
-    toc = [("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
+    toc = [("setup", "Setup"), ("headline", "Headline"), ("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
            ("scatter", "Leading measures"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape")]
     body = [
         f"<h1>{_esc(title)}</h1>",
@@ -304,6 +488,8 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · options '
         f'{_esc(", ".join(f"{k}={v}" for k, v in opts.items()))}</div>',
         "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in toc) + "</nav>",
+        '<h2 id="setup">Setup</h2>', _setup(runs, pop), _warning(pop),
+        '<h2 id="headline">Headline</h2>', *secs["headline"],
         '<h2 id="glance">At a glance</h2>', _glance(runs, pop, include_unconverged),
         "<h3>The gap per axis</h3>", *secs["gap"],
         '<h2 id="ranking">Ranking of the measures</h2>', *secs["rank"],

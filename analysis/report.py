@@ -160,7 +160,7 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
     parts = [_kv(rows), _axes_table(runs)]
     if "status" in runs.columns and "error" in runs.columns:
         errs = (runs.filter(pl.col("status") != "ok").filter(pl.col("error").is_not_null())
-                .with_columns(pl.col("error").str.split("\n").list.first().str.slice(0, 160))
+                .with_columns(pl.col("error").cast(pl.String).str.split("\n").list.first().str.slice(0, 160))
                 .group_by("error").len().sort("len", descending=True).head(5))
         if errs.height:
             parts.append("<h3>Most frequent errors</h3>" + _kv(

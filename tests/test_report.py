@@ -375,3 +375,65 @@ def test_report_from_the_mini_study(mini_runs, tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium); the CI script must install it")
     expected = {im["data-fig"] for im in Page(text).images}
     check_in_chromium(out, tmp_path, expected)
+
+
+# ------------------------------------------------------------ setup, headline, small studies (issue 13)
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end)]
+
+
+def test_mini_study_report_shows_its_setup_and_headline(mini_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    out = write_report(mini_runs, tmp_path / "mini.html", **RANK)
+    text = out.read_text(encoding="utf-8")
+    runs = load_runs(mini_runs, include_unconverged=True, include_failed=True)
+    cfg, ver = runs["config"][0], runs["versions"][0]
+    setup = html.unescape(_between(text, 'id="setup"', 'id="headline"'))
+    assert "<td>target loss</td><td>0.05</td>" in setup
+    assert f"<td>optimizer</td><td>{cfg['train']['optimizer']}</td>" in setup
+    assert len(ver["git"]) == 40 and ver["git"] in setup
+    assert "<td>max epochs</td><td>80</td>" in setup
+    assert "keskar_sharpness_5e-4" in setup and "local_entropy" in setup  # the measures excluded
+    assert "16 stored" in setup and "seeds</td><td>2: 0, 1" in setup
+    assert runs["device"][0] in setup
+    lead = Page(text).rank_rows[1][0]  # the table's first row: the highest CMI
+    headline = html.unescape(_between(text, 'id="headline"', 'id="glance"'))
+    assert f"Leading measures by CMI: <b>{lead}</b>" in headline
+    assert "overlaps the best measure's interval" in headline and "too-small" in text  # 16 < 20 networks
+
+
+def test_headline_sets_follow_the_intervals():
+    nan = float("nan")
+    t = pl.DataFrame({"measure": ["measure.a", "measure.b", "measure.c", "measure.d", "measure.e"],
+                      "tau": [0.5, -0.4, 0.1, -0.2, nan], "tau_lo": [0.3, -0.6, -0.2, -0.5, None],
+                      "tau_hi": [0.7, -0.1, 0.4, 0.1, None],
+                      "cmi": [0.30, 0.20, 0.10, 0.05, nan], "cmi_lo": [0.22, 0.18, 0.02, 0.0, None],
+                      "cmi_hi": [0.40, 0.25, 0.21, 0.1, None]})
+    h = report_module._headline(t)
+    assert "Leading measures by CMI: <b>a</b> (CMI 0.300 [0.220, 0.400], τ +0.500); <b>b</b>" in h
+    assert "overlaps the best measure's interval [0.220, 0.400]: b (1 measures)" in h  # c's 0.21 < 0.22
+    assert "Significantly negative (τ interval entirely below 0): b (τ -0.400 [-0.60, -0.10])." in h
+    no_boot = report_module._headline(t.with_columns(pl.lit(None, pl.Float64).alias(c)
+                                                     for c in ("tau_lo", "tau_hi", "cmi_lo", "cmi_hi")))
+    assert no_boot.count("not defined") == 2
+
+
+def test_a_small_study_warns_and_greys_out_wide_intervals(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    df = synthetic_runs(4, 6, n_axes=2, n_values=2, seed=1)  # 4 networks, one seed
+    out = write_report(write_runs_folder(df, tmp_path / "runs"), tmp_path / "r.html", **RANK)
+    text = out.read_text(encoding="utf-8")
+    warn = html.unescape(_between(text, 'id="too-small"', 'id="headline"'))
+    assert "4 networks are analysed (fewer than 20)" in warn and "1 seed (fewer than 2)" in warn
+    table = rank_table(population(load_runs(tmp_path / "runs")), **RANK)
+    wide = {m.removeprefix("measure.") for m, lo, hi in table.select("measure", "tau_lo", "tau_hi").iter_rows()
+            if lo is not None and hi - lo > 1.0}
+    assert 0 < len(wide) < table.height, "some τ intervals wider than 1.0, some not"
+    greyed = set(re.findall(r'<tr><td class="l">([^<]+)</td><td>\d+</td><td class=.tau wide.', text))
+    assert greyed == wide
+    # the 54-network study of the other tests (2 seeds, full 3 × 3 × 3 grid) is large enough
+    big = write_report(write_runs_folder(study_frame(artifacts=False), tmp_path / "big"), tmp_path / "b.html",
+                       n_boot=0)
+    assert "too-small" not in big.read_text(encoding="utf-8")

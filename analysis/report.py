@@ -438,6 +438,37 @@ def _headline(table: pl.DataFrame, top: int = 3) -> str:
     return '<div class="headline">' + "".join(parts) + "</div>"
 
 
+def _cost(runs: pl.DataFrame) -> str:
+    """Median seconds per measure and its share of the run's measuring time, over the ok runs."""
+    ok = population(runs, include_unconverged=True)
+    cols = [c for c in ok.columns if is_seconds(c)]
+    if not cols or ok.height == 0:
+        return '<p class="note">The runs stored no per-measure times (no <code>seconds.*</code> columns).</p>'
+    total = (ok["measure_seconds"].cast(pl.Float64) if "measure_seconds" in ok.columns
+             else ok.select(pl.sum_horizontal(pl.col(c).cast(pl.Float64) for c in cols)).to_series())
+    total = total.fill_nan(None).replace(0.0, None)
+    rows = []
+    for c in cols:
+        sec = ok[c].cast(pl.Float64).fill_nan(None)
+        share = (sec / total).drop_nulls()
+        rows.append((name_of(c), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan), sec.count()))
+    rows.sort(key=lambda r: -(r[1] if r[1] is not None else -1.0))
+    body = "".join(f'<tr><td class="l">{_esc(m)}</td><td>{_num(med, ".3g")}</td>'
+                   f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
+                   f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td><td>{n}</td></tr>"
+                   for m, med, sh, tot, n in rows)
+    return ('<div class="wrap"><table class="cost"><tr><th class="l">measure</th><th>median s</th>'
+            "<th>median share</th><th>share of all</th><th>runs</th></tr>" + body + "</table></div>"
+            '<p class="note">Seconds a measure took per run (<code>seconds.&lt;measure&gt;</code>), the median '
+            "over the runs that trained without failure; share: those seconds over the run's measuring time "
+            "(<code>measure_seconds</code>), the median per run and the total over all runs. Work shared by "
+            "several measures (a Hessian spectrum, a sharpness search, …) is charged in equal parts to the "
+            "measures that use it (rows written before the study split shared work may charge it "
+            "otherwise), so a measure's cost here is not what it would take alone. Measure families are "
+            "not shown: their registry needs torch, which the "
+            "analysis does not import.</p>")
+
+
 # ------------------------------------------------------------ entry point
 
 
@@ -481,7 +512,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
     opts = {"include_unconverged": include_unconverged, "top": top, **rank_options}
     toc = [("setup", "Setup"), ("headline", "Headline"), ("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
-           ("scatter", "Leading measures"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape")]
+           ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape")]
     body = [
         f"<h1>{_esc(title)}</h1>",
         f'<div class="meta">source <code>{_esc(source)}</code> · written '
@@ -496,6 +527,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         '<h2 id="psi">Granulated τ (ψ) per axis</h2>', *secs["psi"],
         '<h2 id="cmi">Conditional mutual information</h2>', *secs["cmi"],
         '<h2 id="scatter">Leading measures against the gap</h2>', *secs["scatter"],
+        '<h2 id="cost">Cost of the measures</h2>', _cost(runs),
         '<h2 id="hessian">Hessian spectra</h2>', _artifact_section(pop, "hessian"),
         '<h2 id="landscape">Loss landscape</h2>', _artifact_section(pop, "landscape"),
     ]

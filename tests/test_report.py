@@ -437,3 +437,15 @@ def test_a_small_study_warns_and_greys_out_wide_intervals(tmp_path, monkeypatch)
     big = write_report(write_runs_folder(study_frame(artifacts=False), tmp_path / "big"), tmp_path / "b.html",
                        n_boot=0)
     assert "too-small" not in big.read_text(encoding="utf-8")
+
+
+def test_report_shows_the_cost_of_each_measure(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    df = synthetic_runs(4, 3, n_axes=2, n_values=2, seed=1).with_columns(
+        pl.Series("seconds.cheap", [1.0, 2.0, 3.0, 4.0]), pl.Series("seconds.dear", [9.0, 8.0, 7.0, 6.0]),
+        pl.Series("measure_seconds", [10.0, 10.0, 10.0, 10.0]))
+    out = write_report(write_runs_folder(df, tmp_path / "runs"), tmp_path / "r.html", n_boot=0)
+    text = html.unescape(_between(out.read_text(encoding="utf-8"), 'id="cost"', 'id="hessian"'))
+    rows = re.findall(r'<tr><td class="l">(\w+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>(\d+)</td>', text)
+    assert rows == [("dear", "7.5", "75.0 %", "75.0 %", "4"), ("cheap", "2.5", "25.0 %", "25.0 %", "4")]
+    assert "charged in equal parts" in text

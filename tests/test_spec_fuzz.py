@@ -1,11 +1,15 @@
 """Random mutations of a valid study file either validate or are refused with one line and
-exit 2: never a traceback, never a hang (issue 12). Validation only: `study status` parses
-and validates the file and reads the (absent) output; nothing is trained."""
+exit 2: never a traceback, never a hang (issue 12). `study status` parses and validates the
+file and reads the (absent) output. The first `RUN_VALID` mutations that validate then run
+their study's first network (`runner.execute`, in this process, capped at one epoch so that a
+valid but slow setting, a tiny lr or a huge max_epochs, cannot make the test long): the run
+must not fail, since whatever would fail at run time must be refused at validation."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -15,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from study.cli import main
+from study.runner import execute
+from study.spec import load_study
 from tests.studyfiles import write_study
 
 VALUES = st.one_of(
@@ -77,10 +83,24 @@ def dumps(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+RUN_VALID = 6
+_ran: list[str] = []
+
+
+def _run_first_network(path) -> None:
+    """The study's first network, one epoch: its row must not be a failure (a run that meets
+    its target at initialisation is the one designed failure)."""
+    spec = next(iter(load_study(path).runs()))
+    spec = dataclasses.replace(spec, train={**spec.train, "max_epochs": 1})
+    row = execute(spec)
+    assert row["status"] in ("ok", "diverged") or row["error"].startswith("TargetMetAtInit"), row["error"]
+    _ran.append(row["status"])
+
+
 @settings(max_examples=100, deadline=5000, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=3))
-def test_mutated_study_validates_or_is_refused_in_one_line(tmp_path_factory, mutations):
+def _fuzz(tmp_path_factory, mutations):
     tmp = tmp_path_factory.mktemp("fuzz")
     base = tomllib.loads(write_study(tmp, extra="[measures.knobs]\neval_batch = 64\n"
                                                 "[resources]\nnum_cpus = 1\n").read_text())
@@ -94,7 +114,15 @@ def test_mutated_study_validates_or_is_refused_in_one_line(tmp_path_factory, mut
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(["status", str(p), "--out", str(tmp / "out")])
     if rc in (0, 3):  # valid: complete, or (nothing stored here) incomplete
+        if len(_ran) < RUN_VALID:
+            _run_first_network(p)
         return
     assert rc == 2, err.getvalue()
     text = err.getvalue()
     assert text.startswith("error: ") and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_mutated_study_validates_or_is_refused_in_one_line(tmp_path_factory):
+    _ran.clear()
+    _fuzz(tmp_path_factory)
+    assert len(_ran) == RUN_VALID, _ran   # some mutations validated, and their networks ran

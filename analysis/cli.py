@@ -36,6 +36,7 @@ import warnings
 import polars as pl
 
 from study.schema import write_atomic
+from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
 from .load import RunsError, decode, load_runs
@@ -96,13 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verbosity(default=0) -> argparse.ArgumentParser:
-    """-q / -v, on the command and on each subcommand."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("-q", "--quiet", action="count", default=default,
-                   help="less output: errors only (no warnings), no progress bar")
-    p.add_argument("-v", "--verbose", action="count", default=default,
-                   help="more log output (-v: info, -vv: debug)")
-    return p
+    return verbosity_flags("less output: errors only (no warnings), no progress bar", default)
 
 
 def _claims_parser(sub, common) -> None:
@@ -257,11 +252,10 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m analysis`` and the ``analysis`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    level = max(-1, min(args.verbose - args.quiet, 2))
-    logging.basicConfig(level={-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG),
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = log_level(args.quiet, args.verbose)
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if level < 0 else "always")
+        warnings.simplefilter("ignore" if level >= logging.ERROR else "always")
         warnings.showwarning = _show_warning
         try:
             return {"rank": _rank, "report": _report, "score": _score, "claims": _claims}[args.command](args)

@@ -11,17 +11,12 @@ from collections import Counter
 
 from .spec import MAX_POINTS, StudyError, check_data_present, load_study
 from .storage import StorageError, Store
+from .verbosity import LOG_FORMAT, log_level, verbosity_flags
 from .version import version_line
 
 
-def _verbosity(quiet_default=0) -> argparse.ArgumentParser:
-    """-q / -v, on the command and on each subcommand (``study -v run …`` and ``study run … -v``)."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("-q", "--quiet", action="count", default=quiet_default,
-                   help="less output: errors only, no progress bar, no Ray start-up line")
-    p.add_argument("-v", "--verbose", action="count", default=quiet_default,
-                   help="more log output (-v: info, -vv: debug)")
-    return p
+def _verbosity(default=0) -> argparse.ArgumentParser:
+    return verbosity_flags("less output: errors only, no progress bar, no Ray start-up line", default)
 
 
 def at_least_one(text: str) -> int:
@@ -109,12 +104,6 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--allow-large-grid", action="store_true",
                         help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
-
-
-def log_level(quiet: int, verbose: int) -> int:
-    """The logging level of -q / -v: WARNING by default, ERROR with -q, INFO with -v, DEBUG with -vv."""
-    return {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbose - quiet, 2)),
-                                                                        logging.DEBUG)
 
 
 def _load(args):
@@ -370,7 +359,7 @@ def cmd_measure(args) -> int:
 def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=log_level(args.quiet, args.verbose), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(args.quiet, args.verbose), format=LOG_FORMAT)
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)

@@ -381,7 +381,8 @@ def check_networks(study: Study) -> None:
     from .models import build_model
     kind = dataset_kind(study.dataset)
     smallest: dict[str, tuple[int, dict, dict]] = {}  # model options → least batch, its run's parts
-    for r in study.runs():
+    for values in itertools.product(*study.grid.values()):  # one run per grid point: the seed
+        r = study._spec(values, study.seeds[0])              # changes none of this (no run id)
         n = kind.train_examples(r.data.get("train_size"))
         b = min(r.train["batch_size"], n)
         least = min(b, n % b or b)

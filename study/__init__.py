@@ -2,3 +2,4 @@
 
 __version__ = "0.1.0"
 SCHEMA_VERSION = 2  # of the run id: 2 names the network only; 1 also held the measures
+MAX_POINTS = 100_000  # the most runs a grid may give unless allowed (`spec.check_size`)

@@ -9,7 +9,7 @@ import os
 import sys
 from collections import Counter
 
-from .spec import MAX_POINTS, StudyError, check_data_present, load_study
+from . import MAX_POINTS
 from .storage import StorageError, Store
 from .verbosity import LOG_FORMAT, log_level, verbosity_flags
 from .version import version_line
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
+    from .spec import load_study  # imports torch: after the first output line (main)
     study = load_study(args.study, allow_large_grid=args.allow_large_grid)
     study = study.with_out(args.out) if args.out else study
     args.where = study.out  # named if the output cannot be reached (main)
@@ -121,6 +122,7 @@ def _local(args) -> bool:
 def cmd_run(args) -> int:
     """`study run`: train and measure every run not yet stored."""
     from .fanout import run_study
+    from .spec import check_data_present
     study = _load(args)
     if _local(args):
         check_data_present(study)
@@ -324,6 +326,7 @@ def cmd_migrate(args) -> int:
 def cmd_measure(args) -> int:
     """`study measure`: measures of the stored networks computed from their checkpoints."""
     from .remeasure import Want, measure_study
+    from .spec import StudyError, check_data_present
     study = _load(args)
     if _local(args):
         check_data_present(study)
@@ -360,6 +363,9 @@ def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=log_level(args.quiet, args.verbose), format=LOG_FORMAT)
+    if args.cmd in ("run", "measure") and not args.quiet:  # before torch's seconds of import
+        print(f"{args.study}: reading the study file …", file=sys.stderr, flush=True)
+    from .spec import StudyError
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from . import SCHEMA_VERSION
+from . import MAX_POINTS, SCHEMA_VERSION
 from .data import DataOptions, data_root, dataset_kind
 from .models import MAX_PARAMETERS, MODELS, family
 from .options import Options, check_keys, did_you_mean, parse
@@ -54,7 +54,6 @@ class StudyError(ValueError):
 # or the command is given ``--allow-large-grid``: the grid is never held in memory
 # (`Study.runs` is lazy), but planning and `study status` hash every run id, ~30 s per
 # million runs, and a typo in an axis multiplies the grid.
-MAX_POINTS = 100_000
 
 
 class StudyHead(Options):

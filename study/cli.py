@@ -363,7 +363,7 @@ def main(argv=None) -> int:
     """The `study` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=log_level(args.quiet, args.verbose), format=LOG_FORMAT)
-    if args.cmd in ("run", "measure") and not args.quiet:  # before torch's seconds of import
+    if args.cmd in ("run", "measure") and not (args.quiet or args.no_progress):  # before torch's import
         print(f"{args.study}: reading the study file …", file=sys.stderr, flush=True)
     from .spec import StudyError
     try:

@@ -135,7 +135,9 @@ def test_cli_rejects_bad_study_before_any_work(tmp_path, edit, message):
     p.write_text(edit(p.read_text()))
     r = subprocess.run([sys.executable, "-m", "study", "run", str(p)], capture_output=True, text=True)
     assert r.returncode == 2
-    assert message in r.stderr and r.stderr.startswith("error: ")
+    said = r.stderr.splitlines()  # the progress line said before the study file is read, then the error
+    assert said[0].endswith("reading the study file …") and said[1].startswith("error: ") and message in said[1]
+    assert len(said) == 2
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
 
 

@@ -115,6 +115,8 @@ class Probe:
     foreign: tuple[str, ...] = ()
     # why the network is not a chain of its leaf modules (None: it is one)
     not_chain: str | None = None
+    # (module name, input ndim) of every ``nn.Linear`` call, call order
+    linear_calls: tuple[tuple[str, int], ...] = ()
 
 
 def _version(t) -> int | None:
@@ -151,6 +153,7 @@ def probe(ctx: MeasureContext) -> Probe:
     def run() -> Probe:
         ops: dict[str, ConvOp] = {}
         units = calls = outputs = 0
+        linear_calls: list[tuple[str, int]] = []
         foreign: list[str] = []
         breaks: list[str] = []
         called: list[str] = []
@@ -182,6 +185,8 @@ def probe(ctx: MeasureContext) -> Probe:
                                        else tuple(mod.padding), tuple(mod.dilation), mod.groups,
                                        mod.padding_mode, tuple(mod._reversed_padding_repeated_twice),
                                        tuple(inputs[0].shape[1:]))
+                elif type(mod) is nn.Linear:
+                    linear_calls.append((name, inputs[0].dim()))
                 elif isinstance(mod, ACTIVATIONS):
                     units += out[0].numel()
                     calls += 1
@@ -217,7 +222,7 @@ def probe(ctx: MeasureContext) -> Probe:
             breaks.append(f"modules are called in the order {seen}, not in their registration "
                           f"order {order}")
         return Probe(ops, units, calls, max(outputs, 1), tuple(dict.fromkeys(foreign)),
-                     breaks[0] if breaks else None)
+                     breaks[0] if breaks else None, tuple(linear_calls))
     return ctx.cached("core.probe", run)
 
 
@@ -731,19 +736,11 @@ def linear_gram_supported(ctx: MeasureContext) -> bool:
                 owners[f"{name}.{pname}" if name else pname] = m
         if not ctx.params or any(n not in owners or type(owners[n]) is not nn.Linear for n in ctx.params):
             return False
-        linears = {id(m): m for m in owners.values()}
         if any(n not in ctx.params for n, m in owners.items()):
             return False  # a frozen parameter of a Linear: keep to the general path
-        seen: list[bool] = []
-        hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].dim() == 2))
-                 for m in linears.values()]
-        try:
-            with torch.no_grad():
-                ctx.forward(ctx.params, ctx.x[:2])
-        finally:
-            for h in hooks:
-                h.remove()
-        return len(seen) == len(linears) and all(seen)
+        names = {name for name, m in ctx.model.named_modules() if any(m is o for o in owners.values())}
+        calls = probe(ctx).linear_calls  # each Linear called once, on 2-D input
+        return sorted(n for n, _ in calls) == sorted(names) and all(d == 2 for _, d in calls)
     return ctx.cached("core.linear_gram_supported", check)
 
 

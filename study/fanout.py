@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -213,7 +214,7 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
             return {"run_id": spec.run_id, "status": "write_failed", "error": f"{type(e).__name__}: {e}"}
         return {"run_id": spec.run_id, "status": "failed", "error": error}
 
-    try:
+    with stopped_cleanly(summary, bar, t0):
         fan_out(todo, run_one, lambda spec: (spec.to_json(), study.out, study.name,
                                              study.resources["num_gpus"], retry_failed,
                                              study.keep_networks),
@@ -221,15 +222,24 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
                 node_wait_s=node_wait_s, in_flight=in_flight,
                 announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
+    return summary
+
+
+@contextmanager
+def stopped_cleanly(summary, bar, t0: float):
+    """Around a fan-out: Ctrl-C / SIGTERM set ``summary.interrupted`` and ``.signal``,
+    `StudyStopped` ends it (``summary.stopped`` says why); the bar is closed and
+    ``summary.seconds`` set however it ends."""
+    try:
+        yield
     except KeyboardInterrupt as e:
         summary.interrupted = True
         summary.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     except StudyStopped:
-        pass  # summary.stopped says why
+        pass
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
-    return summary
 
 
 _END = object()

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .fanout import Terminated, fan_out
+from .fanout import fan_out, stopped_cleanly
 from .lease import LEASE_TIMEOUT_S, Lease
 from .measures.registry import expected_settings, outdated, select
 from .schema import REMEASURED, REPEATS, arrow_type, cfg_col, measure_col, sd_col, seconds_col, stored_settings
@@ -224,19 +224,13 @@ def _measure_study(study, store, want, expected, rows, *, address, serial, max_i
     def lost(run_id: str, error: str) -> dict:  # the row is untouched: a rerun does it
         return {"run_id": run_id, "status": "failed", "computed": 0, "error": error.splitlines()[0]}
 
-    try:
+    with stopped_cleanly(s, bar, t0):
         fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,
                                                 expected, study.resources["num_gpus"]),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
                 node_wait_s=node_wait_s,
                 announce=(lambda line: bar.write(line, file=sys.stderr)) if announce else None)
-    except KeyboardInterrupt as e:
-        s.interrupted = True
-        s.signal = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
-    finally:
-        bar.close()
-        s.seconds = time.perf_counter() - t0
     return s
 
 

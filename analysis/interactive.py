@@ -3,11 +3,12 @@
 The page stays one offline file. The HTML here carries the data (``data-v``
 sort keys on the table cells, the points of a figure as JSON in a
 ``<script type="application/json">``); one inline script (`SCRIPT`, written
-for this report, no library) adds the behaviour: a header click sorts by that
-column (numbers, best first; a second click reverses; empty cells last, ties
-in the page's order), a family select and a text box filter the rows, a
-checkbox groups them by family, and the pointer over a scatter shows the
-nearest run. Without the script the page reads as before.
+for this report, no library) adds the behaviour: a header click (or Enter on
+a focused header) sorts by that column, numbers highest first and text A to
+Z, a second click reverses, empty cells stay last and ties keep the page's
+order; a family select and a text box filter the rows; a checkbox groups them
+by family (families in the order of their first row); the pointer over a
+scatter shows the nearest run. Without the script the page reads as before.
 """
 from __future__ import annotations
 
@@ -222,6 +223,10 @@ SCRIPT = r"""
     Array.prototype.forEach.call(heads, function (th, i) {
       th.classList.add("sort");
       th.title = "sort by this column (click again to reverse)";
+      th.tabIndex = 0;
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); th.click(); }
+      });
       th.addEventListener("click", function () {
         if (state.col === i) { state.dir = -state.dir; }
         else { state.col = i; state.dir = th.getAttribute("data-type") === "num" ? -1 : 1; }

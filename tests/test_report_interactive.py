@@ -75,7 +75,8 @@ function set(sel, v, ev) { var e = ctl.querySelector(sel); if (sel === ".grp") {
 var r = {heads: H, controls_shown: !ctl.hidden, initial: shown()};
 click("τ"); r.tau_1 = shown(); r.tau_1_aria = heads[H.indexOf("τ")].getAttribute("aria-sort");
 click("τ"); r.tau_2 = shown();
-click("measure"); r.name_1 = shown(); click("Ψ"); r.psi_1 = shown(); click("CMI"); r.cmi_1 = shown();
+heads[H.indexOf("measure")].dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
+r.name_1 = shown(); click("Ψ"); r.psi_1 = shown(); click("CMI"); r.cmi_1 = shown();
 set(".fam", "norm", "change"); r.fam_norm = shown(); r.count = ctl.querySelector(".count").textContent;
 set(".fam", "-", "change"); r.fam_none = shown(); set(".fam", "", "change");
 set(".q", "SHARP", "input"); r.text_sharp = shown(); set(".q", "", "input");

@@ -140,10 +140,10 @@ def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str
 # ----------------------------------------------------------- heat maps
 
 
-def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt: str):
+def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt: str, turn: bool = True):
     im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, norm=norm,
                    interpolation="nearest")
-    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30 if turn else 0, ha="right" if turn else "center")
     ax.set_yticks(range(len(row_labels)), row_labels)
     ax.grid(False)
     ax.tick_params(length=0)
@@ -166,20 +166,35 @@ def _measure_labels(table: pl.DataFrame) -> list[str]:
     return [short_name(m) for m in table["measure"].to_list()]
 
 
+def _heat_size(row_labels: list[str], col_labels: list[str], cell_w: float, right: float,
+               bottom: float) -> tuple[float, float, bool]:
+    """A heat map's figure (width, height) in inches from its content, and whether its column
+    labels are turned: cells of ``cell_w`` × 0.24 in, room for the labels (about 0.065 in a
+    character at 8 pt), ``right`` in at the right and ``bottom`` in below (colour bar)."""
+    turn = max(map(len, col_labels), default=0) * 0.065 > cell_w
+    below = 0.25 + (0.5 * 0.065 * max(map(len, col_labels), default=0) if turn else 0.0)
+    width = 0.25 + 0.065 * max(map(len, row_labels), default=0) + cell_w * len(col_labels) + right
+    return max(width, 3.2), 0.45 + 0.24 * len(row_labels) + below + bottom, turn
+
+
 def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
-    """Granulated τ: ψ per axis (columns) for each measure (rows), and their mean Ψ."""
+    """Granulated τ: ψ per axis (columns) for each measure (rows), and their mean Ψ.
+
+    The figure is sized to its cells (about 0.55 × 0.24 in each), whatever the number of rows."""
     axes = [c for c in table.columns if c.startswith("psi_")]
     if table.height == 0 or not axes:
         return _empty("no ψ to show (no measures, or no axis takes two values)")
     cols = axes + (["psi"] if "psi" in table.columns else [])
     data = table.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy()
     labels = [short_name(c) for c in axes] + (["Ψ (mean)"] if "psi" in table.columns else [])
+    rows = _measure_labels(table)
+    width, height, turn = _heat_size(rows, labels, 0.55, 0.2, 0.75)
     with _style():
-        fig = _figure(1.6 + 0.62 * len(cols) + 1.3, 1.3 + 0.26 * table.height)
+        fig = _figure(width, height)
         ax = fig.add_subplot()
-        im = _heatmap(ax, data, TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r",
-                      _measure_labels(table), labels, ".2f")
-        fig.colorbar(im, ax=ax, shrink=0.6, label="ψ  (Kendall τ within groups)")
+        im = _heatmap(ax, data, TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r", rows, labels, ".2f", turn)
+        fig.colorbar(im, ax=ax, label="ψ (Kendall τ within groups)", location="bottom", aspect=25,
+                     fraction=0.3 / height, pad=0.02)
         ax.set_title(title or "Granulated τ per axis")
     return fig
 
@@ -189,6 +204,7 @@ def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
 
     Columns: S = ∅ (``cmi_k0``), the minimum over |S| = 1 and |S| = 2, and
     the overall minimum (``cmi``); the minimising set is written at the right.
+    The figure is sized to its cells (about 0.7 × 0.24 in each).
     """
     spec = [("cmi_k0", "S = ∅"), ("cmi_k1", "min |S|=1"), ("cmi_k2", "min |S|=2"),
             ("cmi", "min |S|≤2")]
@@ -198,20 +214,22 @@ def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
     data = table.select([pl.col(c).cast(pl.Float64) for c, _ in spec]).to_numpy()
     finite = data[np.isfinite(data)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    sets = ([("S = " + s) if s else "S = ∅" for s in table["cmi_set"].fill_null("?").to_list()]
+            if "cmi_set" in table.columns else [])
+    rows = _measure_labels(table)
+    width, height, turn = _heat_size(rows, [lab for _, lab in spec], 0.7,
+                                     0.3 + 0.065 * max(map(len, sets), default=0), 0.75)
     with _style():
-        fig = _figure(1.6 + 0.8 * len(spec) + 1.6, 1.8 + 0.26 * table.height)
+        fig = _figure(width, height)
         ax = fig.add_subplot()
-        im = _heatmap(ax, data, Normalize(0.0, vmax), "Blues",
-                      _measure_labels(table), [lab for _, lab in spec], ".3f")
-        if "cmi_set" in table.columns:
+        im = _heatmap(ax, data, Normalize(0.0, vmax), "Blues", rows, [lab for _, lab in spec], ".3f", turn)
+        if sets:
             sec = ax.secondary_yaxis("right")
-            sec.set_yticks(range(table.height),
-                           [("S = " + s) if s else "S = ∅" for s in
-                            table["cmi_set"].fill_null("?").to_list()])
+            sec.set_yticks(range(table.height), sets)
             sec.tick_params(length=0)
             sec.spines["right"].set_visible(False)
-        fig.colorbar(im, ax=ax, shrink=0.6, label="CMI / H(V_g | U_S)", pad=0.02,
-                     location="bottom", aspect=40)
+        fig.colorbar(im, ax=ax, label="CMI / H(V_g | U_S)", location="bottom", aspect=25,
+                     fraction=0.3 / height, pad=0.02)
         ax.set_title(title or "Conditional mutual information per conditioning set")
     return fig
 
@@ -328,6 +346,21 @@ def broadened_density(nodes, weights, grid: np.ndarray, sigma: float) -> np.ndar
     return (w[ok] * np.exp(-0.5 * z ** 2)).sum(axis=0) / (sigma * math.sqrt(2 * math.pi))
 
 
+# Panel titles of the artifacts drawn, in words; an artifact not named here is titled by its meaning.
+_TITLES = {
+    "hessian_density_weights": "Eigenvalue density",
+    "filter_sharpness_curves": "Training loss L(w + t·δ)",
+}
+
+
+def _words(a: Artifact) -> str:
+    """A panel title for artifact ``a`` in words (never its column name)."""
+    if a.name in _TITLES:
+        return _TITLES[a.name]
+    words = a.meaning.split(" (")[0].split(":")[0]
+    return words[:1].upper() + words[1:]
+
+
 @dataclass
 class _Panel:
     title: str
@@ -364,8 +397,9 @@ def _spectral_panels(df: pl.DataFrame, a: Artifact, idx: list[int]) -> list[_Pan
         scale = float(np.nanmax(np.abs(t))) if np.isfinite(t).any() else 0.0
         if scale > 0:
             relative[i] = (rel_grid, broadened_density(t / scale, weights[i], rel_grid, 0.015 * 2.1))
-    return [_Panel(f"{a.name}: λ", "eigenvalue λ", "density", absolute, True),
-            _Panel(f"{a.name}: λ / max|λ| per run", "λ / max|λ|", "density", relative, True)]
+    what = _words(a)
+    return [_Panel(f"{what} against λ", "eigenvalue λ", "density", absolute, True),
+            _Panel(f"{what} against λ / max|λ| (each run's own)", "λ / max|λ|", "density", relative, True)]
 
 
 def _curve_panel(df: pl.DataFrame, a: Artifact, idx: list[int], ylabel: str, xlabel: str) -> _Panel:
@@ -379,8 +413,8 @@ def _curve_panel(df: pl.DataFrame, a: Artifact, idx: list[int], ylabel: str, xla
         v = v.reshape(-1, x.size)
         k = max(k, len(v))
         curves[i] = (x, np.nanmean(v, axis=0) if len(v) > 1 else v[0])
-    title = a.name + (f" (mean over {k} directions)" if k > 1 else "")
-    return _Panel(title, f"{xlabel} ({a.x})", ylabel, curves)
+    title = _words(a) + (f"\n(mean over {k} directions)" if k > 1 else "")
+    return _Panel(title, xlabel, ylabel, curves)
 
 
 def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome: str) -> Figure:
@@ -402,7 +436,8 @@ def _draw_panels(df: pl.DataFrame, panels: list[_Panel], *, title: str, outcome:
             if p.log_y and top > 0:
                 ax.set_yscale("log")
                 ax.set_ylim(top * 1e-5, top * 2)
-            ax.set_title(f"{p.title}\n{len(p.curves)} of {df.height} runs", fontsize=9)
+            ax.set_title(f"{p.title}\n{len(p.curves)} of {df.height} runs" if "\n" not in p.title else
+                         f"{p.title}, {len(p.curves)} of {df.height} runs", fontsize=9)
             ax.set_xlabel(p.xlabel)
             ax.set_ylabel(p.ylabel)
         fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:len(panels)]),

@@ -1,7 +1,9 @@
 """One self-contained HTML report of a study: the runs, the ranking of the measures, the figures.
 
-The page has no external resources and no script: figures are embedded as
-base64 PNG. It is written atomically (a temporary file, then a rename).
+The page has no external resources: figures are embedded as base64 PNG, and
+its one inline script (``analysis.interactive``) sorts and filters the ranking
+table and names the run under the pointer in the scatter of the leading
+measures. It is written atomically (a temporary file, then a rename).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 import polars as pl
 from matplotlib import colormaps
 
-from analysis import figures
+from analysis import figures, interactive
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
@@ -182,36 +184,49 @@ def _axes_table(runs: pl.DataFrame) -> str:
             + "".join(body) + "</table>")
 
 
-_PLAIN = ("cmi_k0", "cmi_k1", "cmi_k2", "robust_max", "robust_mean", "robust_p90", "robust_envs")
+_PLAIN = ("cmi_k0", "cmi_k1", "cmi_k2")
+_ROBUST = ("robust_max", "robust_mean", "robust_p90", "robust_envs")
+_RELIABILITY = ("reliability", "tau_ceiling")
 
 
-def _rank_html(table: pl.DataFrame) -> str:
+def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
+    """The ranking table with its sort keys (``data-v``), family column and the controls of
+    ``analysis.interactive``; the reliability and robust columns only where some measure has them."""
     psi_axes = [c for c in table.columns if c.startswith("psi_")]
     cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
         if "cmi" in table.columns else 0.0
-    head = (['<th class="l">measure</th>', "<th>n</th>", "<th>τ</th>", '<th class="ci">95 % CI</th>',
-             "<th>reliability</th>", "<th>τ ceiling</th>", "<th>Ψ</th>"] + [f"<th>ψ<sub>{_esc(c[4:])}</sub></th>" for c in psi_axes]
-            + ["<th>CMI</th>", '<th class="ci">95 % CI</th>', '<th class="l">S</th>', "<th>k0</th>", "<th>k1</th>", "<th>k2</th>",
-               "<th>robust max</th>", "<th>mean</th>", "<th>p90</th>", "<th>envs</th>"])
+    plain = _PLAIN + (_ROBUST if interactive.has_robust(table) else ())
+    rel = interactive.has_values(table, _RELIABILITY)
+    num = lambda label, cls="": f'<th data-type="num"{cls}>{label}</th>'  # noqa: E731
+    head = (['<th class="l" data-type="text">measure</th>', '<th class="l" data-type="text">family</th>',
+             num("n"), num("τ"), num("95 % CI", ' class="ci"')] + ([num("reliability"), num("τ ceiling")] if rel else []) + [num("Ψ")]
+            + [num(f"ψ<sub>{_esc(c[4:])}</sub>") for c in psi_axes]
+            + [num("CMI"), num("95 % CI", ' class="ci"'), '<th class="l" data-type="text">S</th>']
+            + [num(lab) for lab in ("k0", "k1", "k2", "robust max", "mean", "p90", "envs")[:len(plain)]])
     body = []
     for r in table.iter_rows(named=True):
         g = r.get
+        v = lambda c: interactive.sort_key(g(c))  # noqa: E731
         tw = " wide" if _wide(g("tau_lo"), g("tau_hi"), "tau") else ""  # greyed out: the interval says little
         cw = " wide" if _wide(g("cmi_lo"), g("cmi_hi"), "cmi") else ""
-        cells = [f'<td class="l">{_esc(figures.short_name(r["measure"]))}</td>', f"<td>{_num(g('n_models'))}</td>",
-                 f"<td class='tau{tw}'{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
-                 f'<td class="ci{tw}">{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>',
-                 f"<td>{_num(g('reliability'), '.2f')}</td>", f"<td>{_num(g('tau_ceiling'), '.2f')}</td>",
-                 f"<td{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
-        cells += [f"<td{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
+        name = figures.short_name(r["measure"])
+        cells = [interactive.measure_cells(r["measure"], name), f"<td{v('n_models')}>{_num(g('n_models'))}</td>",
+                 f"<td class='tau{tw}'{v('tau')}{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
+                 f'<td class="ci{tw}"{v("tau_lo")}>{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>']
+        cells += [f"<td{v(c)}>{_num(g(c), '.2f')}</td>" for c in _RELIABILITY if rel]
+        cells += [f"<td{v('psi')}{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
+        cells += [f"<td{v(c)}{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
         cset = g("cmi_set")
-        cells += [f"<td class='cmi{cw}'{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
-                  f'<td class="ci{cw}">{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
+        cells += [f"<td class='cmi{cw}'{v('cmi')}{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
+                  f'<td class="ci{cw}"{v("cmi_lo")}>{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
                   f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
-        cells += [f"<td>{_num(g(c))}</td>" for c in _PLAIN]
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<div class="wrap"><table class="rank"><tr>' + "".join(head) + "</tr>"
-            + "\n".join(body) + "</table></div>")
+        cells += [f"<td{v(c)}>{_num(g(c))}</td>" for c in plain]
+        body.append(f'<tr data-measure="{_esc(name)}" data-family="{_esc(interactive.family(r["measure"]))}">'
+                    + "".join(cells) + "</tr>")
+    families = [interactive.family(m) for m in table["measure"].to_list()]
+    return (interactive.controls(table_id, families)
+            + f'<div class="wrap"><table class="rank" id="{_esc(table_id)}"><thead><tr>' + "".join(head)
+            + "</tr></thead><tbody>" + "\n".join(body) + "</tbody></table></div>")
 
 
 def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | None,
@@ -227,12 +242,17 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = sort_ranking(table)
     out["headline"] = _headline(table)
-    out["rank"] = _rank_html(table) + f'<p class="note">{_LEGEND}</p>'
-    if "robust_envs" in table.columns and not (table["robust_envs"].fill_null(0) > 0).any():
-        out["rank"] += ('<p class="note">No robust sign-error: no environment (two grid points '
-                        "differing in one axis) reaches the minimum effective sample size "
-                        "(--min-ess, 12 by default). Its samples are the seed pairings of the two "
-                        "points, so a study needs more seeds (or a lower --min-ess) for this column.</p>")
+    out["rank"] = _rank_html(table, f"rank{key}") + f'<p class="note">{_LEGEND}</p>'
+    if "robust_envs" in table.columns and not interactive.has_robust(table):
+        out["rank"] += ('<p class="note" id="no-robust">The robust sign-error columns are hidden: they would be '
+                        "empty, since no environment (two grid points differing in one axis) reaches the "
+                        "minimum effective sample size (--min-ess, 12 by default). Its samples are the seed "
+                        "pairings of the two points, so a study needs more seeds (or a lower --min-ess) for "
+                        "these columns.</p>")
+    if not interactive.has_values(table, _RELIABILITY):
+        out["rank"] += ('<p class="note" id="no-reliability">The reliability and τ ceiling columns are hidden: '
+                        "they would be empty, since the runs stored one draw of each measure (they need "
+                        "[measures] repeats &gt; 1, which stores the spread of the redraws).</p>")
     out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}"), f"psi{key}",
                       "ψ per axis: how well the measure orders runs that differ only in that axis "
                       "(red: larger measure, larger gap; blue: the reverse).")
@@ -240,8 +260,12 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
                       "Normalised CMI with the gap's order given the values of the axes in S; "
                       "the minimum (last column, set at the right) is the measure's score.")
     lead = figures.leading_measures(table, top)
-    out["scatter"] = _png(figures.measure_scatter(pop, lead, table), f"scatter{key}",
-                          f"The {len(lead)} leading measures (by CMI, then |τ|) against the gap{tag}.")
+    fig = figures.measure_scatter(pop, lead, table)
+    out["scatter"] = _png(fig, f"scatter{key}", f"The {len(lead)} leading measures (by CMI, then |τ|) against "
+                          f"the gap{tag}; point at a run to see its id, hyper-parameters, gap and value.")
+    if lead:
+        cols = [figures._measure_col(pop, m) for m in lead]
+        out["scatter"] = interactive.queryable(out["scatter"], interactive.scatter_points(fig, pop, cols))
     return out
 
 
@@ -533,7 +557,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     ]
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+            f"<title>{_esc(title)}</title><style>{_CSS}{interactive.CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n" + interactive.script() + "\n</body></html>\n")
     write_atomic(os.fspath(out_path), page.encode("utf-8"))
     return Path(out_path)

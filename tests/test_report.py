@@ -82,6 +82,7 @@ class Page(HTMLParser):
     def __init__(self, text: str):
         super().__init__()
         self.images: list[dict] = []
+        self.scripts: list[dict] = []
         self.tags: set[str] = set()
         self.urls: list[str] = []
         self.rank_rows: list[list[str]] = []
@@ -94,18 +95,20 @@ class Page(HTMLParser):
         self.urls += [v for k, v in attrs if k in ("src", "href") and v is not None]
         if tag == "img":
             self.images.append(a)
+        if tag == "script":
+            self.scripts.append(a)
         if tag == "table" and a.get("class") == "rank":
             self._in_rank = True
         if self._in_rank and tag == "tr":
             self.rank_rows.append([])
-        if self._in_rank and tag == "td":
+        if self._in_rank and tag in ("td", "th"):
             self._in_cell = True
             self.rank_rows[-1].append("")
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._in_rank = False
-        if tag == "td":
+        if tag in ("td", "th"):
             self._in_cell = False
 
     def handle_data(self, data):
@@ -191,7 +194,12 @@ def report(runs_folder, tmp_path_factory) -> Path:
 def test_report_is_self_contained_and_its_figures_decode(report):
     text = report.read_text(encoding="utf-8")
     page = Page(text)
-    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    assert "link" not in page.tags and "iframe" not in page.tags and "object" not in page.tags
+    # one inline script of the page's own; the rest is data (the scatter's points), nothing loaded
+    assert [s.get("type") for s in page.scripts if s.get("type") != "application/json"] == [None]
+    assert all("src" not in s for s in page.scripts)
+    code = text[text.rindex("<script>"):]
+    assert not re.search(r"https?:|fetch\(|XMLHttpRequest|import\(|WebSocket|sendBeacon|\.src\s*=", code)
     assert all(u.startswith(("data:image/png;base64,", "#")) for u in page.urls), \
         [u[:60] for u in page.urls if not u.startswith(("data:", "#"))]
     assert {im["data-fig"] for im in page.images} == ALL_FIGURES
@@ -214,15 +222,15 @@ def test_report_shows_the_counts_and_the_rank_table(report, runs_folder):
     assert f"<td>enter the analysis</td><td>{n_pop} (" in text
 
     table = rank_table(population(load_runs(str(folder))), **RANK)
-    rows = Page(report.read_text(encoding="utf-8")).rank_rows[1:]  # the first row holds the headers
+    head, *rows = Page(report.read_text(encoding="utf-8")).rank_rows  # the first row holds the headers
     shown = {r[0]: r for r in rows}
     assert set(shown) == {m.removeprefix("measure.") for m in table["measure"]}
     for t in table.iter_rows(named=True):
         r = shown[t["measure"].removeprefix("measure.")]
-        assert r[1] == str(t["n_models"])
-        assert r[2] == ("–" if not np.isfinite(t["tau"]) else f"{t['tau']:+.3f}")
+        assert r[head.index("n")] == str(t["n_models"])
+        assert r[head.index("τ")] == ("–" if not np.isfinite(t["tau"]) else f"{t['tau']:+.3f}")
     # sorted by CMI, highest first, undefined last
-    cmi = [float(r[7 + sum(c.startswith("psi_") for c in table.columns)].replace("–", "nan")) for r in rows]
+    cmi = [float(r[head.index("CMI")].replace("–", "nan")) for r in rows]
     finite = [c for c in cmi if np.isfinite(c)]
     assert finite == sorted(finite, reverse=True) and cmi[:len(finite)] == finite
 
@@ -431,7 +439,7 @@ def test_a_small_study_warns_and_greys_out_wide_intervals(tmp_path, monkeypatch)
     wide = {m.removeprefix("measure.") for m, lo, hi in table.select("measure", "tau_lo", "tau_hi").iter_rows()
             if lo is not None and hi - lo > 1.0}
     assert 0 < len(wide) < table.height, "some τ intervals wider than 1.0, some not"
-    greyed = set(re.findall(r'<tr><td class="l">([^<]+)</td><td>\d+</td><td class=.tau wide.', text))
+    greyed = set(re.findall(r'<tr data-measure="([^"]+)"[^>]*>(?:<td[^>]*>[^<]*</td>){3}<td class=.tau wide.', text))
     assert greyed == wide
     # the 54-network study of the other tests (2 seeds, full 3 × 3 × 3 grid) is large enough
     big = write_report(write_runs_folder(study_frame(artifacts=False), tmp_path / "big"), tmp_path / "b.html",

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from matplotlib import colormaps
 
-from analysis import figures, interactive
+from analysis import figures, interactive, measure_info
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
@@ -477,20 +477,42 @@ def _cost(runs: pl.DataFrame) -> str:
         share = (sec / total).drop_nulls()
         rows.append((name_of(c), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan), sec.count()))
     rows.sort(key=lambda r: -(r[1] if r[1] is not None else -1.0))
+    family_table = _family_cost(ok, cols, total)
     body = "".join(f'<tr><td class="l">{_esc(m)}</td><td>{_num(med, ".3g")}</td>'
                    f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
                    f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td><td>{n}</td></tr>"
                    for m, med, sh, tot, n in rows)
-    return ('<div class="wrap"><table class="cost"><tr><th class="l">measure</th><th>median s</th>'
+    return (family_table + '<div class="wrap"><table class="cost"><tr><th class="l">measure</th><th>median s</th>'
             "<th>median share</th><th>share of all</th><th>runs</th></tr>" + body + "</table></div>"
             '<p class="note">Seconds a measure took per run (<code>seconds.&lt;measure&gt;</code>), the median '
             "over the runs that trained without failure; share: those seconds over the run's measuring time "
             "(<code>measure_seconds</code>), the median per run and the total over all runs. Work shared by "
             "several measures (a Hessian spectrum, a sharpness search, …) is charged in equal parts to the "
             "measures that use it (rows written before the study split shared work may charge it "
-            "otherwise), so a measure's cost here is not what it would take alone. Measure families are "
-            "not shown: their registry needs torch, which the "
-            "analysis does not import.</p>")
+            "otherwise), so a measure's cost here is not what it would take alone. A family's seconds "
+            "are the sum of its measures' per run (families from <code>analysis/measure_info.json</code>; "
+            "a measure it does not know, such as a score of your own, counts as \u201cother\u201d).</p>")
+
+
+def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
+    """Per measure family: the median over runs of its measures' summed seconds, and its share
+    of the run's measuring time (median per run, and of the total)."""
+    info = measure_info.load()
+    families: dict[str, list[str]] = {}
+    for c in cols:
+        families.setdefault(info.get(name_of(c), {}).get("family", "other"), []).append(c)
+    rows = []
+    for fam, fcols in families.items():
+        sec = ok.select(pl.sum_horizontal(pl.col(c).cast(pl.Float64).fill_nan(None) for c in fcols)).to_series()
+        share = (sec / total).drop_nulls()
+        rows.append((fam, len(fcols), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan)))
+    rows.sort(key=lambda r: -(r[2] if r[2] is not None else -1.0))
+    body = "".join(f'<tr><td class="l">{_esc(f)}</td><td>{k}</td><td>{_num(med, ".3g")}</td>'
+                   f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
+                   f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td></tr>"
+                   for f, k, med, sh, tot in rows)
+    return ('<div class="wrap"><table class="cost family-cost"><tr><th class="l">family</th><th>measures</th>'
+            "<th>median s</th><th>median share</th><th>share of all</th></tr>" + body + "</table></div>")
 
 
 # ------------------------------------------------------------ entry point

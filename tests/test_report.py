@@ -457,3 +457,21 @@ def test_report_shows_the_cost_of_each_measure(tmp_path, monkeypatch):
     rows = re.findall(r'<tr><td class="l">(\w+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>(\d+)</td>', text)
     assert rows == [("dear", "7.5", "75.0 %", "75.0 %", "4"), ("cheap", "2.5", "25.0 %", "25.0 %", "4")]
     assert "charged in equal parts" in text
+
+
+def test_report_shows_the_cost_of_each_family(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    info = json.loads((Path(report_module.__file__).with_name("measure_info.json")).read_text(encoding="utf-8"))
+    a, b = info["param_norm"]["family"], info["hessian_trace"]["family"]
+    assert a != b and info["path_norm"]["family"] == a
+    df = synthetic_runs(4, 3, n_axes=2, n_values=2, seed=1).with_columns(
+        pl.Series("seconds.param_norm", [1.0, 1.0, 1.0, 1.0]), pl.Series("seconds.path_norm", [1.0, 2.0, 3.0, 4.0]),
+        pl.Series("seconds.hessian_trace", [4.0, 4.0, 2.0, 2.0]), pl.Series("seconds.mine", [0.5, 0.5, 0.5, 0.5]),
+        pl.Series("measure_seconds", [10.0, 10.0, 10.0, 10.0]))
+    out = write_report(write_runs_folder(df, tmp_path / "runs"), tmp_path / "r.html", n_boot=0)
+    text = html.unescape(_between(out.read_text(encoding="utf-8"), 'id="cost"', 'id="hessian"'))
+    fam = _between(text, 'family-cost', "</table>")
+    rows = re.findall(r'<tr><td class="l">([\w ]+)</td><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>', fam)
+    # per run: a = 1 + (1, 2, 3, 4) → median 3.5, share of all 14/40; b = (4, 4, 2, 2) → 3, 12/40; other 0.5
+    assert rows == [(a, "2", "3.5", "35.0 %", "35.0 %"), (b, "1", "3", "30.0 %", "30.0 %"),
+                    ("other", "1", "0.5", "5.0 %", "5.0 %")]

@@ -235,7 +235,7 @@ def _img(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="netfig" alt="one network in depth" src="data:image/png;base64,{data}">'
+    return f'<img class="netfig" data-fig="network" alt="one network in depth" src="data:image/png;base64,{data}">'
 
 
 def _hps(row: dict) -> str:

@@ -247,7 +247,9 @@ def _report(args: argparse.Namespace) -> int:
         opts["on_corrupt"] = "skip"
     if args.top is not None:
         opts["top"] = args.top
-    write_report(args.runs, args.out, run=args.run, **opts)
+    if args.run is not None:
+        opts["run"] = args.run
+    write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0
 

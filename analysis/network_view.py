@@ -5,7 +5,7 @@ Ray): the report's section and notebook 03 both use it.
 
 The run shown is picked by its id (a unique prefix will do); by default the median-gap
 network of the analysed population (`default_run`). A run's position among the study's
-networks is its percentile: the share of the *other* analysed networks with a smaller
+networks is its percentile: the share of the *other* analysed networks (of its dataset) with a smaller
 value, ties counting half (0: the smallest, 100: the largest), over the networks with a
 finite value.
 """
@@ -91,9 +91,11 @@ def percentile(value: float, others) -> float:
 
 
 def measure_positions(pop: pl.DataFrame, row: dict) -> pl.DataFrame:
-    """One row per outcome and measure of ``row``: its value, percentile among ``pop``'s other networks, their count, median, min and max."""
+    """One row per outcome and measure of ``row``: its value, percentile among ``pop``'s other networks of its dataset, their count, median, min and max."""
     cols = [c for c in OUTCOMES if c in pop.columns] + sorted(c for c in pop.columns if is_measure(c))
     others = pop.filter(pl.col("run_id").cast(pl.String) != row["run_id"]) if "run_id" in pop.columns else pop
+    if "dataset" in others.columns and row.get("dataset") is not None:
+        others = others.filter(pl.col("dataset").cast(pl.String) == str(row["dataset"]))
     out = []
     for c in cols:
         v = row.get(c)
@@ -301,7 +303,7 @@ def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = 
         _img(fig) if fig is not None else "", notes,
         "<h3>Its measures among the study's networks</h3>",
         _positions_table(measure_positions(pop, row)),
-        '<p class="note">percentile: the share of the other analysed networks with a smaller value, ties '
+        '<p class="note">percentile: the share of the other analysed networks of its dataset with a smaller value, ties '
         "counting half (0: the smallest, 100: the largest); study median and range over those networks.</p>",
         _run_list(pop, run_id),
     ])

@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--top", type=int, default=None,
                            help="leading measures plotted against the gap, per dataset (default 6)")
+        if name == "report":
+            p.add_argument("--run", help="the run id (or a unique prefix) shown in depth "
+                                         "(default: the median-gap network)")
         if name == "score":
             p.add_argument("--name", help="the measure's column name (default: the function's name)")
             p.add_argument("--report", help="also write the HTML report (.html)")
@@ -244,6 +247,8 @@ def _report(args: argparse.Namespace) -> int:
         opts["on_corrupt"] = "skip"
     if args.top is not None:
         opts["top"] = args.top
+    if args.run is not None:
+        opts["run"] = args.run
     write_report(args.runs, args.out, **opts)
     print(f"wrote {args.out}")
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from matplotlib import colormaps
 
-from analysis import figures, interactive, measure_info
+from analysis import figures, interactive, measure_info, network_view
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
@@ -519,13 +519,16 @@ def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
 
 
 def write_report(source, out_path, *, include_unconverged: bool = False, top: int = 6,
-                 on_corrupt: str = "error", runs: pl.DataFrame | None = None, **rank_options) -> Path:
+                 on_corrupt: str = "error", runs: pl.DataFrame | None = None, run: str | None = None,
+                 **rank_options) -> Path:
     """Write the HTML report of the runs at ``source`` to ``out_path``; return the path.
 
     ``source``: a runs folder, a study folder, a consolidated Parquet file or
     a URI (as ``analysis.load.load_runs``, which also takes ``on_corrupt``).
     ``top``: how many leading measures to plot against the gap. ``runs``: the runs already read
     (with columns added in memory, as `analysis score` does); ``source`` then only names them.
+    ``run``: the run id (or a unique prefix) shown in depth (RunsError if none has it; None: the
+    median-gap network, `analysis.network_view`).
     ``rank_options`` go to ``analysis.table.rank_table``; a measure column whose rows mix
     settings raises its :class:`~analysis.load.MixedSettingsError` (``allow_mixed=True`` ranks it).
     """
@@ -533,6 +536,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     if runs is None:
         runs = load_runs(source, include_unconverged=True, include_failed=True, on_corrupt=on_corrupt)
     pop = population(runs, include_unconverged=include_unconverged)
+    network = network_view.network_section(runs, pop, run, source)  # before the ranking: a bad id fails fast
     datasets = sorted(pop["dataset"].drop_nulls().unique().to_list()) if "dataset" in pop.columns else []
     table, error = None, None
     if pop.height < 2:
@@ -558,7 +562,8 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
     opts = {"include_unconverged": include_unconverged, "top": top, **rank_options}
     toc = [("setup", "Setup"), ("headline", "Headline"), ("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
-           ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape")]
+           ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape"),
+           ("network", "One network")]
     body = [
         f"<h1>{_esc(title)}</h1>",
         f'<div class="meta">source <code>{_esc(source)}</code> · written '
@@ -576,6 +581,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         '<h2 id="cost">Cost of the measures</h2>', _cost(runs),
         '<h2 id="hessian">Hessian spectra</h2>', _artifact_section(pop, "hessian"),
         '<h2 id="landscape">Loss landscape</h2>', _artifact_section(pop, "landscape"),
+        '<h2 id="network">One network in depth</h2>', network,
     ]
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -172,6 +172,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
     res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
                epochs=res.log.epochs, train_seconds=res.seconds)
+    row[artifact_col("train_loss_curve")] = [float(v) for v in res.log.epoch_losses]
     if res.diverged:
         row["status"] = "diverged"
         row["error"] = (f"{res.reason or 'training diverged'} after {res.log.steps} steps; "

@@ -119,7 +119,9 @@ class Artifact:
     """What the list column ``artifact.<name>`` holds. ``shape``: its axes, row-major, flattened;
     ``x``: the artifact holding the x values of the last axis. ``kind``: ``"x"``, such x values;
     ``"spectral"``, weights of a discrete measure at the nodes ``x``; ``"curves"``, one curve
-    over ``x`` per index of the first axis. ``grid``: fixed x values, in units of ``grid_unit``."""
+    over ``x`` per index of the first axis; ``"surface"``, a value at every point of the grid
+    ``x`` × ``x`` (rows: the first direction); ``"series"``, one value per index of its only
+    axis (no ``x``). ``grid``: fixed x values, in units of ``grid_unit``."""
 
     name: str
     meaning: str
@@ -144,6 +146,14 @@ ARTIFACTS = {a.name: a for a in (
              grid=(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0), grid_unit="filter_radius r"),
     Artifact("filter_sharpness_curves", "training loss L(w + t·δ_k) along K = filter_directions random "
              "filter-normalised directions (Li et al. 2018)", ("K", "T"), "curves", x="filter_sharpness_t"),
+    # optional: written only with the knob loss_surface_points = N > 0 (by filter_sharpness)
+    Artifact("loss_surface_t", "steps a (and b) along each of the loss surface's two directions: N "
+             "evenly spaced from the least to the largest filter_sharpness_t", ("N",)),
+    Artifact("loss_surface", "training loss L(w + a·δ₁ + b·δ₂) over two random filter-normalised "
+             "directions (Li et al. 2018's 2-D surface), a on rows, b on columns",
+             ("N (a, along δ₁)", "N (b, along δ₂)"), "surface", x="loss_surface_t"),
+    Artifact("train_loss_curve", "mean training cross-entropy of each epoch's mini-batches, in train "
+             "mode, as the optimiser saw them (TrainLog.epoch_losses)", ("epoch",), "series"),
 )}
 
 

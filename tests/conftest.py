@@ -48,6 +48,7 @@ flat_depth = 8
 slq_steps = 16
 adaptive_steps = 5
 fisher_examples = 128
+loss_surface_points = 5   # the optional 2-D loss surface, so that the report draws it
 """
 
 

@@ -194,3 +194,42 @@ def test_local_entropy_sanity_on_a_trained_network(net):
     other = REGISTRY["local_entropy"].fn(MeasureContext(model, x, y, seed=2, knobs=knobs))
     assert one == again and one != other
     assert one > 0 and other > 0  # thermal noise lifts the loss above the minimum
+
+
+def test_loss_surface_against_independent_grid(net):
+    """The optional 2-D surface (loss_surface_points = N): the same value of filter_sharpness,
+    the grid a, and every point L(w + a_i·δ₁ + a_j·δ₂) with δ₁, δ₂ redrawn here by hand from the
+    seeded stream and filter-normalised in numpy, the loss written out by hand."""
+    from study.measures.context import stable_seed
+    from study.measures.registry import settings
+
+    model, x, y = net
+    knobs = dict(filter_directions=3, filter_radius=0.2)
+    plain = MeasureContext(model, x, y, seed=4, knobs=knobs)
+    ctx = MeasureContext(model, x, y, seed=4, knobs={**knobs, "loss_surface_points": 5})
+    assert REGISTRY["filter_sharpness"].fn(ctx) == REGISTRY["filter_sharpness"].fn(plain)
+    assert "loss_surface" not in plain.artifacts and "loss_surface_t" not in plain.artifacts
+    a = np.array(ctx.artifacts["loss_surface_t"])
+    assert np.allclose(a, np.linspace(-0.4, 0.4, 5), rtol=0, atol=1e-15)
+    surface = np.array(ctx.artifacts["loss_surface"]).reshape(5, 5)
+    gen = torch.Generator().manual_seed(stable_seed(4, "loss_surface"))
+    dirs = []
+    for _ in range(2):
+        parts = []
+        for p in model.parameters():
+            if p.dim() < 2:
+                parts.append(np.zeros(p.numel()))
+                continue
+            d = torch.randn(*p.shape, generator=gen).double().numpy()
+            w_f = p.detach().numpy()
+            d = d * (np.linalg.norm(w_f, axis=1) / np.linalg.norm(d, axis=1))[:, None]
+            parts.append(d.reshape(-1))
+        dirs.append(torch.from_numpy(np.concatenate(parts)))
+    w = flat_of(model)
+    want = [[explicit_loss(w + ai * dirs[0] + bj * dirs[1], x, y).item() for bj in a] for ai in a]
+    assert np.allclose(surface, want, rtol=1e-9)
+    assert surface[2, 2] == pytest.approx(explicit_loss(w, x, y).item(), rel=1e-9)  # a = b = 0: L(w)
+    # the knob enters the settings only when it asks for the surface (old hashes stay valid)
+    assert "loss_surface_points" not in settings("filter_sharpness")["knobs"]
+    assert "loss_surface_points" not in settings("filter_sharpness", {"loss_surface_points": 0})["knobs"]
+    assert settings("filter_sharpness", {"loss_surface_points": 11})["knobs"]["loss_surface_points"] == 11

@@ -33,7 +33,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium); the CI script must install it")
 
-ALL_FIGURES = {"gap", "psi", "cmi", "scatter", "hessian", "landscape"}
+ALL_FIGURES = {"gap", "psi", "cmi", "scatter", "hessian", "landscape", "network"}
 RANK = {"n_boot": 20}  # a short bootstrap keeps the tests fast
 
 
@@ -333,6 +333,10 @@ def test_mini_study_rows_follow_the_schema(mini_runs):
                          runs["artifact.filter_sharpness_curves"].to_list()):
         assert np.allclose(np.array(t) / t[grid.index(1.0)], grid)  # r · grid
         assert len(curves) % len(t) == 0  # K × T
+    for a, surface in zip(runs["artifact.loss_surface_t"].to_list(), runs["artifact.loss_surface"].to_list()):
+        assert len(a) == 5 and len(surface) == 25  # N × N, N = loss_surface_points
+    for curve, epochs in zip(runs["artifact.train_loss_curve"].to_list(), runs["epochs"].to_list()):
+        assert len(curve) == epochs
     for nodes, weights in zip(runs["artifact.hessian_density_nodes"].to_list(),
                               runs["artifact.hessian_density_weights"].to_list()):
         assert len(nodes) == len(weights) and sum(weights) == pytest.approx(1.0)

@@ -24,7 +24,10 @@ knob declared with ``batching=True`` (``eval_batch``, ``memory_mb``) only
 sizes batches; every random draw is taken one vector at a time in a fixed
 order, so such a knob changes nothing but floating-point rounding and is
 left out, so that a new memory budget does not make every stored value
-stale. The runner writes the hash as ``measure_cfg.<name>``; `study status`
+stale. A knob declared with ``artifact=True`` (``loss_surface_points``) only
+adds an artifact: it enters the settings only when set away from its default
+(no artifact), so that declaring it changed no stored hash, while a study that
+asks for the artifact finds rows computed without it stale. The runner writes the hash as ``measure_cfg.<name>``; `study status`
 and `analysis` compare them.
 
 Repeats: a measure registered with ``stochastic=True`` draws from
@@ -71,6 +74,7 @@ class Knob:
     batching: bool = False  # only sizes batches: left out of `settings`
     ge: float | None = None  # least value (numbers); floats are also finite
     gt: float | None = None  # values above this (numbers)
+    artifact: bool = False  # only adds an artifact: in `settings` only away from its default
 
     def bounds(self) -> dict:
         """The pydantic constraints of the knob's values."""
@@ -117,9 +121,13 @@ NEEDS = ("init", "train_log")
 ALWAYS = ("finite",)
 
 
-def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float | None = None) -> str:
+def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float | None = None,
+         artifact: bool = False) -> str:
     """Declare a knob (a measure option settable in the study file); its type is the default's.
     ``batching``: the knob only sizes batches and cannot change a value (module docstring).
+    ``artifact``: the knob only adds an artifact (its default: none); it enters `settings` only
+    when set away from its default, so hashes written before it existed stay valid and a row
+    computed without the artifact is stale where the study asks for it.
     Its values are bounded so that a study file cannot pass validation and fail at run time:
     ``ge`` where given; else an integer knob is ≥ 1 (≥ 0 where the default is 0: "0, all"),
     a float knob is finite and > 0 (≥ 0 where the default is 0); a bool has no bound."""
@@ -132,7 +140,7 @@ def knob(name: str, default: Any, doc: str, *, batching: bool = False, ge: float
         ge, gt = (0.0, None) if default == 0 else (None, 0.0)
     if type(default) not in (int, float):
         ge = gt = None
-    KNOBS[name] = Knob(name, default, doc, batching, ge, gt)
+    KNOBS[name] = Knob(name, default, doc, batching, ge, gt, artifact)
     return name
 
 
@@ -270,12 +278,14 @@ def repeats_of(measure: Measure | str, repeats: int = 1) -> int:
 def settings(measure: Measure | str, knobs: dict | None = None, subset: int = 0,
              repeats: int = 1) -> dict:
     """What fixes ``measure``'s value on a network (module docstring): name, code version,
-    measure-set ``subset`` (0: the whole training set), its declared non-batching knobs,
+    measure-set ``subset`` (0: the whole training set), its declared non-batching knobs (an
+    ``artifact`` knob only where set away from its default),
     from ``knobs`` (study-file overrides) with the defaults resolved, and ``repeats`` where
     the measure is stochastic and repeated (R > 1). Pure; JSON-ready."""
     m = REGISTRY[measure] if isinstance(measure, str) else measure
     full = check_knobs(dict(knobs or {}))
-    read = sorted(k for k in set(m.knobs) if not KNOBS[k].batching)
+    read = sorted(k for k in set(m.knobs) if not KNOBS[k].batching
+                  and not (KNOBS[k].artifact and full[k] == KNOBS[k].default))
     out = {"measure": m.name, "version": m.version, "subset": int(subset),
            "knobs": {k: type(KNOBS[k].default)(full[k]) for k in read}}
     r = repeats_of(m, repeats)

@@ -276,6 +276,10 @@ FS_DIRS = knob("filter_directions", 8, "random filter-normalised directions of f
                "(reliability 0.85 at 8 on the mini study, 0.90 at 12, beyond the cost budget)")
 FS_RADIUS = knob("filter_radius", 0.1, "radius r of filter_sharpness: L(w + r·δ) − L(w)")
 FILTER_T = ARTIFACTS["filter_sharpness_t"].grid  # curve grid, in units of r (the row schema's)
+LS_POINTS = knob("loss_surface_points", 0, "N of filter_sharpness's optional 2-D loss surface "
+                 "(Li et al. 2018): N × N losses over two random filter-normalised directions, "
+                 "a, b from the least to the largest filter_sharpness t (N² loss evaluations); "
+                 "0: not computed", artifact=True)
 
 
 def filter_directions(ctx: MeasureContext, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -314,16 +318,38 @@ def filter_sharpness_curves(ctx: MeasureContext, k: int, r: float):
     return D, t, curves
 
 
+def loss_surface(ctx: MeasureContext, n: int, r: float):
+    """(directions δ₁, δ₂ as 2 × P, grid a of N steps, N × N losses L(w + a_i·δ₁ + a_j·δ₂)):
+    Li et al. 2018's 2-D filter-normalised surface. The directions are `filter_directions`
+    drawn from ``ctx.generator("loss_surface")`` (not filter_sharpness's stream, whose value
+    stays the same); a runs evenly from r·min(FILTER_T) to r·max(FILTER_T) (N = 1: a = 0)."""
+    w = core.flat(ctx)
+    D = filter_directions(ctx, 2, ctx.generator("loss_surface"))
+    lo, hi = r * min(FILTER_T), r * max(FILTER_T)
+    a = (torch.linspace(lo, hi, n, dtype=w.dtype, device=w.device) if n > 1
+         else torch.zeros(1, dtype=w.dtype, device=w.device))
+    A, B = torch.meshgrid(a, a, indexing="ij")
+    W = w + A.reshape(-1, 1) * D[0] + B.reshape(-1, 1) * D[1]
+    return D, a, core.losses(ctx, W).reshape(n, n)
+
+
 @register("filter_sharpness", "curvature", cite="Li et al. 2018",
-          knobs=(FS_DIRS, FS_RADIUS, core.MEMORY_MB), stochastic=True)
+          knobs=(FS_DIRS, FS_RADIUS, LS_POINTS, core.MEMORY_MB), stochastic=True)
 def filter_sharpness(ctx):
     """mean_k L(w + r·δ_k) − L(w) over random filter-normalised directions δ_k (Li et al. 2018).
     Keeps the 1-D curves in ``artifacts["filter_sharpness_t"]`` and
-    ``artifacts["filter_sharpness_curves"]`` (K × T, row-major)."""
+    ``artifacts["filter_sharpness_curves"]`` (K × T, row-major); with ``loss_surface_points``
+    = N > 0 also the 2-D surface (`loss_surface`) in ``artifacts["loss_surface_t"]`` and
+    ``artifacts["loss_surface"]`` (N × N, row-major), its cost charged to this measure."""
     k, r = int(ctx.knob(FS_DIRS)), float(ctx.knob(FS_RADIUS))
     _, t, curves = filter_sharpness_curves(ctx, k, r)
     ctx.artifacts["filter_sharpness_t"] = t.tolist()
     ctx.artifacts["filter_sharpness_curves"] = curves.reshape(-1).tolist()
+    n = int(ctx.knob(LS_POINTS))
+    if n:
+        _, a, surface = loss_surface(ctx, n, r)
+        ctx.artifacts["loss_surface_t"] = a.tolist()
+        ctx.artifacts["loss_surface"] = surface.reshape(-1).tolist()
     at_r = FILTER_T.index(1.0)
     return float(curves[:, at_r].mean() - core.loss_w(ctx))
 

@@ -61,7 +61,7 @@ from study.schema import hp_col, is_hp, measure_col, name_of, sd_col
 
 from .load import RunsError, check_settings, measure_columns, population
 from .stats import claims_stats as cs
-from .table import _reliability, codes
+from .table import codes, reliability_of
 
 NON_MONOTONIC_SCHEDULES = ("cosine_restarts", "triangular", "triangular2", "cyclic", "sgdr")
 CONSTANT_SCHEDULE = "constant"
@@ -472,7 +472,7 @@ def _reliability_text(df: pl.DataFrame, stat: Stat) -> str:
         return ""
     g = df["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy() if "gap" in df.columns \
         else np.zeros(df.height)
-    rel = _reliability(df, cols, np.where(np.isfinite(g), g, 0.0))
+    rel = reliability_of(df, cols, np.where(np.isfinite(g), g, 0.0))
     return "; ".join(f"{name_of(c)} {_fmt(float(r), sign=False)}" for c, r in zip(cols, rel.of_mean))
 
 
@@ -724,38 +724,39 @@ _LEFT = ("claim", "study", "statistic", "verdict", "reliability", "reason", "als
 
 def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: str = "") -> str:
     """One self-contained HTML page of the claims table (the report's style, no script, no link)."""
-    from .report import _CSS, _esc
+    from .markup import esc
+    from .report import CSS
 
     counts = table["verdict"].value_counts()
     n = dict(zip(counts["verdict"].to_list(), counts["count"].to_list())) if table.height else {}
-    summary = " · ".join(f'<span class="{v.replace(" ", "-")}">{_esc(v)}: {n.get(v, 0)}</span>' for v in VERDICTS)
+    summary = " · ".join(f'<span class="{v.replace(" ", "-")}">{esc(v)}: {n.get(v, 0)}</span>' for v in VERDICTS)
     statements = {c.id: c for c in CLAIMS}
     head = ["claim", "study", "statistic", "supported when", "estimate", "95 % CI", "verdict", "runs", "groups",
             "reliability", "reason", "also"]
     body = []
     for r in table.iter_rows(named=True):
         c = statements.get(r["claim"])
-        tip = f' title="{_esc(c.source + ": " + c.statement)}"' if c else ""
+        tip = f' title="{esc(c.source + ": " + c.statement)}"' if c else ""
         ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None else "–"
         study = r["study"] + (f" / {r['dataset']}" if r["dataset"] not in ("unknown", r["study"]) else "")
-        cells = [f'<td class="l"{tip}><code>{_esc(r["claim"])}</code></td>', f'<td class="l">{_esc(study)}</td>',
-                 f'<td class="t">{_esc(r["statistic"])}</td>', f"<td>{_esc(r['supported_when'])}</td>",
+        cells = [f'<td class="l"{tip}><code>{esc(r["claim"])}</code></td>', f'<td class="l">{esc(study)}</td>',
+                 f'<td class="t">{esc(r["statistic"])}</td>', f"<td>{esc(r['supported_when'])}</td>",
                  f"<td>{_fmt(r['estimate'])}</td>", f'<td class="ci">{ci}</td>',
-                 f'<td class="v {r["verdict"].replace(" ", "-")}">{_esc(r["verdict"])}</td>',
+                 f'<td class="v {r["verdict"].replace(" ", "-")}">{esc(r["verdict"])}</td>',
                  f"<td>{'–' if r['n_runs'] is None else r['n_runs']}</td>",
                  f"<td>{'–' if r['n_groups'] is None else r['n_groups']}</td>",
-                 f'<td class="t">{_esc(r["reliability"])}</td>', f'<td class="t">{_esc(r["reason"])}</td>',
-                 f'<td class="t">{_esc(r["also"])}</td>']
+                 f'<td class="t">{esc(r["reliability"])}</td>', f'<td class="t">{esc(r["reason"])}</td>',
+                 f'<td class="t">{esc(r["also"])}</td>']
         body.append("<tr>" + "".join(cells) + "</tr>")
-    claims_list = "".join(f"<tr><td class=\"l\"><code>{_esc(c.id)}</code></td><td class=\"l\">{_esc(c.source)}</td>"
-                          f"<td class=\"t\">{_esc(c.statement)}</td></tr>" for c in CLAIMS
+    claims_list = "".join(f"<tr><td class=\"l\"><code>{esc(c.id)}</code></td><td class=\"l\">{esc(c.source)}</td>"
+                          f"<td class=\"t\">{esc(c.statement)}</td></tr>" for c in CLAIMS
                           if c.id in set(table["claim"].to_list()))
     page = [
-        f"<h1>{_esc(title)}</h1>",
-        f'<div class="meta">{_esc(meta)}</div>' if meta else "",
+        f"<h1>{esc(title)}</h1>",
+        f'<div class="meta">{esc(meta)}</div>' if meta else "",
         f'<p class="meta">{summary}</p>',
         '<div class="wrap"><table class="claims"><tr>' + "".join(
-            f'<th class="{"l" if h in _LEFT else ""}">{_esc(h)}</th>' for h in head)
+            f'<th class="{"l" if h in _LEFT else ""}">{esc(h)}</th>' for h in head)
         + "</tr>\n" + "\n".join(body) + "</table></div>",
         '<p class="note">Verdict: supported when the 95 % bootstrap interval (1,000 replicates unless '
         "--boots says otherwise; runs resampled for τ, medians and shares, whole groups for ψ, Ψ and pair) "
@@ -767,7 +768,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
     ]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{_CSS}{_VERDICT_CSS}</style></head>\n<body>\n"
+            f"<title>{esc(title)}</title><style>{CSS}{_VERDICT_CSS}</style></head>\n<body>\n"
             + "\n".join(p for p in page if p) + "\n</body></html>\n")
 
 

@@ -12,7 +12,6 @@ scatter shows the nearest run. Without the script the page reads as before.
 """
 from __future__ import annotations
 
-import html
 import json
 
 import numpy as np
@@ -20,6 +19,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from analysis import measure_info
+from analysis.markup import esc
 from study.schema import is_hp, name_of
 
 CSS = """
@@ -38,9 +38,6 @@ figure.queryable .pts img{cursor:crosshair}
         padding:5px 8px;font-size:12px;line-height:1.4;white-space:pre;pointer-events:none;color:#222}
 """
 
-
-def _esc(x) -> str:
-    return html.escape(str(x))
 
 
 # ------------------------------------------------------------ the ranking table
@@ -65,9 +62,9 @@ def measure_cells(measure: str, label: str) -> str:
     """The measure's name cell (with its definition on hover where known) and its family cell."""
     tip = tooltip(measure)
     fam = family(measure)
-    name = (f'<td class="l def" title="{_esc(tip)}">{_esc(label)}</td>' if tip
-            else f'<td class="l">{_esc(label)}</td>')
-    return name + f'<td class="l">{_esc(fam) if fam else "–"}</td>'
+    name = (f'<td class="l def" title="{esc(tip)}">{esc(label)}</td>' if tip
+            else f'<td class="l">{esc(label)}</td>')
+    return name + f'<td class="l">{esc(fam) if fam else "–"}</td>'
 
 
 def sort_key(v) -> str:
@@ -79,10 +76,10 @@ def sort_key(v) -> str:
 
 def controls(table_id: str, families: list[str]) -> str:
     """The text filter, family select and grouping toggle above a ranking table (shown by the script)."""
-    opts = "".join(f'<option value="{_esc(f)}">{_esc(f)}</option>' for f in sorted(f for f in set(families) if f))
+    opts = "".join(f'<option value="{esc(f)}">{esc(f)}</option>' for f in sorted(f for f in set(families) if f))
     if "" in families:
         opts += '<option value="-">no family (not in the registry)</option>'
-    return (f'<div class="rank-ctl" data-table="{_esc(table_id)}" hidden>'
+    return (f'<div class="rank-ctl" data-table="{esc(table_id)}" hidden>'
             '<label>measure <input type="search" class="q" placeholder="name contains…"></label>'
             f'<label>family <select class="fam"><option value="">all</option>{opts}</select></label>'
             '<label><input type="checkbox" class="grp"> group by family</label>'

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import difflib
-import html
 import io
 import math
 
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 
 from analysis.figures import broadened_density
 from analysis.load import RunsError
+from analysis.markup import esc
 from study.schema import OUTCOMES, artifact_col, is_hp, is_measure, name_of
 
 SURFACE_HINT = ("set loss_surface_points = N (e.g. 11) under [measures.knobs] of the study file, "
@@ -225,9 +225,6 @@ def missing_notes(row: dict) -> list[str]:
 # ------------------------------------------------------------------ the HTML section
 
 
-def _esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
 
 def _fmt(v, fmt: str = ".4g") -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
@@ -250,7 +247,7 @@ def _positions_table(pos: pl.DataFrame) -> str:
         p = r["percentile"]
         bar = ("" if not math.isfinite(p) else
                f'<span class="pbar"><span style="left:{p:.1f}%"></span></span>')
-        rows.append(f'<tr class="{r["kind"]}"><td class="l">{_esc(r["quantity"])}</td><td>{_fmt(r["value"])}</td>'
+        rows.append(f'<tr class="{r["kind"]}"><td class="l">{esc(r["quantity"])}</td><td>{_fmt(r["value"])}</td>'
                     f'<td>{_fmt(p, ".0f")}</td><td>{bar}</td><td>{_fmt(r["median"])}</td>'
                     f'<td>{_fmt(r["min"])} – {_fmt(r["max"])}</td><td>{r["n"]}</td></tr>')
     return ('<div class="wrap"><table class="netpos"><tr><th class="l">quantity</th><th>this run</th>'
@@ -265,10 +262,10 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
     cols = ["run_id", *hp] + (["gap"] if "gap" in pop.columns else [])
     df = pop.select(cols).with_columns(pl.col("run_id").cast(pl.String))
     df = df.sort("gap", nulls_last=True) if "gap" in df.columns else df
-    head = "".join(f"<th>{_esc(name_of(c))}</th>" for c in cols)
+    head = "".join(f"<th>{esc(name_of(c))}</th>" for c in cols)
     body = "".join(
         ('<tr class="chosen">' if r["run_id"] == chosen else "<tr>")
-        + "".join(f"<td>{_esc(_fmt(r[c]) if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td>{esc(_fmt(r[c]) if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
         for r in df.iter_rows(named=True))
     return (f'<details class="runs"><summary>The {df.height} analysed networks, by gap (the one shown '
             "highlighted)</summary><p>To see another: <code>analysis report RUNS --out report.html --run "
@@ -292,14 +289,14 @@ def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = 
     if run_id is None:
         return '<p class="note">Nothing to show: no analysed network has a finite gap.</p>'
     row = run_row(runs, run_id)
-    facts = [f"status {_esc(row.get('status', 'ok'))}", f"gap {_fmt(row.get('gap'))}",
+    facts = [f"status {esc(row.get('status', 'ok'))}", f"gap {_fmt(row.get('gap'))}",
              f"train loss {_fmt(row.get('train_loss'))}", f"test acc {_fmt(row.get('test_acc'))}",
-             f"{_esc(row.get('epochs', '–'))} epochs"]
+             f"{esc(row.get('epochs', '–'))} epochs"]
     fig = network_figure(row)
-    notes = "".join(f'<p class="note">{_esc(n)}.</p>' for n in missing_notes(row))
+    notes = "".join(f'<p class="note">{esc(n)}.</p>' for n in missing_notes(row))
     return "\n".join([
         _CSS,
-        f'<p id="network-run">Run <code>{_esc(run_id)}</code> ({why}): {_esc(_hps(row))} · {" · ".join(facts)}.</p>',
+        f'<p id="network-run">Run <code>{esc(run_id)}</code> ({why}): {esc(_hps(row))} · {" · ".join(facts)}.</p>',
         _img(fig) if fig is not None else "", notes,
         "<h3>Its measures among the study's networks</h3>",
         _positions_table(measure_positions(pop, row)),

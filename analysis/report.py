@@ -8,7 +8,6 @@ measures. It is written atomically (a temporary file, then a rename).
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import os
@@ -21,10 +20,11 @@ from matplotlib import colormaps
 
 from analysis import figures, interactive, measure_info, network_view
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
+from analysis.markup import esc
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
 
-_CSS = """
+CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
      color:#222;max-width:1240px;margin:0 auto;padding:18px 28px 60px;background:#fff}
 h1{font-size:24px;margin:8px 0 2px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #ddd;
@@ -68,9 +68,6 @@ _LEGEND = (
 # ------------------------------------------------------------ helpers
 
 
-def _esc(x) -> str:
-    return html.escape(str(x))
-
 
 def _png(fig, name: str, caption: str = "", dpi: int = 144) -> str:
     buf = io.BytesIO()
@@ -78,7 +75,7 @@ def _png(fig, name: str, caption: str = "", dpi: int = 144) -> str:
     width = int(round(fig.get_figwidth() * 96))
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return (f'<figure><img class="fig" data-fig="{_esc(name)}" alt="{_esc(name)}" width="{width}" '
+    return (f'<figure><img class="fig" data-fig="{esc(name)}" alt="{esc(name)}" width="{width}" '
             f'src="data:image/png;base64,{data}">{cap}</figure>')
 
 
@@ -143,7 +140,7 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
     ]
     for col in ("dataset", "model"):
         if col in runs.columns:
-            rows.append((col + "s", ", ".join(_esc(d) for d in sorted(runs[col].drop_nulls().unique().to_list()))))
+            rows.append((col + "s", ", ".join(esc(d) for d in sorted(runs[col].drop_nulls().unique().to_list()))))
     if "seed" in runs.columns:
         rows.append(("seeds", str(runs["seed"].n_unique())))
     n_measures = sum(map(is_measure, runs.columns))
@@ -166,7 +163,7 @@ def _glance(runs: pl.DataFrame, pop: pl.DataFrame, include_unconverged: bool) ->
                 .group_by("error").len().sort("len", descending=True).head(5))
         if errs.height:
             parts.append("<h3>Most frequent errors</h3>" + _kv(
-                [(str(n), f'<span class="err">{_esc(e)}</span>') for e, n in errs.iter_rows()]))
+                [(str(n), f'<span class="err">{esc(e)}</span>') for e, n in errs.iter_rows()]))
     return "\n".join(parts)
 
 
@@ -177,9 +174,9 @@ def _axes_table(runs: pl.DataFrame) -> str:
     body = []
     for a in axes:
         counts = runs.group_by(a).len().sort(a, nulls_last=True)
-        vals = ", ".join(f"{_esc(figures._fmt(v))} <span class=meta>({n})</span>"
+        vals = ", ".join(f"{esc(figures._fmt(v))} <span class=meta>({n})</span>"
                          for v, n in counts.iter_rows())
-        body.append(f'<tr><td class="l">{_esc(name_of(a))}</td><td class="l">{vals}</td></tr>')
+        body.append(f'<tr><td class="l">{esc(name_of(a))}</td><td class="l">{vals}</td></tr>')
     return ('<h3>Grid</h3><table><tr><th class="l">axis</th><th class="l">values (runs stored)</th></tr>'
             + "".join(body) + "</table>")
 
@@ -200,7 +197,7 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
     num = lambda label, cls="": f'<th data-type="num"{cls}>{label}</th>'  # noqa: E731
     head = (['<th class="l" data-type="text">measure</th>', '<th class="l" data-type="text">family</th>',
              num("n"), num("τ"), num("95 % CI", ' class="ci"')] + ([num("reliability"), num("τ ceiling")] if rel else []) + [num("Ψ")]
-            + [num(f"ψ<sub>{_esc(c[4:])}</sub>") for c in psi_axes]
+            + [num(f"ψ<sub>{esc(c[4:])}</sub>") for c in psi_axes]
             + [num("CMI"), num("95 % CI", ' class="ci"'), '<th class="l" data-type="text">S</th>']
             + [num(lab) for lab in ("k0", "k1", "k2", "robust max", "mean", "p90", "envs")[:len(plain)]])
     body = []
@@ -219,26 +216,26 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
         cset = g("cmi_set")
         cells += [f"<td class='cmi{cw}'{v('cmi')}{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
                   f'<td class="ci{cw}"{v("cmi_lo")}>{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
-                  f'<td class="l">{_esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
+                  f'<td class="l">{esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
         cells += [f"<td{v(c)}>{_num(g(c))}</td>" for c in plain]
-        body.append(f'<tr data-measure="{_esc(name)}" data-family="{_esc(interactive.family(r["measure"]))}">'
+        body.append(f'<tr data-measure="{esc(name)}" data-family="{esc(interactive.family(r["measure"]))}">'
                     + "".join(cells) + "</tr>")
     families = [interactive.family(m) for m in table["measure"].to_list()]
     return (interactive.controls(table_id, families)
-            + f'<div class="wrap"><table class="rank" id="{_esc(table_id)}"><thead><tr>' + "".join(head)
+            + f'<div class="wrap"><table class="rank" id="{esc(table_id)}"><thead><tr>' + "".join(head)
             + "</tr></thead><tbody>" + "\n".join(body) + "</tbody></table></div>")
 
 
 def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | None,
                       error: str | None, top: int) -> dict[str, str]:
-    tag = f" — {_esc(ds)}" if ds is not None else ""
+    tag = f" — {esc(ds)}" if ds is not None else ""
     key = f"-{ds}" if ds is not None else ""
     out = {}
     out["gap"] = _png(figures.gap_by_axis(pop), f"gap{key}",
                       f"The generalization gap (train − test accuracy) of the analysed runs per value of each axis{tag}: "
                       "boxes show quartiles, dots are runs.")
     if table is None:
-        msg = f'<p class="err">No ranking{tag}: {_esc(error)}</p>'
+        msg = f'<p class="err">No ranking{tag}: {esc(error)}</p>'
         return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = sort_ranking(table)
     out["headline"] = _headline(table)
@@ -279,7 +276,7 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
         cap = ("Training loss along random filter-normalised directions δ, L(w + t·δ), one curve per run "
                "coloured by the run's gap.")
     if fig is None:
-        cols = " and ".join(f"<code>{_esc(c)}</code>" for a in ARTIFACTS.values() if a.kind == drawn
+        cols = " and ".join(f"<code>{esc(c)}</code>" for a in ARTIFACTS.values() if a.kind == drawn
                             for c in (a.column, artifact_col(a.x)))
         return f'<p class="note">The analysed runs stored no {what} (no list columns {cols}).</p>'
     return _png(fig, kind, cap)
@@ -330,13 +327,13 @@ def _sorted(vals) -> list:
 def _options(dicts: list[dict]) -> str:
     """Several option dicts as ``key value, value; …`` (each key's distinct values)."""
     keys = sorted({k for d in dicts for k in d})
-    return "; ".join(f"{_esc(k)} {_show(_values(dicts, k))}" for k in keys)
+    return "; ".join(f"{esc(k)} {_show(_values(dicts, k))}" for k in keys)
 
 
 def _show(vals: list, missing: str = "–") -> str:
     if not vals:
         return f'<span class="meta">{missing}</span>'
-    return ", ".join(_esc(", ".join(map(figures._fmt, v)) if isinstance(v, list) else
+    return ", ".join(esc(", ".join(map(figures._fmt, v)) if isinstance(v, list) else
                           json.dumps(v, sort_keys=True) if isinstance(v, dict) else figures._fmt(v)) for v in vals)
 
 
@@ -355,7 +352,7 @@ def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
         model += " <span class=meta>(" + _options(opts) + ")</span>"
     train = _column_values(runs, "n_train") or _values(cfg, "data", "train_size")
     axes = [c for c in runs.columns if is_hp(c)]
-    grid = "; ".join(f"{_esc(name_of(a))}: {_show(_column_values(runs, a))}" for a in axes) or "none"
+    grid = "; ".join(f"{esc(name_of(a))}: {_show(_column_values(runs, a))}" for a in axes) or "none"
     seeds = _column_values(runs, "seed")
     measures = [f"include {_show(_values(cfg, 'measures', 'include'), 'all')}",
                 f"exclude {_show(_values(cfg, 'measures', 'exclude'), 'none')}"]
@@ -377,7 +374,7 @@ def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
         ("measures", "; ".join(measures) + f" <span class=meta>({sum(map(is_measure, runs.columns))} columns)</span>"),
         ("code", f"study {_show(_values(ver, 'study'))}, schema {_show(_values(ver, 'schema'))}, "
                  f"git commit <code>{_show(_values(ver, 'git'), 'not recorded')}</code>"),
-        ("libraries", "; ".join(f"{_esc(k)} {_show(_values(ver, k))}" for k in lib) or _show([])),
+        ("libraries", "; ".join(f"{esc(k)} {_show(_values(ver, k))}" for k in lib) or _show([])),
         ("device", _show(_column_values(runs, "device"))),
     ]
     return '<div id="setup-block">' + _kv(rows) + "</div>"
@@ -395,13 +392,13 @@ def _small(pop: pl.DataFrame) -> list[str]:
     extra = [c for c in ("seed", "dataset") if c in pop.columns]
     for a in axes:
         if pop[a].n_unique() < 2:
-            why.append(f"axis {_esc(name_of(a))} takes fewer than 2 values")
+            why.append(f"axis {esc(name_of(a))} takes fewer than 2 values")
             continue
         keys = [c for c in axes if c != a] + extra
         groups = pop.group_by(keys).agg(pl.col(a).n_unique().alias("n")) if keys else \
             pl.DataFrame({"n": [pop[a].n_unique()]})
         if not (groups["n"] >= 2).any():
-            why.append(f"axis {_esc(name_of(a))} has no group of runs that differ only in it (ψ undefined)")
+            why.append(f"axis {esc(name_of(a))} has no group of runs that differ only in it (ψ undefined)")
     return why
 
 
@@ -432,7 +429,7 @@ def _headline(table: pl.DataFrame, top: int = 3) -> str:
     def named(m: str) -> str:
         r = rows[m]
         ci = _ci(r.get("cmi_lo"), r.get("cmi_hi"), ".3f")
-        return (f"<b>{_esc(figures.short_name(m))}</b> (CMI {_num(r['cmi'])}"
+        return (f"<b>{esc(figures.short_name(m))}</b> (CMI {_num(r['cmi'])}"
                 f"{'' if ci == '–' else ' ' + ci}, τ {_num(r.get('tau'), '+.3f')})")
 
     lead = finite[:top]
@@ -449,14 +446,14 @@ def _headline(table: pl.DataFrame, top: int = 3) -> str:
         tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
                 and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
         parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
-                     f"{_ci(lo, hi, '.3f')}: " + (", ".join(_esc(figures.short_name(m)) for m in tied)
+                     f"{_ci(lo, hi, '.3f')}: " + (", ".join(esc(figures.short_name(m)) for m in tied)
                                                    if tied else "none") + f" ({len(tied)} measures).</p>")
     neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
            and r["tau_hi"] < 0]
     no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())
     parts.append("<p>Significantly negative (τ interval entirely below 0): " + (
                  "not defined, the ranking has no bootstrap intervals (n_boot = 0)" if no_tau_ci else
-                 ", ".join(f"{_esc(figures.short_name(m))} (τ {_num(rows[m]['tau'], '+.3f')} "
+                 ", ".join(f"{esc(figures.short_name(m))} (τ {_num(rows[m]['tau'], '+.3f')} "
                               f"{_ci(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
                     if neg else "none") + ".</p>")
     return '<div class="headline">' + "".join(parts) + "</div>"
@@ -478,7 +475,7 @@ def _cost(runs: pl.DataFrame) -> str:
         rows.append((name_of(c), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan), sec.count()))
     rows.sort(key=lambda r: -(r[1] if r[1] is not None else -1.0))
     family_table = _family_cost(ok, cols, total)
-    body = "".join(f'<tr><td class="l">{_esc(m)}</td><td>{_num(med, ".3g")}</td>'
+    body = "".join(f'<tr><td class="l">{esc(m)}</td><td>{_num(med, ".3g")}</td>'
                    f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
                    f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td><td>{n}</td></tr>"
                    for m, med, sh, tot, n in rows)
@@ -507,7 +504,7 @@ def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
         share = (sec / total).drop_nulls()
         rows.append((fam, len(fcols), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan)))
     rows.sort(key=lambda r: -(r[2] if r[2] is not None else -1.0))
-    body = "".join(f'<tr><td class="l">{_esc(f)}</td><td>{k}</td><td>{_num(med, ".3g")}</td>'
+    body = "".join(f'<tr><td class="l">{esc(f)}</td><td>{k}</td><td>{_num(med, ".3g")}</td>'
                    f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
                    f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td></tr>"
                    for f, k, med, sh, tot in rows)
@@ -556,7 +553,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         p = pop.filter(pl.col("dataset") == ds) if ds in datasets else pop
         t = table.filter(pl.col("dataset") == ds) if ds is not None and table is not None else table
         for k, v in _dataset_sections(ds, p, t, error, top).items():
-            secs[k].append((f"<h3>{_esc(ds)}</h3>" if multi else "") + v)
+            secs[k].append((f"<h3>{esc(ds)}</h3>" if multi else "") + v)
 
     studies = sorted(runs["study"].drop_nulls().unique().to_list()) if "study" in runs.columns else []
     title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
@@ -565,10 +562,10 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
            ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape"),
            ("network", "One network")]
     body = [
-        f"<h1>{_esc(title)}</h1>",
-        f'<div class="meta">source <code>{_esc(source)}</code> · written '
+        f"<h1>{esc(title)}</h1>",
+        f'<div class="meta">source <code>{esc(source)}</code> · written '
         f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · options '
-        f'{_esc(", ".join(f"{k}={v}" for k, v in opts.items()))}</div>',
+        f'{esc(", ".join(f"{k}={v}" for k, v in opts.items()))}</div>',
         "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in toc) + "</nav>",
         '<h2 id="setup">Setup</h2>', _setup(runs, pop), _warning(pop),
         '<h2 id="headline">Headline</h2>', *secs["headline"],
@@ -585,7 +582,7 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     ]
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{_CSS}{interactive.CSS}</style></head>\n<body>\n"
+            f"<title>{esc(title)}</title><style>{CSS}{interactive.CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n" + interactive.script() + "\n</body></html>\n")
     write_atomic(os.fspath(out_path), page.encode("utf-8"))
     return Path(out_path)

@@ -87,7 +87,7 @@ def _n_test(part: pl.DataFrame, robust_n: float | None, name: str) -> np.ndarray
     return nt
 
 
-def _reliability(part: pl.DataFrame, measures: list[str], g: np.ndarray):
+def reliability_of(part: pl.DataFrame, measures: list[str], g: np.ndarray):
     """`analysis.stats.reliability.reliability` of each measure column over the runs of
     ``part`` with a finite gap: sds from ``measure_sd.<name>`` (NaN where absent), repeat
     counts from the ``measure_repeats`` JSON (a measure not named there: 1)."""
@@ -127,7 +127,7 @@ def _rank_dataset(part: pl.DataFrame, name: str, measures: list[str], *, max_con
     nt = _n_test(part, robust_n, name)
     rob = robust_ranked(rk, ax, nt[rk.keep], min_ess) if nt is not None else None
     boot = bootstrap_plans(tau_plan, cmi_plan, rk.n, n_boot, boot_seed, ci, M) if n_boot > 0 else None
-    rel = _reliability(part, measures, g)
+    rel = reliability_of(part, measures, g)
 
     cols: dict[str, object] = {
         "dataset": [name] * M,

@@ -23,23 +23,34 @@ from collections import defaultdict
 import torch
 
 from study.data import load_dataset
-from study.measures import MeasureContext, compute, select, stable_seed
+from study.measures import KNOBS, MeasureContext, compute, select, stable_seed
+from study.measures.sharpness import FS_RADIUS, loss_surface
 from study.models import build_model
 from study.spec import load_study
 from study.train import TrainOptions, train
 
 
 def train_and_measure(spec, max_epochs=None):
+    """Train the network of ``spec``, then compute its measure set. Knobs that only add an
+    artifact (the 2-D loss surface) are left at their defaults for the measure set; the
+    surface, where the study asks for it, is timed on its own right after (``res.surface_s``)."""
     d = load_dataset(spec.dataset, **spec.data)
     torch.manual_seed(stable_seed(spec.seed, "init"))
     model = build_model(spec.model, d.input_shape, d.num_classes, **spec.model_options)
     options = TrainOptions(**{**spec.train, "max_epochs": max_epochs or spec.train["max_epochs"]})
     res = train(model, d.x_train, d.y_train, options, seed=spec.seed)
+    knobs = {k: v for k, v in spec.measures["knobs"].items() if not KNOBS[k].artifact}
     ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
-                         train_log=res.log, seed=spec.seed, knobs=spec.measures["knobs"])
+                         train_log=res.log, seed=spec.seed, knobs=knobs)
     t0 = time.perf_counter()
     out = compute(ctx, select(spec.measures["include"], spec.measures["exclude"]))
-    return res, out, time.perf_counter() - t0, len(d.x_train)
+    measure_s = time.perf_counter() - t0
+    n = int(spec.measures["knobs"].get("loss_surface_points", 0))
+    t0 = time.perf_counter()
+    if n:
+        loss_surface(ctx, n, float(ctx.knob(FS_RADIUS)))
+    res.surface_s = (n, time.perf_counter() - t0)
+    return res, out, measure_s, len(d.x_train)
 
 
 def main() -> None:
@@ -69,8 +80,11 @@ def main() -> None:
     train_s = measure_s = 0.0
     epochs = 0
     per = defaultdict(float)
+    surface_s, surface_n = 0.0, 0
     for spec in specs:
         res, out, total, n = train_and_measure(spec)
+        surface_n, s = res.surface_s
+        surface_s += s
         train_s += res.seconds
         measure_s += total
         epochs += res.log.epochs
@@ -87,6 +101,10 @@ def main() -> None:
         print(f"   {m:<28} {per[m] / len(specs) / epoch_s:8.2f}")
     print(f"   whole set / one epoch = {measure_s / len(specs) / epoch_s:.1f}; "
           f"whole set / training = {measure_s / train_s:.2f}")
+    if surface_n:
+        print(f"   besides the measure set, the study's optional {surface_n} × {surface_n} loss surface "
+              f"(loss_surface_points): {surface_s / len(specs) / epoch_s:.1f} epochs per network, "
+              f"{surface_s / train_s:.2f} × training")
 
 
 def as_mlp(spec, width, depth):

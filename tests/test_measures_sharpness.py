@@ -182,6 +182,40 @@ def test_sgld_samples_the_local_entropy_measure_on_a_quadratic():
     assert got == pytest.approx(want, rel=0.04)
 
 
+def test_sgld_flags_an_unstable_step_as_diverged():
+    """With a flat loss the chain is v − w ← (1 − ηγ)(v − w) + √(2η)ξ: it stays near
+    ‖v − w‖² ≈ P/γ for ηγ < 2 and grows as |1 − ηγ|^k beyond, long before any overflow."""
+    P, gamma, steps = 50, 1e4, 30
+    w0 = torch.zeros(P, dtype=torch.float64)
+
+    def flat(v, k):
+        return torch.zeros((), dtype=torch.float64), torch.zeros_like(v)
+
+    def run(lr):
+        gen = torch.Generator().manual_seed(0)
+        return S.sgld_mean_loss(flat, w0, gamma, 1.0, steps, lr, 5,
+                                lambda k: torch.randn(P, generator=gen, dtype=torch.float64))
+    assert run(0.5 / gamma) == 0.0 and run(1.9 / gamma) == 0.0  # stable: the (zero) mean loss
+    assert math.isnan(run(2.5 / gamma))  # |1 − ηγ| = 1.5: ‖v − w‖² ~ 1.5^60·P/γ, finite yet flagged
+
+
+def test_local_entropy_halves_a_diverging_step(net):
+    """A step size the network's curvature makes unstable is halved until the chain holds;
+    the value is the chain at that step (the same batches and noise), and the step is recorded."""
+    model, x, y = net
+    knobs = dict(local_entropy_gamma=1e4, local_entropy_temperature=1.0, local_entropy_steps=30,
+                 local_entropy_batch_size=64)
+    ctx = MeasureContext(model, x, y, seed=3, knobs={**knobs, "local_entropy_lr": 6e-4})  # ηγ = 6
+    got = REGISTRY["local_entropy"].fn(ctx)
+    halved = int(ctx.methods["local_entropy"].split("_")[-1].rstrip("x"))
+    assert halved == 2  # 6 → 3 (diverges) → 1.5 (holds)
+    direct = MeasureContext(model, x, y, seed=3, knobs={**knobs, "local_entropy_lr": 6e-4 / 4})
+    assert got == REGISTRY["local_entropy"].fn(direct) and "local_entropy" not in direct.methods
+    assert math.isfinite(got) and abs(got) < 1.0
+    with pytest.raises(S.Undefined, match="diverged even at"):
+        REGISTRY["local_entropy"].fn(MeasureContext(model, x, y, seed=3, knobs={**knobs, "local_entropy_lr": 1.0}))
+
+
 def test_local_entropy_sanity_on_a_trained_network(net):
     model, x, y = net
     knobs = dict(local_entropy_batch_size=1000, local_entropy_lr=1e-24)

@@ -363,6 +363,7 @@ LE_STEPS = knob("local_entropy_steps", 30, "SGLD steps of local_entropy (reliabi
 LE_LR = knob("local_entropy_lr", 2e-5, "SGLD step size η of local_entropy (stable for η(γ + λ_max/T) < 2)")
 LE_BURNIN = knob("local_entropy_burnin", 5, "SGLD steps of local_entropy left out of the mean", ge=0)
 LE_BATCH = knob("local_entropy_batch_size", 128, "mini-batch size of local_entropy's SGLD")
+LE_HALVINGS = 4  # a diverged chain is rerun with η/2, at most this many times (local_entropy)
 
 
 def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float, steps: int,
@@ -373,6 +374,11 @@ def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float,
 
     ``loss_grad(v, k)`` gives (L, ∇L) at v for step k (a mini-batch estimate);
     ``noise(k)`` gives ξ_k ~ N(0, I).
+
+    NaN where the chain diverged: a non-finite loss, or ‖w'_k − w‖² above 100·P/γ at the
+    end (the coupling alone holds the chain at E‖w' − w‖² ≈ P/γ, the loss's curvature
+    tighter; an unstable step size, η(γ + λ_max/T) ≥ 2, grows it geometrically, to finite
+    but meaningless losses before it overflows).
     """
     if not 0 <= burnin < steps:
         raise ValueError(f"local entropy needs 0 ≤ burnin < steps, got burnin={burnin}, steps={steps}")
@@ -383,6 +389,8 @@ def sgld_mean_loss(loss_grad, w: torch.Tensor, gamma: float, temperature: float,
             total += float(L)
         if k < steps:
             v = v - lr * (g / temperature + gamma * (v - w)) + math.sqrt(2 * lr) * noise(k)
+    if float(((v - w) ** 2).sum()) > 100 * w.numel() / gamma:
+        return math.nan
     return total / (steps - burnin)
 
 
@@ -393,20 +401,32 @@ def local_entropy(ctx):
     over a seeded SGLD chain on mini-batches started at w (Chaudhari et al. 2019), less the
     mean of L_{B_k}(w) over the same mini-batches B_k: a control variate (E_B L_B(w) = L(w))
     that cancels the mini-batches' own spread in the loss, which otherwise dominates the
-    draw-to-draw noise."""
+    draw-to-draw noise.
+
+    The chain is stable for η(γ + λ_max/T) < 2; a sharper network than ``local_entropy_lr``
+    allows (a NiN on Fashion-MNIST: λ_max ≈ 70) makes it diverge. It is then rerun with η/2,
+    the same mini-batches and noise, at most `LE_HALVINGS` times; ``ctx.methods`` records
+    the step used. A chain that does not diverge keeps its value (the first try)."""
     w = core.flat(ctx)
     steps = int(ctx.knob(LE_STEPS))
-    gen = ctx.generator("local_entropy")
-    idx = minibatch_index(ctx, gen, int(ctx.knob(LE_BATCH)), steps + 1)
+    lr = float(ctx.knob(LE_LR))
+    for halved in range(LE_HALVINGS + 1):
+        gen = ctx.generator("local_entropy")  # a fresh stream: the same batches and noise each try
+        idx = minibatch_index(ctx, gen, int(ctx.knob(LE_BATCH)), steps + 1)
 
-    def loss_grad(v, k):
-        return core.loss_and_grad(ctx, v, ctx.x[idx[k]], ctx.y[idx[k]])[:2]
+        def loss_grad(v, k):
+            return core.loss_and_grad(ctx, v, ctx.x[idx[k]], ctx.y[idx[k]])[:2]
 
-    mean = sgld_mean_loss(loss_grad, w, float(ctx.knob(LE_GAMMA)), float(ctx.knob(LE_TEMP)),
-                          steps, float(ctx.knob(LE_LR)), int(ctx.knob(LE_BURNIN)),
-                          lambda k: ctx.randn(gen, w.numel()))
-    if not math.isfinite(mean):
-        raise Undefined(f"the SGLD chain diverged (mean loss {mean}); lower local_entropy_lr")
+        mean = sgld_mean_loss(loss_grad, w, float(ctx.knob(LE_GAMMA)), float(ctx.knob(LE_TEMP)),
+                              steps, lr / 2 ** halved, int(ctx.knob(LE_BURNIN)),
+                              lambda k: ctx.randn(gen, w.numel()))
+        if math.isfinite(mean):
+            break
+    else:
+        raise Undefined(f"the SGLD chain diverged even at η = local_entropy_lr / 2^{LE_HALVINGS} "
+                        f"(mean loss {mean}); lower local_entropy_lr")
+    if halved:
+        ctx.methods["local_entropy"] = f"sgld_lr_halved_{halved}x"
     used = idx[int(ctx.knob(LE_BURNIN)) + 1:].reshape(-1)  # equal-sized batches: one mean
     with torch.no_grad():
         base = float(core.batch_loss(ctx, w, ctx.x[used], ctx.y[used]))

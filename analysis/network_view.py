@@ -36,7 +36,7 @@ _MISSING = {
     "curves": f"no filter-normalised loss curves stored ({artifact_col('filter_sharpness_curves')}: "
               "filter_sharpness was not computed)",
     "training": f"no training curve stored ({artifact_col('train_loss_curve')}: the run was trained "
-                "before the study kept it)",
+                "before the study kept it; any `study measure` of the network adds it from its checkpoint)",
     "surface": f"2-D loss surface not computed: {SURFACE_HINT}",
 }
 

@@ -33,7 +33,17 @@ from tqdm import tqdm
 from .fanout import fan_out, stopped_cleanly
 from .lease import LEASE_TIMEOUT_S, Lease
 from .measures.registry import expected_settings, outdated, select
-from .schema import REMEASURED, REPEATS, arrow_type, cfg_col, measure_col, sd_col, seconds_col, stored_settings
+from .schema import (
+    REMEASURED,
+    REPEATS,
+    arrow_type,
+    artifact_col,
+    cfg_col,
+    measure_col,
+    sd_col,
+    seconds_col,
+    stored_settings,
+)
 from .spec import RunSpec, Study, StudyError
 from .storage import StorageError, Store
 
@@ -139,6 +149,9 @@ def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Wan
             return {"run_id": run_id, "status": "ok", "computed": 0, "error": ""}
         spec, model, init, log, data, device = _network(store, row, measures, num_gpus)
         cols = measure_network(spec, model, init, log, data, device, names=names, hashes=expected)
+        curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
+        if row.get(curve) is None and log is not None and log.epoch_losses:
+            cols[curve] = [float(v) for v in log.epoch_losses]
         store.write_row_table(merge_measures(table, cols, names, _now()))
     except Exception as e:  # the row stays as it was; the summary names the failure
         return {"run_id": run_id, "status": "failed", "computed": 0,

@@ -206,3 +206,19 @@ def test_a_user_measure_is_scored_and_ranked(tmp_path, capsys):
     assert analysis_main(["score", f"{user}:nope", str(runs), "--serial"]) == 2
     err = capsys.readouterr().err
     assert "has no function 'nope'" in err and "final_sq_norm" in err
+
+
+def test_measure_backfills_the_training_curve_of_rows_written_before_it(tmp_path):
+    study = load_study(write_study(tmp_path, grid=TWO, include=f'["{M}", "params"]'))
+    assert run_study(study, serial=True, progress=False).ok == 2
+    curve = "artifact.train_loss_curve"
+    runs = tmp_path / "out" / "tiny" / "runs"
+    written = {}
+    for f in runs.glob("*.parquet"):  # an older row: the same, without the curve
+        t = pq.read_table(f)
+        written[f.stem] = t.column(curve).to_pylist()[0]
+        pq.write_table(t.drop_columns([curve]), f)
+    assert all(len(v) >= 1 for v in written.values())
+    assert measure_study(study, Want((M,), force=True), serial=True, progress=False).computed == 2
+    after = rows(tmp_path / "out")
+    assert {rid: r[curve] for rid, r in after.items()} == written  # from the checkpoint's training log

@@ -12,9 +12,7 @@ finite value.
 
 from __future__ import annotations
 
-import base64
 import difflib
-import io
 import math
 
 import numpy as np
@@ -24,7 +22,7 @@ from matplotlib.figure import Figure
 
 from analysis.figures import broadened_density
 from analysis.load import RunsError
-from analysis.markup import esc
+from analysis.markup import esc, png_uri
 from study.schema import OUTCOMES, artifact_col, is_hp, is_measure, name_of
 
 SURFACE_HINT = ("set loss_surface_points = N (e.g. 11) under [measures.knobs] of the study file, "
@@ -231,10 +229,7 @@ def _fmt(v, fmt: str = ".4g") -> str:
 
 
 def _img(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="netfig" data-fig="network" alt="one network in depth" src="data:image/png;base64,{data}">'
+    return f'<img class="netfig" data-fig="network" alt="one network in depth" src="{png_uri(fig, 110)}">'
 
 
 def _hps(row: dict) -> str:

@@ -7,8 +7,6 @@ measures. It is written atomically (a temporary file, then a rename).
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 from datetime import datetime, timezone
@@ -20,7 +18,7 @@ from matplotlib import colormaps
 
 from analysis import figures, interactive, measure_info, network_view
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
-from analysis.markup import esc
+from analysis.markup import esc, png_uri
 from analysis.table import rank_table
 from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
 
@@ -70,13 +68,10 @@ _LEGEND = (
 
 
 def _png(fig, name: str, caption: str = "", dpi: int = 144) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
     width = int(round(fig.get_figwidth() * 96))
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return (f'<figure><img class="fig" data-fig="{esc(name)}" alt="{esc(name)}" width="{width}" '
-            f'src="data:image/png;base64,{data}">{cap}</figure>')
+            f'src="{png_uri(fig, dpi)}">{cap}</figure>')
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -468,17 +463,11 @@ def _cost(runs: pl.DataFrame) -> str:
     total = (ok["measure_seconds"].cast(pl.Float64) if "measure_seconds" in ok.columns
              else ok.select(pl.sum_horizontal(pl.col(c).cast(pl.Float64) for c in cols)).to_series())
     total = total.fill_nan(None).replace(0.0, None)
-    rows = []
-    for c in cols:
-        sec = ok[c].cast(pl.Float64).fill_nan(None)
-        share = (sec / total).drop_nulls()
-        rows.append((name_of(c), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan), sec.count()))
-    rows.sort(key=lambda r: -(r[1] if r[1] is not None else -1.0))
+    rows = sorted(((name_of(c), ok[c].cast(pl.Float64).fill_nan(None)) for c in cols),
+                  key=lambda r: -(r[1].median() if r[1].median() is not None else -1.0))
     family_table = _family_cost(ok, cols, total)
-    body = "".join(f'<tr><td class="l">{esc(m)}</td><td>{_num(med, ".3g")}</td>'
-                   f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
-                   f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td><td>{n}</td></tr>"
-                   for m, med, sh, tot, n in rows)
+    body = "".join(f'<tr><td class="l">{esc(m)}</td>{_cost_cells(sec, total)}<td>{sec.count()}</td></tr>'
+                   for m, sec in rows)
     return (family_table + '<div class="wrap"><table class="cost"><tr><th class="l">measure</th><th>median s</th>'
             "<th>median share</th><th>share of all</th><th>runs</th></tr>" + body + "</table></div>"
             '<p class="note">Seconds a measure took per run (<code>seconds.&lt;measure&gt;</code>), the median '
@@ -491,6 +480,15 @@ def _cost(runs: pl.DataFrame) -> str:
             "a measure it does not know, such as a score of your own, counts as \u201cother\u201d).</p>")
 
 
+def _cost_cells(sec: pl.Series, total: pl.Series) -> str:
+    """Cells of seconds per run ``sec`` against the runs' measuring time ``total``: the median,
+    the median share per run, and the share of the total over all runs."""
+    share = (sec / total).drop_nulls().median()
+    of_all = sec.sum() / (total.sum() or np.nan)
+    return (f"<td>{_num(sec.median(), '.3g')}</td><td>{'–' if share is None else f'{100 * share:.1f} %'}</td>"
+            f"<td>{'–' if of_all is None or not np.isfinite(of_all) else f'{100 * of_all:.1f} %'}</td>")
+
+
 def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
     """Per measure family: the median over runs of its measures' summed seconds, and its share
     of the run's measuring time (median per run, and of the total)."""
@@ -498,16 +496,12 @@ def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
     families: dict[str, list[str]] = {}
     for c in cols:
         families.setdefault(info.get(name_of(c), {}).get("family", "other"), []).append(c)
-    rows = []
-    for fam, fcols in families.items():
-        sec = ok.select(pl.sum_horizontal(pl.col(c).cast(pl.Float64).fill_nan(None) for c in fcols)).to_series()
-        share = (sec / total).drop_nulls()
-        rows.append((fam, len(fcols), sec.median(), share.median(), sec.sum() / (total.sum() or np.nan)))
-    rows.sort(key=lambda r: -(r[2] if r[2] is not None else -1.0))
-    body = "".join(f'<tr><td class="l">{esc(f)}</td><td>{k}</td><td>{_num(med, ".3g")}</td>'
-                   f"<td>{'–' if sh is None else f'{100 * sh:.1f} %'}</td>"
-                   f"<td>{'–' if tot is None or not np.isfinite(tot) else f'{100 * tot:.1f} %'}</td></tr>"
-                   for f, k, med, sh, tot in rows)
+    rows = sorted(((fam, len(fcols), ok.select(pl.sum_horizontal(
+                       pl.col(c).cast(pl.Float64).fill_nan(None) for c in fcols)).to_series())
+                   for fam, fcols in families.items()),
+                  key=lambda r: -(r[2].median() if r[2].median() is not None else -1.0))
+    body = "".join(f'<tr><td class="l">{esc(f)}</td><td>{k}</td>{_cost_cells(sec, total)}</tr>'
+                   for f, k, sec in rows)
     return ('<div class="wrap"><table class="cost family-cost"><tr><th class="l">family</th><th>measures</th>'
             "<th>median s</th><th>median share</th><th>share of all</th></tr>" + body + "</table></div>")
 

@@ -24,7 +24,7 @@ import torch
 
 from study.data import load_dataset
 from study.measures import KNOBS, MeasureContext, compute, select, stable_seed
-from study.measures.sharpness import FS_RADIUS, loss_surface
+from study.measures.sharpness import FS_RADIUS, LS_POINTS, loss_surface
 from study.models import build_model
 from study.spec import load_study
 from study.train import TrainOptions, train
@@ -33,7 +33,8 @@ from study.train import TrainOptions, train
 def train_and_measure(spec, max_epochs=None):
     """Train the network of ``spec``, then compute its measure set. Knobs that only add an
     artifact (the 2-D loss surface) are left at their defaults for the measure set; the
-    surface, where the study asks for it, is timed on its own right after (``res.surface_s``)."""
+    surface, where the study asks for it, is timed on its own right after. Returns (training
+    result, measure result, measure seconds, examples, (surface N, its seconds))."""
     d = load_dataset(spec.dataset, **spec.data)
     torch.manual_seed(stable_seed(spec.seed, "init"))
     model = build_model(spec.model, d.input_shape, d.num_classes, **spec.model_options)
@@ -45,12 +46,11 @@ def train_and_measure(spec, max_epochs=None):
     t0 = time.perf_counter()
     out = compute(ctx, select(spec.measures["include"], spec.measures["exclude"]))
     measure_s = time.perf_counter() - t0
-    n = int(spec.measures["knobs"].get("loss_surface_points", 0))
+    n = int(spec.measures["knobs"].get(LS_POINTS, 0))
     t0 = time.perf_counter()
     if n:
         loss_surface(ctx, n, float(ctx.knob(FS_RADIUS)))
-    res.surface_s = (n, time.perf_counter() - t0)
-    return res, out, measure_s, len(d.x_train)
+    return res, out, measure_s, len(d.x_train), (n, time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -82,8 +82,7 @@ def main() -> None:
     per = defaultdict(float)
     surface_s, surface_n = 0.0, 0
     for spec in specs:
-        res, out, total, n = train_and_measure(spec)
-        surface_n, s = res.surface_s
+        res, out, total, n, (surface_n, s) = train_and_measure(spec)
         surface_s += s
         train_s += res.seconds
         measure_s += total
@@ -121,7 +120,7 @@ def sweep(spec, widths, depth) -> None:
     print(f"{'width':>6} {'params':>9} {'epochs':>6} {'train s':>8} {'measure s':>9} "
           f"{'ratio':>6}  costliest measures (× epoch)")
     for w in widths:
-        res, out, total, _ = train_and_measure(as_mlp(spec, w, depth))
+        res, out, total, _, _ = train_and_measure(as_mlp(spec, w, depth))
         params = sum(p.numel() for p in res.init_state.values())
         epoch_s = res.seconds / res.log.epochs
         top = sorted(out.seconds, key=out.seconds.get, reverse=True)[:5]

@@ -1,4 +1,5 @@
-"""HTML text shared by the report, its interactive parts, the one-network view and the claims page."""
+"""HTML shared by the report, its interactive parts, the one-network view and the claims
+page: escaping, and figures as PNG data URIs."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def norm_reference(model, init_sd, x, y) -> dict[str, float]:
         "log_prod_spec": ls.sum(),
         "log_prod_spec_over_margin": ls.sum() - 2 * np.log(g),
         "log_sum_spec": np.log(d) + ls.mean(),
-        "log_sum_spec_over_margin": np.log(d) + np.mean(np.log(spec2 / g ** 2)),
+        "log_sum_spec_over_margin": np.log(d * (np.prod(spec2) / g ** 2) ** (1 / d)),
         "log_spec_init_main": ls.sum() - 2 * np.log(g) + np.log(np.sum(dfro2 / spec2)),
         "log_spec_orig_main": ls.sum() - 2 * np.log(g) + np.log(np.sum(fro2 / spec2)),
         "fro_over_spec": np.sum(fro2 / spec2),
@@ -118,7 +118,7 @@ def norm_reference(model, init_sd, x, y) -> dict[str, float]:
         "log_prod_fro": lf.sum(),
         "log_prod_fro_over_margin": lf.sum() - 2 * np.log(g),
         "log_sum_fro": np.log(d) + lf.mean(),
-        "log_sum_fro_over_margin": np.log(d) + np.mean(np.log(fro2 / g ** 2)),
+        "log_sum_fro_over_margin": np.log(d * (np.prod(fro2) / g ** 2) ** (1 / d)),
         "param_norm": fro2.sum(),
         "fro_dist": dfro2.sum(),
     }

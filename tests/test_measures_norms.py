@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.measures import MeasureContext, core, measure_full, norms
+from study.measures import REGISTRY, MeasureContext, core, measure_full, norms
 from study.models import mlp, nin
 from tests.references import (
     brute_force_path_norm,
@@ -163,3 +163,50 @@ def test_untrained_network_has_zero_distance_and_undefined_init_main():
     assert res.values["fro_dist"] == 0.0 and res.values["dist_spec_init"] == 0.0
     assert math.isnan(res.values["log_spec_init_main"])
     assert "undefined" in res.reasons["log_spec_init_main"]
+
+
+OVER_MARGIN = sorted(n for n in REGISTRY if n.endswith("_over_margin"))
+
+
+def _rescaled(model: nn.Sequential, factors: list[float]) -> nn.Sequential:
+    """A copy of the ReLU chain with linear layer l's weight times factors[l] and its bias
+    times the product of factors[0..l]: the same function up to the factor Π factors on
+    the logits (positive homogeneity of ReLU)."""
+    out = copy.deepcopy(model)
+    linears = [m for m in out if isinstance(m, nn.Linear)]
+    assert len(linears) == len(factors)
+    running = 1.0
+    with torch.no_grad():
+        for m, c in zip(linears, factors):
+            running *= c
+            m.weight.mul_(c)
+            if m.bias is not None:
+                m.bias.mul_(running)
+    return out
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("factors", [[3.0, 3.0, 3.0], [0.5, 0.5, 0.5], [4.0, 0.25, 1.0], [1.0, 2.0, 0.5]])
+def test_over_margin_measures_are_invariant_to_rescaling_the_layers(bias, factors):
+    """Every *_over_margin measure (and the d·(Π ‖W_l‖²/γ²)^{1/d} it is the log of) is the
+    same after scaling every layer by c, or layer l by c and layer l+1 by 1/c: Jiang et al.'s
+    forms put γ² inside the 1/d power (version 1 of the log_sum_* ones did not)."""
+    assert OVER_MARGIN == ["log_prod_fro_over_margin", "log_prod_spec_over_margin", "log_sum_fro_over_margin",
+                           "log_sum_spec_over_margin", "path_norm_over_margin"]
+    torch.manual_seed(0)
+    model = mlp((5,), 4, depth=2, width=7, bias=bias).double()   # float64: only rounding at 1e-12
+    x = torch.randn(60, 5, dtype=torch.float64)
+    y = fitted_labels(model, x)
+    scaled = _rescaled(model, factors)
+    with torch.no_grad():
+        assert torch.allclose(scaled(x), model(x) * math.prod(factors), rtol=1e-12, atol=1e-12)
+    a = measure_full(model, (x, y), names=OVER_MARGIN)
+    b = measure_full(scaled, (x, y), names=OVER_MARGIN)
+    assert not a.reasons and not b.reasons
+    for name in OVER_MARGIN:
+        assert b.values[name] == pytest.approx(a.values[name], rel=1e-9, abs=1e-12), name
+    d = 3  # the product form behind each log_sum_*: log d + (1/d)·log_prod_*
+    for kind in ("spec", "fro"):
+        for res in (a, b):
+            assert res.values[f"log_sum_{kind}_over_margin"] == pytest.approx(
+                math.log(d) + res.values[f"log_prod_{kind}_over_margin"] / d, rel=1e-9)

@@ -77,6 +77,13 @@ def _log_gamma2(ctx: MeasureContext) -> float:
     return 2 * math.log(core.gamma(ctx))
 
 
+def _log_sum_over_margin(ctx: MeasureContext, logs: list[float]) -> float:
+    """log d + (1/d)(Σ_l logs_l − log γ²): γ² inside the 1/d power, as in Jiang et al.'s
+    d·(Π_l ‖W_l‖²/γ²)^{1/d} (scaling every layer of a bias-free ReLU chain by c scales
+    Π_l ‖W_l‖² and γ² alike by c^{2d})."""
+    return math.log(len(logs)) + (sum(logs) - _log_gamma2(ctx)) / len(logs)
+
+
 # -- the true operator norm of a convolution ---------------------------------
 
 _CONV = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d),
@@ -213,12 +220,13 @@ def log_sum_spec(ctx):
     return math.log(len(s)) + sum(s) / len(s)
 
 
-@register("log_sum_spec_over_margin", "norm", cite=JIANG,
+@register("log_sum_spec_over_margin", "norm", cite=JIANG, version=2,
           requires=RELU_CHAIN)
 def log_sum_spec_over_margin(ctx):
-    """log d + (1/d) Σ_l log(‖W_l‖₂²/γ²) (Jiang et al. 2020)."""
-    s = _logs(_norms(ctx)["spec2"], "‖W‖₂²")
-    return math.log(len(s)) + sum(s) / len(s) - _log_gamma2(ctx)
+    """log d + (1/d) (Σ_l log ‖W_l‖₂² − log γ²): the log of d·(Π_l ‖W_l‖₂²/γ²)^{1/d}, invariant
+    to rescaling the layers like its product form (Jiang et al. 2020). Version 2: version 1
+    subtracted log γ² outside the 1/d power."""
+    return _log_sum_over_margin(ctx, _logs(_norms(ctx)["spec2"], "‖W‖₂²"))
 
 
 def _spec_main(ctx, numerators: list[float], what: str) -> float:
@@ -283,12 +291,13 @@ def log_sum_fro(ctx):
     return math.log(len(s)) + sum(s) / len(s)
 
 
-@register("log_sum_fro_over_margin", "norm", cite=JIANG,
+@register("log_sum_fro_over_margin", "norm", cite=JIANG, version=2,
           requires=RELU_CHAIN)
 def log_sum_fro_over_margin(ctx):
-    """log d + (1/d) Σ_l log(‖W_l‖_F²/γ²) (Jiang et al. 2020)."""
-    s = _logs(_norms(ctx)["fro2"], "‖W‖_F²")
-    return math.log(len(s)) + sum(s) / len(s) - _log_gamma2(ctx)
+    """log d + (1/d) (Σ_l log ‖W_l‖_F² − log γ²): the log of d·(Π_l ‖W_l‖_F²/γ²)^{1/d}, invariant
+    to rescaling the layers like its product form (Jiang et al. 2020). Version 2: version 1
+    subtracted log γ² outside the 1/d power."""
+    return _log_sum_over_margin(ctx, _logs(_norms(ctx)["fro2"], "‖W‖_F²"))
 
 
 @register("param_norm", "norm", cite=JIANG)

@@ -171,7 +171,8 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
     model = build_network(spec, data, device)
     res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
-               epochs=res.log.epochs, train_seconds=res.seconds)
+               epochs=res.log.epochs, train_seconds=res.seconds,
+               final_lr=math.nan if res.log.final_lr is None else float(res.log.final_lr))
     row[artifact_col("train_loss_curve")] = [float(v) for v in res.log.epoch_losses]
     if res.diverged:
         row["status"] = "diverged"

@@ -43,7 +43,9 @@ sd_col, is_sd = MEASURE_SD.col, MEASURE_SD.holds
 
 IDENTITY = ("run_id", "study", "dataset", "model", "seed")
 OUTCOMES = ("train_acc", "test_acc", "train_loss", "test_loss", "gap", "loss_gap")  # gap = train − test acc
-TRAINING = ("converged", "diverged", "steps", "epochs", "train_seconds", "n_train", "n_test")
+# final_lr: the learning rate of the last training step (a schedule's rate at stopping; it
+# bounds λ_max there, the edge of stability); absent from rows written before it was recorded
+TRAINING = ("converged", "diverged", "steps", "epochs", "train_seconds", "final_lr", "n_train", "n_test")
 REMEASURED = "remeasured_at"  # when `study measure` last rewrote the row's measures (else absent)
 REPEATS = "measure_repeats"  # JSON {measure: R}: the draws averaged in measure.<name>, where R > 1
 # the whole set's cost; JSON {measure: why NaN}; JSON {measure: method used}, for measures

@@ -43,6 +43,8 @@ MOMENTUM = 0.9
 WEIGHT_LIMIT = 1e8
 SCHEDULE_OPTIONS = {"constant": (), "step": ("lr_period", "lr_decay"),
                     "cosine_restarts": ("lr_period", "lr_min"), "triangular": ("lr_period", "lr_min")}
+#: Options that only one optimizer reads: in the run id only with that optimizer.
+OPTIMIZER_OPTIONS = {"sam": ("sam_rho",)}
 
 
 class TargetMetAtInit(ValueError):
@@ -59,9 +61,13 @@ class TrainOptions(Options):
     ``cosine_restarts`` (SGDR, Loshchilov & Hutter 2017: cosine from η down to
     ``lr_min``·η over ``lr_period`` epochs, then back to η); ``triangular`` (Smith 2017's
     cyclical rate: linear from ``lr_min``·η up to η over ``lr_period`` epochs and down again
-    over as many, so η, the grid's ``lr``, is the peak). ``lr`` is always the base (peak) rate."""
+    over as many, so η, the grid's ``lr``, is the peak). ``lr`` is always the base (peak) rate.
+
+    ``optimizer``: ``sgd``, ``momentum`` (heavy-ball, β = 0.9), ``adam``, or ``sam``
+    (sharpness-aware minimisation over plain SGD, Foret et al. 2021: `sam_step`), whose
+    ascent radius is ``sam_rho``."""
     ID_ALWAYS = ("optimizer", "lr", "batch_size", "weight_decay", "target_loss", "max_epochs")
-    optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
+    optimizer: Literal["sgd", "momentum", "adam", "sam"] = "sgd"
     lr: float = Field(0.1, gt=0)
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -71,15 +77,18 @@ class TrainOptions(Options):
     lr_period: float = Field(10.0, gt=0)        # epochs: step interval, SGDR period, half cycle
     lr_decay: float = Field(0.5, gt=0, lt=1)    # step: the factor every lr_period epochs
     lr_min: float = Field(0.0, ge=0, lt=1)      # cosine_restarts, triangular: lowest rate / lr
+    sam_rho: float = Field(0.05, gt=0)          # sam: the radius ρ of the ascent step
 
     @classmethod
     def id_part(cls, values: dict) -> dict:
-        """As `Options.id_part`, less the schedule options the schedule does not use (they
-        change nothing: a constant schedule with ``lr_decay`` set names the same network)."""
+        """As `Options.id_part`, less the options that the schedule or the optimizer does not
+        use (they change nothing: a constant schedule with ``lr_decay`` set, or SGD with
+        ``sam_rho`` set, names the same network)."""
         part = super().id_part(values)
-        used = SCHEDULE_OPTIONS[values.get("lr_schedule", "constant")]
-        return {k: v for k, v in part.items()
-                if k not in ("lr_period", "lr_decay", "lr_min") or k in used}
+        used = (SCHEDULE_OPTIONS[values.get("lr_schedule", "constant")]
+                + OPTIMIZER_OPTIONS.get(values.get("optimizer", "sgd"), ()))
+        unused = {k for group in (*SCHEDULE_OPTIONS.values(), *OPTIMIZER_OPTIONS.values()) for k in group}
+        return {k: v for k, v in part.items() if k not in unused or k in used}
 
 
 def learning_rate(options: TrainOptions, epoch: float) -> float:
@@ -120,6 +129,7 @@ class TrainLog:
     steps_to_target: int | None = None   # step where the stopping target was reached
     epoch_losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     step_size_sum: float = 0.0      # Σ_t η_t, the rates of the schedule (lr: its base rate)
+    final_lr: float | None = None   # η of the last step taken (None: no step, or an older log)
 
 
 @dataclass
@@ -134,11 +144,38 @@ class TrainResult:
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD, heavy-ball SGD (momentum 0.9) or Adam."""
+    """SGD, heavy-ball SGD (momentum 0.9) or Adam; for ``sam``, its base update: plain SGD."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM if name == "momentum" else 0.0,
                            weight_decay=weight_decay)
+
+
+def sam_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             rho: float) -> torch.Tensor:
+    """One SAM step (Foret et al. 2021) on the mini-batch (x, y); returns the loss at w.
+
+    g = ∇L_B(w); ε = ρ·g/‖g‖ (‖·‖ over all parameters); the gradient ∇L_B(w + ε) is
+    computed at w + ε, the weights are put back to w, and the base optimizer ``opt`` steps
+    with it (weight decay, if any, applied by ``opt`` at w). Two forward and backward passes;
+    with BatchNorm both update the running statistics, with dropout each draws its own mask.
+    Where g = 0 the ascent is ε = 0 (an ordinary step)."""
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params))
+        scale = torch.where(norm > 0, rho / norm, torch.zeros_like(norm))  # no read of the device
+        eps = [(p.grad * scale).to(p.dtype) for p in params]
+        for p, e in zip(params, eps):
+            p.add_(e)
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    with torch.no_grad():
+        for p, e in zip(params, eps):
+            p.sub_(e)
+    opt.step()
+    return loss
 
 
 @torch.no_grad()
@@ -206,11 +243,15 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: TrainOpti
                 for group in opt.param_groups:
                     group["lr"] = rate
             opt.zero_grad(set_to_none=True)
-            batch_loss = F.cross_entropy(model(x[idx]), y[idx])
-            batch_loss.backward()
-            opt.step()
+            if optimizer == "sam":
+                batch_loss = sam_step(model, opt, x[idx], y[idx], options.sam_rho)
+            else:
+                batch_loss = F.cross_entropy(model(x[idx]), y[idx])
+                batch_loss.backward()
+                opt.step()
             log.steps += 1
             log.step_size_sum += rate
+            log.final_lr = rate
             total += batch_loss.detach().double() * len(idx)
             count += len(idx)
             nxt = next((t for t in thresholds if loss > t), None)

@@ -1,7 +1,7 @@
 """The datasets of the study, loaded as CPU tensors ready for training.
 
 ``load_dataset(name, ...)`` returns a :class:`Dataset` with float32 inputs
-(``(N, C, H, W)`` images, ``(N, 2)`` for ``xor``) and int64 labels.
+(``(N, C, H, W)`` images, ``(N, dim)`` for ``xor``) and int64 labels.
 
 Each dataset is one :class:`DatasetKind` subclass below, registered with
 ``@register`` in `DATASETS`: its name, classes, training-set size, and how its
@@ -28,7 +28,8 @@ Preprocessing, in this order:
 2. ``train_size``: a seeded, stratified subset of the training split
    (class proportions kept to within one example per class; for ``xor`` the
    training set is generated at that size instead).
-3. ``label_noise = p``: each training label independently, with probability
+3. ``binary``: classes below C/2 become 0, the others 1 (training and test labels).
+4. ``label_noise = p``: each training label independently, with probability
    ``p``, replaced by a label drawn uniformly from all classes (it may draw
    the old label, so about ``p·(1 − 1/C)`` of the labels change), as in
    Zhang et al. 2017 "Understanding deep learning requires rethinking
@@ -92,10 +93,27 @@ class Dataset:
 
 
 class DataOptions(Options):
-    """What fixes a dataset's content besides its name (all of it is in the run id)."""
+    """What fixes a dataset's content besides its name. The run id holds the first three
+    always and a later option only when set away from its default (`Options.ID_ALWAYS`), so
+    the runs stored before it existed keep their ids.
+
+    ``binary`` (a dataset of C ≥ 4 classes, C even): classes 0 … C/2 − 1 become 0 and the
+    rest 1 (binary MNIST's "digit ≥ 5", Dziugaite & Roy 2017), after the ``train_size``
+    subset and before ``label_noise``. ``dim``, ``boolean``, ``test_size`` (``xor`` only): the
+    input dimension, inputs on the cube {−1, 1}^dim (Wen et al. 2023's Boolean XOR) instead of
+    uniform in [−1, 1]^dim, and the number of test points."""
+    ID_ALWAYS = ("train_size", "label_noise", "data_seed")
     train_size: int | None = Field(None, ge=1)   # a stratified subset of the training split
     label_noise: float = Field(0.0, ge=0, le=1)  # chance that a training label is redrawn
     data_seed: int = Field(0, ge=0)
+    binary: bool = False                          # classes < C/2 → 0, the others → 1
+    dim: int = Field(2, ge=2, le=2**16)           # xor: the input dimension
+    boolean: bool = False                         # xor: inputs on {−1, 1}^dim
+    test_size: int | None = Field(None, ge=1)     # xor: test points (None: the dataset's default)
+
+
+#: The options of `DataOptions` that only some datasets take (`DatasetKind.takes`).
+SPECIFIC_OPTIONS = ("binary", "dim", "boolean", "test_size")
 
 
 class DatasetKind:
@@ -111,6 +129,25 @@ class DatasetKind:
     input_shape: ClassVar[tuple[int, ...]]  # the shape of one input, as the study file is checked
     torchvision: ClassVar[str] = ""
     hint: ClassVar[str] = ""  # another way to get the data, said first
+    takes: ClassVar[tuple[str, ...]] = ("binary",)  # its `SPECIFIC_OPTIONS`
+
+    def shape(self, o: DataOptions) -> tuple[int, ...]:
+        """The shape of one input under the options ``o``."""
+        return self.input_shape
+
+    def classes(self, o: DataOptions) -> int:
+        """The number of classes under the options ``o`` (2 with ``binary``)."""
+        return 2 if o.binary else self.num_classes
+
+    def check_options(self, given) -> None:
+        """Raise ``ValueError`` naming an option of `SPECIFIC_OPTIONS` in ``given`` (names) that
+        this dataset does not take."""
+        for name in SPECIFIC_OPTIONS:
+            if name in given and name not in self.takes:
+                which = [k.name for k in DATASETS.values() if name in k.takes]
+                raise ValueError(f"{name} is an option of {', '.join(which)}, not of {self.name}")
+        if "binary" in given and (self.num_classes < 4 or self.num_classes % 2):
+            raise ValueError(f"binary needs an even number of classes ≥ 4; {self.name} has {self.num_classes}")
 
     def raw(self, root: Path, download: bool) -> Raw:
         """The whole standardised data, before options. Its parameters, by name, are the
@@ -230,18 +267,19 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "study" / "data"
 
 
-def load_dataset(name: str, *, train_size: int | None = None, label_noise: float = 0.0,
-                 data_seed: int = 0, root: str | None = None, download: bool = True) -> Dataset:
-    """Load a dataset of the study with its options applied (see the module docstring).
+def load_dataset(name: str, *, root: str | None = None, download: bool = True, **options) -> Dataset:
+    """Load a dataset of the study with its `DataOptions` (``train_size``, ``label_noise``,
+    ``data_seed``, ``binary``, …) applied (see the module docstring).
 
     Raises ``ValueError`` for bad options and :class:`DatasetUnavailable` when the
     data is absent and ``download`` is false or the download fails.
     """
     kind = dataset_kind(name)
-    o = parse(DataOptions, {"train_size": train_size, "label_noise": label_noise, "data_seed": data_seed})
+    o = parse(DataOptions, options)
+    kind.check_options({k for k, v in options.items() if v != DataOptions.model_fields[k].default})
     kind.check(o.train_size)
     folder = data_root(root).resolve()
-    args = {"root": folder, "download": bool(download), "data_seed": o.data_seed, "train_size": o.train_size}
+    args = {"root": folder, "download": bool(download), **o.model_dump()}
     wants = inspect.signature(type(kind).raw).parameters
     x_train, y_train, x_test, y_test = _raw(type(kind), tuple((k, v) for k, v in args.items() if k in wants))
     if o.train_size is not None and kind.train_count is not None:
@@ -252,9 +290,13 @@ def load_dataset(name: str, *, train_size: int | None = None, label_noise: float
             idx = torch.from_numpy(stratified_subset(y_train.numpy(), o.train_size,
                                                      _rng(o.data_seed, _TAG_SUBSET)))
             x_train, y_train = x_train[idx].contiguous(), y_train[idx].contiguous()
+    if o.binary:
+        half = kind.num_classes // 2
+        y_train, y_test = (y_train >= half).to(torch.int64), (y_test >= half).to(torch.int64)
+    classes = kind.classes(o)
     if o.label_noise > 0:
-        y_train = randomise_labels(y_train, o.label_noise, kind.num_classes, _rng(o.data_seed, _TAG_NOISE))
-    return Dataset(name, x_train, y_train, x_test, y_test, kind.num_classes)
+        y_train = randomise_labels(y_train, o.label_noise, classes, _rng(o.data_seed, _TAG_NOISE))
+    return Dataset(name, x_train, y_train, x_test, y_test, classes)
 
 
 @functools.lru_cache(maxsize=8)
@@ -539,19 +581,30 @@ class SVHN(DatasetKind):
 
 @register
 class XOR(DatasetKind):
-    """Points uniform in ``[-1, 1]²`` labelled 1 where ``x1·x2 > 0``, else 0 (the XOR task used
-    for MLPs by Wen et al.): 1000 test points, 1000 (or ``train_size``) training points."""
+    """Points ``x`` of dimension ``dim`` (default 2) labelled 1 where ``x1·x2 > 0``, else 0: the
+    XOR task of Wen et al. 2023. Uniform in ``[-1, 1]^dim``, or with ``boolean`` uniform on the
+    cube ``{-1, 1}^dim`` (their setting: with far fewer training points than 2^dim a network
+    can memorise instead of finding the rule; the coordinates past the first two are noise).
+    ``test_size`` (default 1000) test points, 1000 (or ``train_size``) training points, drawn
+    independently (on the cube a test point may equal a training point)."""
     name = "xor"
     num_classes = 2
     input_shape = (2,)
-    train_default, test_size = 1000, 1000
+    train_default, test_default = 1000, 1000
+    takes = ("dim", "boolean", "test_size")
 
-    def raw(self, train_size: int | None, data_seed: int) -> Raw:
+    def shape(self, o: DataOptions) -> tuple[int, ...]:
+        return (o.dim,)
+
+    def raw(self, train_size: int | None, data_seed: int, dim: int, boolean: bool,
+            test_size: int | None) -> Raw:
         def points(n, tag):
-            x = _rng(data_seed, tag).uniform(-1.0, 1.0, size=(n, 2))
+            rng = _rng(data_seed, tag)
+            x = (rng.integers(0, 2, size=(n, dim)) * 2 - 1.0 if boolean
+                 else rng.uniform(-1.0, 1.0, size=(n, dim)))
             y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)
             return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
 
-        x_test, y_test = points(self.test_size, _TAG_XOR_TEST)
+        x_test, y_test = points(test_size or self.test_default, _TAG_XOR_TEST)
         x_train, y_train = points(train_size or self.train_default, _TAG_XOR_TRAIN)
         return x_train, y_train, x_test, y_test

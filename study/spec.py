@@ -5,7 +5,8 @@ pydantic models with defaults and constraints; unknown keys are errors):
 
     [study]      name, dataset, model, seeds (`StudyHead`), out, keep_networks,
                  max_points (the most runs the grid may give: `MAX_POINTS`)
-    [data]       train_size, label_noise, data_seed (`data.DataOptions`);
+    [data]       train_size, label_noise, data_seed, binary; xor: dim, boolean, test_size
+                 (`data.DataOptions`);
                  root, download (`DataSource`)
     [model]      the model family's options (`models.MLPOptions`, `models.NiNOptions`, …)
     [train]      optimizer, lr, batch_size, weight_decay, target_loss (below ln(classes)),
@@ -152,7 +153,7 @@ class RunSpec:
 
     def identity(self) -> dict:
         """What fixes the trained weights, and the schema version: hashed into `run_id`."""
-        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": self.data,
+        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": DataOptions.id_part(self.data),
                 "model": self.model, "model_options": self.model_options,
                 "train": TrainOptions.id_part(self.train), "seed": self.seed}
 
@@ -217,14 +218,16 @@ class Study:
         return Study(**{**self.__dict__, "out": out})
 
 
-def check_target(target_loss: float, kind) -> None:
+def check_target(target_loss: float, kind, classes: int | None = None) -> None:
     """Raise ``ValueError`` unless ``target_loss`` < ln(classes), the cross-entropy of a
     uniform guess: a target at or above it is met by a network that learnt nothing (an
-    untrained one often), and ``inf`` by any network."""
-    chance = math.log(kind.num_classes)
+    untrained one often), and ``inf`` by any network. ``classes``: the dataset's, unless its
+    options change them (``binary``)."""
+    classes = classes or kind.num_classes
+    chance = math.log(classes)
     if not target_loss < chance:
-        raise ValueError(f"target_loss = {target_loss!r} must be below ln({kind.num_classes}) = "
-                         f"{chance:.3f}, the loss of a uniform guess over the {kind.num_classes} "
+        raise ValueError(f"target_loss = {target_loss!r} must be below ln({classes}) = "
+                         f"{chance:.3f}, the loss of a uniform guess over the {classes} "
                          f"classes of {kind.name}: a network meets it without learning; give a "
                          "smaller target, e.g. 0.01")
 
@@ -342,11 +345,14 @@ def parse_study(doc: dict, path: str = "<study>", allow_large_grid: bool = False
             if len(set(grid[axis])) != len(values):
                 raise ValueError(f"axis {axis} repeats a value: {values!r}")
     with at("data"):
+        kind.check_options({k for k in (*sec["data"], *sec["grid"]) if k in DataOptions.model_fields})
         for train_size in grid.get("train_size", (data.train_size,)):
             kind.check(train_size)
     with at("grid" if "target_loss" in grid else "train"):
+        fewest = min(kind.classes(data.model_copy(update={"binary": b}))
+                     for b in grid.get("binary", (data.binary,)))
         for target in grid.get("target_loss", (train.target_loss,)):
-            check_target(target, kind)
+            check_target(target, kind, fewest)
 
     m, = typed("measures", MeasureSettings)
     with at("measures"):
@@ -360,7 +366,7 @@ def parse_study(doc: dict, path: str = "<study>", allow_large_grid: bool = False
                 "repeats": m.repeats, "knobs": dict(sorted(m.knobs.items()))}
     resources, = typed("resources", Resources)
     study = Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
-                  data.model_dump(exclude_none=True), source.model_dump(),
+                  DataOptions.id_part(data.model_dump(exclude_none=True)), source.model_dump(),
                   model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
                   resources.model_dump(), path, keep_networks=head.keep_networks)
     check_size(study, head.max_points, allow_large_grid)
@@ -385,18 +391,21 @@ def check_networks(study: Study) -> None:
         n = kind.train_examples(r.data.get("train_size"))
         b = min(r.train["batch_size"], n)
         least = min(b, n % b or b)
-        key = _canonical(r.model_options)
+        o = DataOptions(**r.data)
+        shape, classes = kind.shape(o), kind.classes(o)
+        key = _canonical([r.model_options, shape, classes])
         if key not in smallest or least < smallest[key][0]:
-            smallest[key] = (least, r.model_options, {"n": n, "batch_size": r.train["batch_size"]})
+            smallest[key] = (least, r.model_options, {"n": n, "batch_size": r.train["batch_size"],
+                                                      "shape": shape, "classes": classes})
     for least, options, run in smallest.values():
         given = ", ".join(f"{k} = {v!r}" for k, v in sorted(options.items()))
         what = f"model {study.model!r}" + (f" with {given}" if given else "")
         try:
             with torch.device("meta"), _no_init():
-                net = build_model(study.model, kind.input_shape, kind.num_classes, **options)
+                net = build_model(study.model, run["shape"], run["classes"], **options)
         except ValueError as e:
             raise ValueError(f"{what} cannot be built for dataset {study.dataset!r} "
-                             f"(inputs of shape {kind.input_shape}): {e}") from None
+                             f"(inputs of shape {run['shape']}): {e}") from None
         except Exception:  # a builder that cannot run on the meta device: not checked here
             continue
         size = sum(p.numel() for p in net.parameters())
@@ -406,7 +415,7 @@ def check_networks(study: Study) -> None:
                              "give a smaller width or depth")
         if least == 1:
             try:
-                net.train()(torch.empty((1, *kind.input_shape), device="meta"))
+                net.train()(torch.empty((1, *run["shape"]), device="meta"))
             except ValueError as e:
                 raise ValueError(f"{what} fails on a training batch of one example ({run['n']} "
                                  f"training examples, batch_size = {run['batch_size']}): {e}. "

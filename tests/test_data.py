@@ -445,3 +445,59 @@ def test_good_options_pass():
         data.dataset_kind(name).check(train_size)
     with pytest.raises(ValueError, match="data_seed = -1 must be an integer ≥ 0"):
         load_dataset("digits", data_seed=-1)
+
+
+# ----------------------------------------------------------------------------- options of PR 19/20
+
+
+def test_xor_in_dimension_d_on_the_boolean_cube():
+    d = load_dataset("xor", dim=20, boolean=True, train_size=300, test_size=5000)
+    assert d.x_train.shape == (300, 20) and d.x_test.shape == (5000, 20) and d.input_shape == (20,)
+    for x, y in ((d.x_train, d.y_train), (d.x_test, d.y_test)):
+        xn = x.numpy()
+        assert set(np.unique(xn)) == {-1.0, 1.0}
+        np.testing.assert_array_equal(y.numpy(), xn[:, 0] * xn[:, 1] > 0)
+        assert 0.45 < xn.mean() + 0.5 < 0.55 and 0.4 < y.float().mean().item() < 0.6
+    # each coordinate a fair, independent sign: no coordinate predicts another
+    c = np.corrcoef(d.x_test.numpy().T)
+    assert np.abs(c - np.eye(20)).max() < 0.1
+    again = load_dataset("xor", dim=20, boolean=True, train_size=300, test_size=5000)
+    assert torch.equal(again.x_train, d.x_train) and torch.equal(again.x_test, d.x_test)
+    cont = load_dataset("xor", dim=5)
+    assert cont.x_train.shape == (1000, 5) and np.abs(cont.x_train.numpy()).max() <= 1
+    assert len(np.unique(cont.x_train.numpy())) > 4000
+
+
+def test_xor_of_dimension_two_is_the_square_of_before():
+    """dim = 2 (the default) draws exactly what the 2-D XOR always drew: uniform(−1, 1) pairs
+    from the seeded stream of each split (so stored runs keep their data and ids)."""
+    d = load_dataset("xor", dim=2)
+    x = np.random.default_rng([0, 3]).uniform(-1.0, 1.0, size=(1000, 2)).astype(np.float32)
+    np.testing.assert_array_equal(d.x_train.numpy(), x)
+    xt = np.random.default_rng([0, 4]).uniform(-1.0, 1.0, size=(1000, 2)).astype(np.float32)
+    np.testing.assert_array_equal(d.x_test.numpy(), xt)
+
+
+def test_binary_relabels_the_lower_half_of_the_classes_as_0(digits):
+    b = load_dataset("digits", binary=True)
+    assert b.num_classes == 2
+    np.testing.assert_array_equal(b.y_train.numpy(), digits.y_train.numpy() >= 5)
+    np.testing.assert_array_equal(b.y_test.numpy(), digits.y_test.numpy() >= 5)
+    assert torch.equal(b.x_train, digits.x_train)
+    sub = load_dataset("digits", binary=True, train_size=300)
+    full_sub = load_dataset("digits", train_size=300)   # the same stratified subset, then relabelled
+    np.testing.assert_array_equal(sub.y_train.numpy(), full_sub.y_train.numpy() >= 5)
+    noisy = load_dataset("digits", binary=True, label_noise=1.0)
+    assert set(noisy.y_train.unique().tolist()) == {0, 1}   # redrawn among the 2 classes
+    assert 0.4 < (noisy.y_train != b.y_train).float().mean().item() < 0.6
+
+
+@pytest.mark.parametrize("name, options, pattern", [
+    ("digits", {"dim": 20}, "dim is an option of xor, not of digits"),
+    ("digits", {"test_size": 20}, "test_size is an option of xor, not of digits"),
+    ("xor", {"binary": True}, "binary is an option of .*digits.*, not of xor"),
+    ("xor", {"dim": 1}, "dim = 1 must be an integer"),
+])
+def test_options_a_dataset_does_not_take(name, options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_dataset(name, **options)

@@ -169,3 +169,30 @@ def test_every_shipped_config_is_valid(path):
     assert runs and len({r.run_id for r in runs}) == len(runs)
     if path.name == "mini.toml":  # the default must vary ≥ 4 axes and give ≥ 24 networks
         assert sum(len(v) > 1 for v in study.grid.values()) >= 4 and len(runs) >= 24
+
+
+def _xor(data: dict, **train) -> dict:
+    return {"study": {"name": "x", "dataset": "xor", "model": "mlp"}, "data": data,
+            "train": {"target_loss": 0.1, **train}, "grid": {"width": [4, 8]}}
+
+
+def test_new_data_options_keep_the_ids_at_their_defaults():
+    plain = [r.run_id for r in parse_study(_xor({})).runs()]
+    assert [r.run_id for r in parse_study(_xor({"dim": 2, "boolean": False})).runs()] == plain
+    high = [r.run_id for r in parse_study(_xor({"dim": 20, "boolean": True, "test_size": 5000})).runs()]
+    assert not set(high) & set(plain) and len(set(high)) == 2
+    digits = {"study": {"name": "d", "dataset": "digits", "model": "mlp"}, "grid": {"width": [4]}}
+    ids = [r.run_id for r in parse_study(digits).runs()]
+    assert [r.run_id for r in parse_study({**digits, "data": {"binary": False}}).runs()] == ids
+    assert [r.run_id for r in parse_study({**digits, "data": {"binary": True}}).runs()] != ids
+
+
+def test_binary_data_bounds_the_target_by_ln_2_and_the_model_sees_two_classes():
+    doc = {"study": {"name": "b", "dataset": "digits", "model": "mlp"}, "data": {"binary": True},
+           "train": {"target_loss": 0.8}, "grid": {"width": [4]}}
+    with pytest.raises(StudyError, match=r"target_loss = 0.8 must be below ln\(2\) = 0.693"):
+        parse_study(doc)
+    with pytest.raises(StudyError, match=r"\[data\]: dim is an option of xor, not of digits"):
+        parse_study({**doc, "data": {"dim": 3}, "train": {}})
+    spec = parse_study({**doc, "train": {"target_loss": 0.1}}).runs()[0]
+    assert spec.data == {"label_noise": 0.0, "data_seed": 0, "binary": True}

@@ -131,9 +131,10 @@ class DatasetKind:
     hint: ClassVar[str] = ""  # another way to get the data, said first
     takes: ClassVar[tuple[str, ...]] = ("binary",)  # its `SPECIFIC_OPTIONS`
 
-    def shape(self, o: DataOptions) -> tuple[int, ...]:
-        """The shape of one input under the options ``o``."""
-        return self.input_shape
+    def shape(self, o: DataOptions) -> tuple[int, ...] | None:
+        """The shape of one input under the options ``o`` (None where the class does not say:
+        the study file's model check is then skipped)."""
+        return getattr(self, "input_shape", None)
 
     def classes(self, o: DataOptions) -> int:
         """The number of classes under the options ``o`` (2 with ``binary``)."""

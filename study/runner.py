@@ -217,7 +217,8 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
 
     def make_ctx(seed: int) -> MeasureContext:
         return MeasureContext(model, mx, my, init_state=init_state, train_log=train_log, seed=seed,
-                              knobs=spec.measures["knobs"], n_train=len(data.x_train), device=device)
+                              knobs=spec.measures["knobs"], n_train=len(data.x_train), device=device,
+                              held_out=(data.x_test, data.y_test))
 
     t0 = time.perf_counter()
     result = compute_repeated(make_ctx, measures, spec.seed, repeats, progress=progress)

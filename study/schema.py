@@ -123,7 +123,8 @@ class Artifact:
     ``"spectral"``, weights of a discrete measure at the nodes ``x``; ``"curves"``, one curve
     over ``x`` per index of the first axis; ``"surface"``, a value at every point of the grid
     ``x`` × ``x`` (rows: the first direction); ``"series"``, one value per index of its only
-    axis (no ``x``). ``grid``: fixed x values, in units of ``grid_unit``."""
+    axis (no ``x``); ``"parts"``, named figures, one per entry of ``labels``, in that order.
+    ``grid``: fixed x values, in units of ``grid_unit``."""
 
     name: str
     meaning: str
@@ -132,6 +133,7 @@ class Artifact:
     x: str | None = None
     grid: tuple[float, ...] | None = None
     grid_unit: str | None = None
+    labels: tuple[str, ...] = ()
 
     @property
     def column(self) -> str:
@@ -156,6 +158,12 @@ ARTIFACTS = {a.name: a for a in (
              ("N (a, along δ₁)", "N (b, along δ₂)"), "surface", x="loss_surface_t"),
     Artifact("train_loss_curve", "mean training cross-entropy of each epoch's mini-batches, in train "
              "mode, as the optimiser saw them (TrainLog.epoch_losses)", ("epoch",), "series"),
+    Artifact("pacbayes_optimized_parts", "what bounds pacbayes_optimized_bound: KL(Q‖P), the prior "
+             "variance λ and its grid index j, ê_m (the mean training error of the m draws of Q), ê⁺ "
+             "(Langford & Caruana's bound on Q's training error), the slack ê⁺ − ê_m, Q's mean test "
+             "error over the same draws (NaN without a test set), n, m, the last surrogate value",
+             ("part",), "parts", labels=("kl", "lambda", "j", "e_m", "e_plus", "slack", "test_error", "n", "m",
+                                         "surrogate")),
 )}
 
 

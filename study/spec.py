@@ -398,6 +398,8 @@ def check_networks(study: Study) -> None:
             smallest[key] = (least, r.model_options, {"n": n, "batch_size": r.train["batch_size"],
                                                       "shape": shape, "classes": classes})
     for least, options, run in smallest.values():
+        if run["shape"] is None:  # a dataset class that does not declare its input shape
+            continue
         given = ", ".join(f"{k} = {v!r}" for k, v in sorted(options.items()))
         what = f"model {study.model!r}" + (f" with {given}" if given else "")
         try:

@@ -473,3 +473,33 @@ def sgld_local_energy(model, x, y, gen, gamma, temperature, steps, lr, burnin,
             xi = torch.randn(w.numel(), generator=gen).to(w.dtype)
             v = v - lr * (g / temperature + gamma * (v - w)) + math.sqrt(2 * lr) * xi
     return total / (steps - burnin)
+
+
+# -- the optimised PAC-Bayes bound ---------------------------------------------------------
+
+def kl_bern(q: float, p: float) -> float:
+    """kl(q‖p) for Bernoulli rates, written out (0·log 0 = 0)."""
+    out = 0.0
+    if q > 0:
+        out += q * math.log(q / p) if p > 0 else math.inf
+    if q < 1:
+        out += (1 - q) * math.log((1 - q) / (1 - p)) if p < 1 else math.inf
+    return out
+
+
+def kl_inv_grid(q: float, c: float, step: float = 1e-6) -> float:
+    """max{p ∈ [q, 1] : kl(q‖p) ≤ c} over the grid q, q + step, …, 1 (brute force; kl(q‖·)
+    need not be assumed monotone)."""
+    grid = np.append(np.arange(q, 1.0, step), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = q * np.log(q / grid) if q > 0 else np.zeros_like(grid)
+        b = (1 - q) * np.log((1 - q) / (1 - grid)) if q < 1 else np.zeros_like(grid)
+    kl = np.nan_to_num(a + b, nan=np.inf, posinf=np.inf)
+    return float(grid[kl <= c].max())
+
+
+def kl_gauss_np(mean, var, prior_mean, lam) -> float:
+    """KL(N(mean, diag var) ‖ N(prior_mean, λI)) as the sum over coordinates of the 1-D KLs
+    ½(var/λ + (mean − prior)²/λ − 1 + log λ − log var)."""
+    mean, var, prior_mean = (np.asarray(a, dtype=np.float64) for a in (mean, var, prior_mean))
+    return float(np.sum(0.5 * (var / lam + (mean - prior_mean) ** 2 / lam - 1 + np.log(lam) - np.log(var))))

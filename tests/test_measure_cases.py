@@ -47,7 +47,8 @@ def knobs_for(case: Case) -> dict:
                 lanczos_max_steps=P, fisher_examples=0, grad_var_batches=64,
                 expected_sharpness_draws=4, adaptive_steps=5, adaptive_batches=3,
                 adaptive_batch_size=16, filter_directions=3, filter_radius=0.1,
-                local_entropy_steps=6, local_entropy_burnin=2, local_entropy_batch_size=16)
+                local_entropy_steps=6, local_entropy_burnin=2, local_entropy_batch_size=16,
+                pacbayes_optimized_steps=40, pacbayes_optimized_draws=20, pacbayes_optimized_batch_size=8)
 
 
 _MEMO: dict[tuple[str, str], object] = {}
@@ -62,9 +63,10 @@ def memo(case: Case, key: str, fn):
 
 
 def measured(case: Case):
+    """Every registered measure, those computed only where named included."""
     return memo(case, "measure_full", lambda: measure_full(
         case.model, (case.x, case.y), init=case.init, train_log=case.train_log,
-        seed=case.seed, knobs=knobs_for(case)))
+        seed=case.seed, knobs=knobs_for(case), names=NAMES))
 
 
 def knob(case: Case, name: str):
@@ -372,6 +374,31 @@ def check_optimisation(case, res, name):
     close(res.values[name], want, 1e-12)
 
 
+def check_pacbayes_optimized(case, res, name):
+    """The parts give the bound (kl⁻¹ on a brute-force grid, λ of the grid index); ê_m is the
+    mean error of the m draws of the optimised Q, recomputed from the seeded draws; KL is the
+    sum of the coordinates' KLs."""
+    from study.measures import MeasureContext
+    from study.measures import pacbayes_optimized as po
+    from study.schema import ARTIFACTS
+    parts = dict(zip(ARTIFACTS["pacbayes_optimized_parts"].labels, res.artifacts["pacbayes_optimized_parts"]))
+    n, m = len(case.x), knob(case, "pacbayes_optimized_draws")
+    assert parts["n"] == n and parts["m"] == m
+    assert parts["e_plus"] == pytest.approx(R.kl_inv_grid(parts["e_m"], math.log(2 / 0.01) / m), abs=1.01e-6)
+    c = (parts["kl"] + math.log(math.pi ** 2 * n / (6 * 0.025)) + 2 * math.log(parts["j"])) / (n - 1)
+    close(res.values[name], R.kl_inv_grid(parts["e_plus"], c), 0, 1.01e-6)
+    ctx = MeasureContext(case.model, case.x, case.y, init_state=case.init, seed=case.seed, knobs=knobs_for(case))
+    q = po.optimise(ctx)
+    model, x, y = case.cpu()
+    g = R.generator(case.seed, "pacbayes_optimized_bound.draws")
+    mean, sd = q.mean.cpu(), q.var.sqrt().cpu()
+    errs = [R.module_err(model, mean + sd * torch.randn(mean.numel(), generator=g).to(mean.dtype), x, y)
+            for _ in range(m)]
+    close(parts["e_m"], float(np.mean(errs)), 0, 1e-12)
+    w0 = torch.cat([case.init[k].reshape(-1) for k, _ in model.named_parameters()]).cpu()
+    close(parts["kl"], R.kl_gauss_np(mean, q.var.cpu(), w0, 0.1 * math.exp(-parts["j"] / 100)), 1e-6)
+
+
 CHECKS = {
     "params": check_size, "vc_wl_log_w": check_size, "vc_wu": check_size,
     **{n: check_norm for n in [
@@ -386,6 +413,7 @@ CHECKS = {
         "pacbayes_mag_orig", "pacbayes_mag_flatness", "sharpness_init", "sharpness_orig",
         "sharpness_flatness", "sharpness_mag_init", "sharpness_mag_orig",
         "sharpness_mag_flatness", "pacbayes_bound"]},
+    "pacbayes_optimized_bound": check_pacbayes_optimized,
     "keskar_sharpness_1e-3": check_keskar, "keskar_sharpness_5e-4": check_keskar,
     "hessian_max_eig": check_hessian_max_eig, "hessian_trace": check_hessian_trace,
     "hessian_fro": check_hessian_fro, "hessian_near_zero_frac": check_hessian_share,

@@ -327,7 +327,9 @@ def test_figures_draw_the_declared_artifacts_on_their_grids():
 def test_mini_study_rows_follow_the_schema(mini_runs):
     runs = load_runs(mini_runs)
     assert [c for c in runs.columns if c not in FIXED and not c.startswith(PREFIXES)] == []
-    assert {c for c in runs.columns if is_artifact(c)} == {a.column for a in ARTIFACTS.values()}
+    by_name = {"pacbayes_optimized_parts"}   # the artifact of a measure computed only where named
+    assert {c for c in runs.columns if is_artifact(c)} == {a.column for a in ARTIFACTS.values()
+                                                           if a.name not in by_name}
     grid = ARTIFACTS["filter_sharpness_t"].grid
     for t, curves in zip(runs["artifact.filter_sharpness_t"].to_list(),
                          runs["artifact.filter_sharpness_curves"].to_list()):

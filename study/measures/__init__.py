@@ -19,7 +19,7 @@ raises ValueError otherwise; non-finite parameters make every measure NaN.
 Layers, each importing only those below it: `registry` (measures, knobs) →
 `context` (`MeasureContext`) → `core` (the functional core: perturbed losses,
 gradients, HVPs, the memory budget) → `weights` (BatchNorm folding) → the
-families (`size`, `norms`, `flatness`, `sharpness`, `curvature`,
+families (`size`, `norms`, `flatness`, `pacbayes_optimized`, `sharpness`, `curvature`,
 `optimisation`, none importing another) → this module, the one aggregator,
 which imports every family so that the registry is full. `compute` runs a
 selection on a context.
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..train import TrainLog
-from . import curvature, flatness, norms, optimisation, sharpness, size  # noqa: F401  (register)
+from . import curvature, flatness, norms, optimisation, pacbayes_optimized, sharpness, size  # noqa: F401
 from .compute import MeasureResult, compute
 from .context import MeasureContext, stable_seed
 from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select
@@ -57,13 +57,15 @@ def _as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
 def measure_full(model: nn.Module, data, *, init=None, names=("all",), exclude=(),
                  train_log: TrainLog | None = None, seed: int = 0, device=None,
                  knobs: dict | None = None, subset: int | None = None,
-                 n_train: int | None = None) -> MeasureResult:
+                 n_train: int | None = None, held_out=None) -> MeasureResult:
     """Measures of a trained classifier on its training data.
 
     data: ``(x, y)`` tensors or a DataLoader. init: the initial weights (a
     state dict or a module of the same architecture), needed by the
     ``*_init`` measures. subset: measure on a seeded subset of this many
     examples (``n_train`` defaults to the full set's size, used as ``m``).
+    held_out: ``(x, y)`` the network never trained on, for what a measure reports beside
+    its value (`MeasureContext.held_out`); no value depends on it.
     """
     x, y = _as_tensors(data)
     m = n_train if n_train is not None else len(x)
@@ -75,7 +77,8 @@ def measure_full(model: nn.Module, data, *, init=None, names=("all",), exclude=(
         init = init.state_dict()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ctx = MeasureContext(copy.deepcopy(model), x, y, init_state=init, train_log=train_log,
-                         seed=seed, knobs=knobs, n_train=m, device=device)
+                         seed=seed, knobs=knobs, n_train=m, device=device,
+                         held_out=None if held_out is None else _as_tensors(held_out))
     return compute(ctx, select(names, exclude))
 
 

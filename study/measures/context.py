@@ -78,12 +78,20 @@ class MeasureContext:
                  init_state: dict[str, torch.Tensor] | None = None,
                  train_log: TrainLog | None = None, seed: int = 0,
                  knobs: dict | None = None, n_train: int | None = None,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None,
+                 held_out: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.device = torch.device(device) if device is not None else x.device
         self.model = model.to(self.device).eval()
         self.x = x.to(self.device)
         self.y = y.to(self.device).long()
         check_data(self.model, self.x, self.y)
+        # examples the network never trained on (the test set), for figures a measure reports
+        # beside its value (a bound's held-out error); never used by a measure's value
+        self.held_out = None
+        if held_out is not None:
+            hx, hy = held_out[0].to(self.device), held_out[1].to(self.device).long()
+            check_data(self.model, hx, hy)
+            self.held_out = (hx, hy)
         self.seed = seed
         self.knobs = check_knobs(dict(knobs or {}))
         self.train_log = train_log

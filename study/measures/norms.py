@@ -220,12 +220,12 @@ def log_sum_spec(ctx):
     return math.log(len(s)) + sum(s) / len(s)
 
 
+# version 2: version 1 subtracted log γ² outside the 1/d power (not rescaling-invariant)
 @register("log_sum_spec_over_margin", "norm", cite=JIANG, version=2,
           requires=RELU_CHAIN)
 def log_sum_spec_over_margin(ctx):
     """log d + (1/d) (Σ_l log ‖W_l‖₂² − log γ²): the log of d·(Π_l ‖W_l‖₂²/γ²)^{1/d}, invariant
-    to rescaling the layers like its product form (Jiang et al. 2020). Version 2: version 1
-    subtracted log γ² outside the 1/d power."""
+    to rescaling the layers like its product form (Jiang et al. 2020)."""
     return _log_sum_over_margin(ctx, _logs(_norms(ctx)["spec2"], "‖W‖₂²"))
 
 
@@ -291,12 +291,12 @@ def log_sum_fro(ctx):
     return math.log(len(s)) + sum(s) / len(s)
 
 
+# version 2: version 1 subtracted log γ² outside the 1/d power (not rescaling-invariant)
 @register("log_sum_fro_over_margin", "norm", cite=JIANG, version=2,
           requires=RELU_CHAIN)
 def log_sum_fro_over_margin(ctx):
     """log d + (1/d) (Σ_l log ‖W_l‖_F² − log γ²): the log of d·(Π_l ‖W_l‖_F²/γ²)^{1/d}, invariant
-    to rescaling the layers like its product form (Jiang et al. 2020). Version 2: version 1
-    subtracted log γ² outside the 1/d power."""
+    to rescaling the layers like its product form (Jiang et al. 2020)."""
     return _log_sum_over_margin(ctx, _logs(_norms(ctx)["fro2"], "‖W‖_F²"))
 
 

@@ -100,6 +100,7 @@ class Measure:
     version: int = 1
     stochastic: bool = False  # draws noise or a random subset: repeated (module docstring)
     requires: tuple[str, ...] = ()  # assumptions on the network, checked before ``fn`` runs
+    by_name: bool = False  # computed only where named: not in "all" nor in its family
 
 
 @dataclass(frozen=True)
@@ -170,15 +171,16 @@ def checked(fn: Callable[..., float], requires: tuple[str, ...]) -> Callable[...
 
 def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
              needs: tuple[str, ...] = (), version: int = 1, stochastic: bool = False,
-             requires: tuple[str, ...] = ()):
+             requires: tuple[str, ...] = (), by_name: bool = False):
     """Decorator: register ``fn(ctx) -> float`` as measure ``name``. ``version``: the code's
     version, in the settings hash; bump it when a change of the code changes the values.
     ``stochastic``: the value depends on random draws (``ctx.generator``, ``ctx.subset``), so
     ``[measures] repeats`` redraws it (module docstring). ``requires``: the assumptions on the
     network the measure's definition rests on (`REQUIREMENTS`, e.g. ``"relu"``, ``"chain"``),
-    checked before it runs; a network that breaks one gets NaN and the reason. The
-    registered ``Measure.fn`` is the checked function; the decorated one is returned as it
-    is."""
+    checked before it runs; a network that breaks one gets NaN and the reason. ``by_name``: a
+    costly measure, computed only where a study names it (not part of ``"all"`` nor of its
+    family). The registered ``Measure.fn`` is the checked function; the decorated one is
+    returned as it is."""
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"measure {name!r}: version must be an integer ≥ 1, got {version!r}")
     if family not in FAMILIES:
@@ -199,14 +201,15 @@ def register(name: str, family: str, cite: str, knobs: tuple[str, ...] = (),
                 raise ValueError(f"measure {name!r} uses undeclared knob {k!r}")
         REGISTRY[name] = Measure(name, family, checked(fn, tuple(requires)), cite, tuple(knobs),
                                  tuple(needs), (fn.__doc__ or "").strip(), version,
-                                 bool(stochastic), tuple(requires))
+                                 bool(stochastic), tuple(requires), bool(by_name))
         return fn
 
     return wrap
 
 
 def select(include=("all",), exclude=()) -> list[Measure]:
-    """Measures named by ``include`` (names, families or ``"all"``) minus ``exclude``.
+    """Measures named by ``include`` (names, families or ``"all"``) minus ``exclude``; a
+    ``by_name`` measure only where named.
 
     Order is registration order, so results are stable. Unknown names raise
     ValueError listing what exists.
@@ -215,9 +218,9 @@ def select(include=("all",), exclude=()) -> list[Measure]:
         out = set()
         for item in items:
             if item == "all":
-                out |= set(REGISTRY)
+                out |= {n for n, m in REGISTRY.items() if not m.by_name}
             elif item in FAMILIES:
-                out |= {n for n, m in REGISTRY.items() if m.family == item}
+                out |= {n for n, m in REGISTRY.items() if m.family == item and not m.by_name}
             elif item in REGISTRY:
                 out.add(item)
             else:

@@ -15,8 +15,9 @@ one command that imports torch, inside it) and ranks it with the rest, as ``rank
 ``claims`` tests the seed's claims (CLAIMS.md; :mod:`analysis.claims`) on each study given,
 one row per (claim, study, statistic) with a verdict, prints the table's head and writes it
 once per ``--out`` (repeatable; .csv, .parquet, .md or .html by the extension);
-``--claims id1,id2`` picks claims, ``--boots`` (default 1000) and ``--boot-seed`` the
-bootstrap.
+``--claims id1,id2`` picks claims, ``--boots`` (default 10000) and ``--boot-seed`` the
+bootstrap, ``--min-ess`` the robust sign-error's environments; it prints each study's noise floor
+first.
 All of them refuse a measure column whose rows mix settings hashes
 (``measure_cfg.<name>``; :func:`analysis.load.check_settings`) unless
 ``--allow-mixed``. Bad input ends with one line ``error: …`` on stderr and
@@ -110,7 +111,10 @@ def _claims_parser(sub, common) -> None:
     p.add_argument("--out", action="append", default=[],
                    help="output file, .csv, .parquet, .md or .html by the extension (repeat for several)")
     p.add_argument("--claims", help="comma-separated claim ids (default: all)")
-    p.add_argument("--boots", type=int, default=1000, dest="n_boot", help="bootstrap replicates (default 1000)")
+    p.add_argument("--boots", type=int, default=10_000, dest="n_boot",
+                   help="bootstrap replicates of every estimate and p-value (default 10000)")
+    p.add_argument("--min-ess", type=float, default=12.0,
+                   help="least effective sample size of a robust environment (default 12)")
     p.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--include-unconverged", action="store_true", help="admit runs that did not reach the target loss")
     p.add_argument("--allow-mixed", action="store_true",
@@ -121,7 +125,7 @@ def _claims_parser(sub, common) -> None:
 
 
 def _claims(args: argparse.Namespace) -> int:
-    from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, select_claims, write_claims
+    from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, noise_floors, select_claims, write_claims
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None
     select_claims(ids)  # an unknown id fails before any reading
@@ -137,13 +141,14 @@ def _claims(args: argparse.Namespace) -> int:
         frames.append(df)
     # decoded once stacked: the JSON columns of several studies as one struct type
     runs = decode(pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0])
-    table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed,
+    table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed, min_ess=args.min_ess,
                             include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
-    print(format_claims(table, args.top))
+    noise = noise_floors(runs, args.include_unconverged)
+    print(format_claims(table, args.top, noise))
     meta = (f"runs {', '.join(args.runs)} · {args.n_boot} bootstrap replicates, seed {args.boot_seed}"
             + (" · unconverged runs admitted" if args.include_unconverged else ""))
     for out in args.out:
-        write_claims(table, out, meta=meta)
+        write_claims(table, out, meta=meta, noise=noise)
         print(f"wrote {out} ({table.height} rows)")
     return 0
 

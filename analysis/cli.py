@@ -8,7 +8,9 @@
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
 (:mod:`analysis.table`) as CSV or Parquet, chosen by the extension, and
-prints its head. ``report`` hands over to ``analysis.report.write_report``.
+prints its head (columns empty for every measure left out of the print, not of the file),
+after the report's warnings for a study too small or too noisy to rank with confidence
+(:mod:`analysis.floor`; on stderr, silenced by ``-q``). ``report`` hands over to ``analysis.report.write_report``.
 ``score`` computes a user's measure on every stored network (:mod:`analysis.score`, the
 one command that imports torch, inside it) and ranks it with the rest, as ``rank`` does
 (``--report``: the report too).
@@ -170,11 +172,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _empty(col: pl.Series) -> bool:
+    """Whether a column holds nothing for any measure (null or NaN everywhere; robust_envs all 0)."""
+    if col.dtype == pl.String:
+        return col.null_count() == col.len()
+    v = col.cast(pl.Float64, strict=False).fill_nan(None)
+    return v.null_count() == v.len() or (col.name == "robust_envs" and bool((v.fill_null(0) == 0).all()))
+
+
 def format_table(table: pl.DataFrame, top: int = 20) -> str:
-    """A short plain-text view of the ranking table: the first ``top`` rows of each dataset."""
+    """A short plain-text view of the ranking table: the first ``top`` rows of each dataset; a column
+    empty for every measure (no bootstrap, no repeats, no robust environment) is left out."""
     cols = [("measure", 28), ("n_models", 8), ("tau", 7), ("tau_lo", 7), ("tau_hi", 7),
             ("reliability", 11), ("tau_ceiling", 11), ("psi", 7),
             ("cmi", 7), ("cmi_set", 24), ("robust_max", 10), ("robust_envs", 11)]
+    empty = {c for c, _ in cols if c != "measure" and (c not in table.columns or _empty(table[c]))}
+    if "robust_envs" in empty:
+        empty.add("robust_max")
+    cols = [(c, w) for c, w in cols if c not in empty]
     lines = []
     for (dataset,), part in table.group_by(["dataset"], maintain_order=True):
         lines.append(f"dataset {dataset}: {part.height} measures")
@@ -198,6 +213,17 @@ def write_table(table: pl.DataFrame, out: str) -> None:
     write_atomic(out, buf.getvalue())
 
 
+def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool) -> None:
+    """The report's small-study and noise warnings, on stderr, per dataset (:mod:`analysis.floor`)."""
+    from .floor import warnings_of
+    from .load import population, split_datasets
+
+    pop = population(df, include_unconverged)
+    for name, part in split_datasets(pop, dataset_axis) if pop.height else []:
+        for w in warnings_of(part):
+            warnings.warn(f"dataset {name}: {w}", stacklevel=2)
+
+
 def _rank(args: argparse.Namespace) -> int:
     from .table import rank_table
 
@@ -207,6 +233,7 @@ def _rank(args: argparse.Namespace) -> int:
     df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
                    on_corrupt="skip" if args.skip_corrupt else "error")
     table = rank_table(df, **opts)
+    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
     if args.out:
         write_table(table, args.out)
@@ -229,6 +256,7 @@ def _score(args: argparse.Namespace) -> int:
     if len(reasons) > 5:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
     table = rank_table(df, **opts)
+    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
     print(f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
           + (f", {len(no_net)} without a checkpoint" if no_net else ""))

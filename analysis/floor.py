@@ -6,7 +6,7 @@ analysed runs of one dataset:
 - ``n_test``: the test-set size (the median of the ``n_test`` column), ``test_acc`` the median
   test accuracy and ``test_acc_se`` = √(a(1 − a)/n) at that median;
 - a *configuration* is a set of runs with equal values of every ``hp.*`` column (a null is a value
-  of its own), its runs are its seeds; over the configurations with two or more runs with a finite
+  of its own), its runs are its seeds (``seeds``: the median count); over the configurations with two or more runs with a finite
   gap: ``gap_sd`` (the gap's standard deviation), ``gap_within_sd`` (the pooled
   within-configuration standard deviation), ``icc`` = 1 − within variance / variance, and
   ``seeds_needed``, the seeds per configuration whose mean gap would reach reliability 0.8
@@ -42,6 +42,7 @@ class NoiseFloor:
     """The noise floor of one study's (dataset's) analysed runs (module docstring)."""
 
     n_runs: int
+    seeds: float
     n_test: float
     test_acc: float
     test_acc_se: float
@@ -97,9 +98,11 @@ def noise_floor(pop: pl.DataFrame) -> NoiseFloor:
     nt = _column(pop, "n_test")
     a = float(np.median(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else math.nan
     n = float(np.median(nt[np.isfinite(nt)])) if np.isfinite(nt).any() else math.nan
-    within, total, used = within_configuration(g, configurations(pop))
+    conf = configurations(pop)
+    within, total, used = within_configuration(g, conf)
     r = icc(within, total)
-    return NoiseFloor(pop.height, n, a, binomial_se(a, n), used, math.sqrt(total) if used else math.nan,
+    seeds = float(np.median(np.unique(conf, return_counts=True)[1])) if pop.height else math.nan
+    return NoiseFloor(pop.height, seeds, n, a, binomial_se(a, n), used, math.sqrt(total) if used else math.nan,
                       math.sqrt(within) if used else math.nan, r, seeds_for_reliability(r, TARGET_RELIABILITY))
 
 
@@ -111,6 +114,19 @@ def noise_reasons(floor: NoiseFloor) -> list[str]:
             f"configuration {floor.gap_within_sd:.4f} against {floor.gap_sd:.4f} in all"
             + (f"; binomial SE of test accuracy {floor.test_acc_se:.4f} on {floor.n_test:,.0f} test examples"
                if np.isfinite(floor.test_acc_se) else "") + ")"]
+
+
+def warnings_of(pop: pl.DataFrame) -> list[str]:
+    """The command line's warnings for the analysed runs of one dataset: too small, too noisy."""
+    out = []
+    small = small_study(pop)
+    if small:
+        out.append("too small to rank the measures with confidence: " + "; ".join(small))
+    floor = noise_floor(pop)
+    if floor.noisy:
+        out.append("; ".join(noise_reasons(floor)) + f"; a configuration's mean gap reaches reliability "
+                   f"{TARGET_RELIABILITY:g} with {floor.seeds_text()}")
+    return out
 
 
 def small_study(pop: pl.DataFrame) -> list[str]:

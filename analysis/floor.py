@@ -63,7 +63,8 @@ class NoiseFloor:
         if not np.isfinite(k):
             return ("no number of seeds (the seeds disagree as much as the configurations)" if k == math.inf
                     else "unknown (no configuration has two seeds)")
-        return f"{max(1, math.ceil(k - 1e-9))} seeds per configuration"
+        n = max(1, math.ceil(k - 1e-9))
+        return f"{n} seed{'s' if n != 1 else ''} per configuration"
 
     def text(self) -> str:
         """One line: test size and SE, the gap's spread within and across configurations, ICC."""

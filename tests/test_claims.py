@@ -479,13 +479,14 @@ def test_decide_on_built_rows_of_every_kind():
             row(estimate=1.0, ci_low=0.47, ci_high=1.0, p=1.0, share=(4, 4), side=">=", threshold=0.9),
             row(estimate=0.6, ci_low=0.41, ci_high=0.77, p=0.001, share=(12, 20), side=">=", threshold=0.9),
             row(estimate=-0.004, p=0.001, min_effect=0.01, side="<"), row(estimate=0.2, p=0.001, role="listed"),
-            row(reason="not testable: needs axis lr")]
+            row(reason="not testable: needs axis lr"), row(estimate=0.4, p=0.02)]
     combined = Row(claim="c", study="s", dataset="d", statistic="all of the above", role="combined",
                    members=[rows[0], rows[3]])
     adjust_and_decide(rows + [combined])
     assert [r.verdict for r in rows] == ["supported", "contradicted", "undecided", "mixed", "supported", "undecided",
-                                         "contradicted", "undecided", "", "not testable"]
-    assert rows[0].p_holm == pytest.approx(0.001 * 8)  # eight with a p, shares included; six tie at 0.001 and rows[8].p_holm is None and rows[9].p_holm is None
+                                         "contradicted", "undecided", "", "not testable", "undecided"]
+    assert rows[0].p_holm == pytest.approx(0.001 * 9)  # nine with a p, shares included; six tie at 0.001
+    assert rows[10].p_holm == pytest.approx(0.02 * 3) and "adjusted p 0.06" in rows[10].reason  # raw 0.02 < 0.05 and rows[8].p_holm is None and rows[9].p_holm is None
     assert combined.verdict == "mixed"
     assert "2 binomial SE" in rows[7].reason and "29 of 29" in rows[5].reason
 

@@ -20,7 +20,7 @@ from analysis.claims import CLAIM_COLUMNS, CLAIMS, evaluate_claims, noise_floors
 from analysis.claims.engine import Row, adjust_and_decide
 from analysis.cli import main
 from analysis.stats import claims_stats as cs
-from analysis.stats.bootstrap import resample_counts, resample_matrix
+from analysis.stats.bootstrap import resample_blocks, resample_counts
 from analysis.stats.inference import binomial_p, bootstrap_p, clopper_pearson, holm
 from analysis.stats.noise import icc, seeds_for_reliability, within_configuration
 from analysis.synthetic import synthetic_runs
@@ -184,9 +184,11 @@ def test_bootstrap_is_reproducible_and_resamples_whole_groups():
     assert np.allclose(me.reps, [np.median(np.repeat(x, c)) for c in resample_counts(len(x), 60, 7)])
 
 
-def test_resample_matrix_is_the_sequence_of_resample_counts():
-    for n, B in ((1, 3), (7, 50), (46, 333)):
-        assert np.array_equal(resample_matrix(n, B, 11), np.array(list(resample_counts(n, B, 11))))
+def test_resample_blocks_are_the_sequence_of_resample_counts():
+    for n, B, cells in ((1, 3, 1), (7, 50, 70), (46, 333, 1 << 21)):
+        blocks = list(resample_blocks(n, B, 11, max_cells=cells))
+        assert all(b.size <= max(cells, n) for b in blocks)
+        assert np.array_equal(np.concatenate(blocks), np.array(list(resample_counts(n, B, 11))))
 
 
 def ref_Psi_replicates(a_list, b, ax, keys, conf, n_boot, seed) -> np.ndarray:

@@ -56,11 +56,6 @@ def resample_blocks(n: int, n_boot: int, seed: int, max_cells: int = 1 << 21):
         yield np.bincount(draws.reshape(-1), minlength=b * n).reshape(b, n).astype(np.int64)
 
 
-def resample_matrix(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """All of :func:`resample_blocks` as one ``(n_boot, n)`` matrix."""
-    blocks = list(resample_blocks(n, n_boot, seed))
-    return np.concatenate(blocks) if blocks else np.zeros((0, n), dtype=np.int64)
-
 
 def percentile_interval(reps: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     """The percentile interval of the finite replicates ``reps`` (1-D): their ``(1 − ci)/2`` and

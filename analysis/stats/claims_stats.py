@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._ranks import rank_inputs, row_codes
-from .bootstrap import percentile_interval, resample_blocks, resample_matrix
+from .bootstrap import percentile_interval, resample_blocks
 from .psi import group_taus
 from .tau import TauPlan, kendall_tau_a
 
@@ -100,7 +100,8 @@ def tau(a, b, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> Estimat
     est = float(kendall_tau_a(b, a)) if n >= 2 else np.nan
     reps = np.full(n_boot, np.nan)
     if n >= 2 and n_boot:
-        reps = TauPlan(rank_inputs(b, a)).run_many(resample_matrix(n, n_boot, seed))[:, 0]
+        plan = TauPlan(rank_inputs(b, a))
+        reps = np.concatenate([plan.run_many(c)[:, 0] for c in resample_blocks(n, n_boot, seed)])
     constant = "a" if n and np.all(a == a[0]) else "b" if n and np.all(b == b[0]) else ""
     return Estimate(est, *percentile_interval(reps, ci), n, None, reps, constant=constant)
 
@@ -188,15 +189,16 @@ def _axis_pairs(k: int, a_list: list[np.ndarray], b: np.ndarray, ax: np.ndarray,
 def _axis_psi(p: _AxisPairs, counts: np.ndarray) -> np.ndarray:
     """ψ_k of every column under each configuration weighting ``counts`` (``(B, C)``): ``(B, A)``."""
     B = counts.shape[0]
-    w = counts[:, p.ci] * counts[:, p.cj]  # (B, P)
-    ind = np.zeros((len(p.group), p.n_groups))
-    ind[np.arange(len(p.group)), p.group] = 1.0
-    den = w @ ind  # (B, G)
+    out = np.full((B, p.signs.shape[0]), np.nan)
+    if not len(p.group):
+        return out
+    starts = np.flatnonzero(np.r_[True, p.group[1:] != p.group[:-1]])  # pairs come group by group
+    w = (counts[:, p.ci] * counts[:, p.cj]).astype(np.float64)  # (B, P)
+    den = np.add.reduceat(w, starts, axis=1)  # (B, G)
     present = den > 0
     n_present = present.sum(axis=1)
-    out = np.full((B, p.signs.shape[0]), np.nan)
     for m in range(p.signs.shape[0]):
-        num = (w * p.signs[m]) @ ind
+        num = np.add.reduceat(w * p.signs[m], starts, axis=1)
         tau_g = np.where(present, num / np.where(present, den, 1.0), 0.0)
         out[:, m] = np.where(n_present > 0, tau_g.sum(axis=1) / np.maximum(n_present, 1), np.nan)
     return out

@@ -31,15 +31,18 @@ Choices where CLAIMS.md leaves room:
 - Ψ's bootstrap draws configurations (equal ``hp.*`` values; a configuration's seeds stay
   together) once per replicate and regroups every axis from that draw
   (:mod:`analysis.stats.claims_stats`).
-- A statistic whose column is constant among its runs (τ), within every group (ψ, pair groups
-  aside) or within every group of every axis (Ψ) is not testable, saying which column.
+- A statistic whose column is constant among its runs (τ), within every group (ψ) or within every
+  group of every axis (Ψ; a ψ_k part constant within its groups is marked "(constant)") is not
+  testable, saying which column.
+- Per-measure rows (``zhang_measures_see_labels``) carry their raw p, never an adjusted one.
 - A median is tested like any estimate: bootstrap replicates over runs, the p of its distance
   from the threshold, Holm, the side (``dziugaite_nonvacuous``: < 0.5 on true labels, ≥ 0.5 on
   random labels).
 - A share (``zhang_random_labels``) is in the Holm family with its exact binomial p (so that the
   family counts it), but, as CLAIMS.md says, decided by its exact bounds alone. It counts every
   stored run of the study with ``label_noise = 1`` that did not fail, converged or not; a missing
-  ``train_acc`` counts as not fitted.
+  ``train_acc`` counts as not fitted. Fewer than 29 runs are still evaluated: they cannot be
+  supported (the reason says how many would be needed) but can be contradicted.
 - A conjunction (``zhang_random_labels``, ``dziugaite_nonvacuous``) adds a row ``all of the
   above``: contradicted when a part is, else not testable when a part is, supported when every
   part is, mixed when every part is supported or mixed, undecided otherwise.
@@ -48,6 +51,11 @@ Choices where CLAIMS.md leaves room:
 - A pair with a link (``seong_schedules``) groups each ``q`` run with the ``p`` runs whose linked
   setting is its own divided by the factor (relative tolerance 1e-6), equal on every other axis
   and the seed; one row per ``q`` value present.
+- ``final_lr`` (``seong_schedules``' "also"): its median over the paired runs at ``p`` and at
+  ``q``; "not recorded" where the rows lack the column (rows written before it existed).
+- A regime (``dziugaite_nonvacuous``): only the runs meeting every condition count (≥ 10,000
+  ``n_train``, a binary task, ``model = mlp``, ``measure.params > n_train``); without one the row
+  names the conditions no run meets and the measures the study lacks.
 - The robust sign-error of a Ψ(m, gap) uses each run's ``n_test`` and environments of at least
   ``min_ess`` (12) effective samples; with 2 seeds an environment has 4 samples, so small studies
   keep none and say so. A difference of two Ψ prints none.

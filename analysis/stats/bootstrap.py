@@ -56,7 +56,6 @@ def resample_blocks(n: int, n_boot: int, seed: int, max_cells: int = 1 << 21):
         yield np.bincount(draws.reshape(-1), minlength=b * n).reshape(b, n).astype(np.int64)
 
 
-
 def percentile_interval(reps: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     """The percentile interval of the finite replicates ``reps`` (1-D): their ``(1 − ci)/2`` and
     ``(1 + ci)/2`` quantiles, linear interpolation; (NaN, NaN) if none is finite."""

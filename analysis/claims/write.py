@@ -110,7 +110,8 @@ td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20
 .mixed{background:#e4dcf3;color:#4a2a82}.contradicted{background:#f8d7d3;color:#8e1b10}
 .undecided{background:#fdf1c7;color:#6d5200}.not-testable{background:#eee;color:#555}
 .ok{background:#e3eef9;color:#174a7c}.broken{background:#f8d7d3;color:#8e1b10}
-td.low{background:#fff4df;color:#8a4b00;font-weight:600}td.t{text-align:left;white-space:normal;max-width:420px}
+td.low{background:#fff4df;color:#8a4b00;font-weight:600}
+td.t{text-align:left;white-space:normal;min-width:260px;max-width:420px}
 """
 
 _LEFT = ("claim", "study", "statistic", "verdict", "per axis", "reliability", "reason", "also")

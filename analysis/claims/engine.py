@@ -423,11 +423,15 @@ def _stat_rows(claim: Claim, stat: Stat, df, rows_all, opts: Options, base: dict
     return out
 
 
+def _instrument_label(claim: Claim) -> str:
+    return f"instrument check: {claim.per_measure.label.replace('{m}', 'm')} = 0 exactly for " + ", ".join(
+        claim.instrument)
+
+
 def _per_measure(claim: Claim, df, rows_all, opts: Options, base: dict) -> list[Row]:
     """The instrument check, then the template statistic of every measure, sorted (no verdicts)."""
     tpl = claim.per_measure
-    check = Row(**base, statistic="instrument check: ψ_label_noise(m, gap) = 0 exactly for " + ", ".join(claim.instrument),
-                supported_when="= 0 exactly", role="instrument")
+    check = Row(**base, statistic=_instrument_label(claim), supported_when="= 0 exactly", role="instrument")
     try:
         need_axes(df, tpl.axes)
     except NotTestable as err:
@@ -468,8 +472,7 @@ def _per_measure(claim: Claim, df, rows_all, opts: Options, base: dict) -> list[
 
 def _untestable(claim: Claim, df: pl.DataFrame, base: dict, why: str) -> list[Row]:
     if claim.per_measure:
-        return [Row(**base, statistic="instrument check: ψ_label_noise(m, gap) = 0 exactly for "
-                    + ", ".join(claim.instrument), supported_when="= 0 exactly", role="instrument",
+        return [Row(**base, statistic=_instrument_label(claim), supported_when="= 0 exactly", role="instrument",
                     reason=f"not testable: {why}")]
     return [_not_testable(claim, s, base, [why] + _missing_measures(df, s)) for s in claim.stats]
 

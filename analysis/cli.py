@@ -8,15 +8,18 @@
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
 (:mod:`analysis.table`) as CSV or Parquet, chosen by the extension, and
-prints its head. ``report`` hands over to ``analysis.report.write_report``.
+prints its head (columns empty for every measure left out of the print, not of the file),
+after the report's warnings for a study too small or too noisy to rank with confidence
+(:mod:`analysis.floor`; on stderr, silenced by ``-q``). ``report`` hands over to ``analysis.report.write_report``.
 ``score`` computes a user's measure on every stored network (:mod:`analysis.score`, the
 one command that imports torch, inside it) and ranks it with the rest, as ``rank`` does
 (``--report``: the report too).
 ``claims`` tests the seed's claims (CLAIMS.md; :mod:`analysis.claims`) on each study given,
 one row per (claim, study, statistic) with a verdict, prints the table's head and writes it
 once per ``--out`` (repeatable; .csv, .parquet, .md or .html by the extension);
-``--claims id1,id2`` picks claims, ``--boots`` (default 1000) and ``--boot-seed`` the
-bootstrap.
+``--claims id1,id2`` picks claims, ``--boots`` (default 10000) and ``--boot-seed`` the
+bootstrap, ``--min-ess`` the robust sign-error's environments; it prints each study's noise floor
+first.
 All of them refuse a measure column whose rows mix settings hashes
 (``measure_cfg.<name>``; :func:`analysis.load.check_settings`) unless
 ``--allow-mixed``. Bad input ends with one line ``error: …`` on stderr and
@@ -110,7 +113,10 @@ def _claims_parser(sub, common) -> None:
     p.add_argument("--out", action="append", default=[],
                    help="output file, .csv, .parquet, .md or .html by the extension (repeat for several)")
     p.add_argument("--claims", help="comma-separated claim ids (default: all)")
-    p.add_argument("--boots", type=int, default=1000, dest="n_boot", help="bootstrap replicates (default 1000)")
+    p.add_argument("--boots", type=int, default=10_000, dest="n_boot",
+                   help="bootstrap replicates of every estimate and p-value (default 10000)")
+    p.add_argument("--min-ess", type=float, default=12.0,
+                   help="least effective sample size of a robust environment (default 12)")
     p.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--include-unconverged", action="store_true", help="admit runs that did not reach the target loss")
     p.add_argument("--allow-mixed", action="store_true",
@@ -121,7 +127,7 @@ def _claims_parser(sub, common) -> None:
 
 
 def _claims(args: argparse.Namespace) -> int:
-    from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, select_claims, write_claims
+    from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, noise_floors, select_claims, write_claims
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None
     select_claims(ids)  # an unknown id fails before any reading
@@ -137,13 +143,14 @@ def _claims(args: argparse.Namespace) -> int:
         frames.append(df)
     # decoded once stacked: the JSON columns of several studies as one struct type
     runs = decode(pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0])
-    table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed,
+    table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed, min_ess=args.min_ess,
                             include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
-    print(format_claims(table, args.top))
+    noise = noise_floors(runs, args.include_unconverged)
+    print(format_claims(table, args.top, noise))
     meta = (f"runs {', '.join(args.runs)} · {args.n_boot} bootstrap replicates, seed {args.boot_seed}"
             + (" · unconverged runs admitted" if args.include_unconverged else ""))
     for out in args.out:
-        write_claims(table, out, meta=meta)
+        write_claims(table, out, meta=meta, noise=noise)
         print(f"wrote {out} ({table.height} rows)")
     return 0
 
@@ -165,11 +172,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _empty(col: pl.Series) -> bool:
+    """Whether a column holds nothing for any measure (null or NaN everywhere; robust_envs all 0)."""
+    if col.dtype == pl.String:
+        return col.null_count() == col.len()
+    v = col.cast(pl.Float64, strict=False).fill_nan(None)
+    return v.null_count() == v.len() or (col.name == "robust_envs" and bool((v.fill_null(0) == 0).all()))
+
+
 def format_table(table: pl.DataFrame, top: int = 20) -> str:
-    """A short plain-text view of the ranking table: the first ``top`` rows of each dataset."""
+    """A short plain-text view of the ranking table: the first ``top`` rows of each dataset; a column
+    empty for every measure (no bootstrap, no repeats, no robust environment) is left out."""
     cols = [("measure", 28), ("n_models", 8), ("tau", 7), ("tau_lo", 7), ("tau_hi", 7),
             ("reliability", 11), ("tau_ceiling", 11), ("psi", 7),
             ("cmi", 7), ("cmi_set", 24), ("robust_max", 10), ("robust_envs", 11)]
+    empty = {c for c, _ in cols if c != "measure" and (c not in table.columns or _empty(table[c]))}
+    if "robust_envs" in empty:
+        empty.add("robust_max")
+    cols = [(c, w) for c, w in cols if c not in empty]
     lines = []
     for (dataset,), part in table.group_by(["dataset"], maintain_order=True):
         lines.append(f"dataset {dataset}: {part.height} measures")
@@ -193,6 +213,17 @@ def write_table(table: pl.DataFrame, out: str) -> None:
     write_atomic(out, buf.getvalue())
 
 
+def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool) -> None:
+    """The report's small-study and noise warnings, on stderr, per dataset (:mod:`analysis.floor`)."""
+    from .floor import warnings_of
+    from .load import population, split_datasets
+
+    pop = population(df, include_unconverged)
+    for name, part in split_datasets(pop, dataset_axis) if pop.height else []:
+        for w in warnings_of(part):
+            warnings.warn(f"dataset {name}: {w}", stacklevel=2)
+
+
 def _rank(args: argparse.Namespace) -> int:
     from .table import rank_table
 
@@ -202,6 +233,7 @@ def _rank(args: argparse.Namespace) -> int:
     df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
                    on_corrupt="skip" if args.skip_corrupt else "error")
     table = rank_table(df, **opts)
+    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
     if args.out:
         write_table(table, args.out)
@@ -224,6 +256,7 @@ def _score(args: argparse.Namespace) -> int:
     if len(reasons) > 5:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
     table = rank_table(df, **opts)
+    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
     print(f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
           + (f", {len(no_net)} without a checkpoint" if no_net else ""))

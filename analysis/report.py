@@ -17,6 +17,7 @@ import polars as pl
 from matplotlib import colormaps
 
 from analysis import figures, interactive, measure_info, network_view
+from analysis.floor import MIN_NETWORKS, SMALL_RULE, NoiseFloor, noise_floor, noise_reasons, small_study
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.markup import esc, png_uri
 from analysis.table import rank_table
@@ -233,7 +234,7 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         msg = f'<p class="err">No ranking{tag}: {esc(error)}</p>'
         return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = sort_ranking(table)
-    out["headline"] = _headline(table)
+    out["headline"] = _headline(table, noise_floor(pop), small_study(pop))
     out["rank"] = _rank_html(table, f"rank{key}") + f'<p class="note">{_LEGEND}</p>'
     if "robust_envs" in table.columns and not interactive.has_robust(table):
         out["rank"] += ('<p class="note" id="no-robust">The robust sign-error columns are hidden: they would be '
@@ -279,8 +280,6 @@ def _artifact_section(pop: pl.DataFrame, kind: str) -> str:
 
 # ------------------------------------------------------------ setup, headline, warnings
 
-MIN_NETWORKS = 20  # below this many analysed networks (or 2 seeds, or an axis without ψ groups) the page warns
-MIN_SEEDS = 2
 WIDE = {"tau": 1.0, "cmi": 0.5}  # an interval wider than half the statistic's range is greyed out
 
 
@@ -375,46 +374,71 @@ def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
     return '<div id="setup-block">' + _kv(rows) + "</div>"
 
 
-def _small(pop: pl.DataFrame) -> list[str]:
-    """Why the analysed runs are too few to read the ranking with confidence (empty: enough)."""
-    why = []
-    if pop.height < MIN_NETWORKS:
-        why.append(f"{pop.height} networks are analysed (fewer than {MIN_NETWORKS})")
-    seeds = pop["seed"].n_unique() if "seed" in pop.columns else 0
-    if seeds < MIN_SEEDS:
-        why.append(f"{seeds} seed{'s' if seeds != 1 else ''} (fewer than {MIN_SEEDS})")
-    axes = [c for c in pop.columns if is_hp(c)]
-    extra = [c for c in ("seed", "dataset") if c in pop.columns]
-    for a in axes:
-        if pop[a].n_unique() < 2:
-            why.append(f"axis {esc(name_of(a))} takes fewer than 2 values")
-            continue
-        keys = [c for c in axes if c != a] + extra
-        groups = pop.group_by(keys).agg(pl.col(a).n_unique().alias("n")) if keys else \
-            pl.DataFrame({"n": [pop[a].n_unique()]})
-        if not (groups["n"] >= 2).any():
-            why.append(f"axis {esc(name_of(a))} has no group of runs that differ only in it (ψ undefined)")
-    return why
-
-
 def _warning(pop: pl.DataFrame) -> str:
-    why = _small(pop)
+    why = small_study(pop)
     if not why:
         return ""
     return ('<div class="warn" id="too-small"><b>This study is too small to rank the measures with confidence:</b> '
-            + "; ".join(why) + f". The page warns below {MIN_NETWORKS} analysed networks, below {MIN_SEEDS} seeds, "
-            "or when an axis has fewer than 2 values among the analysed runs or no group of runs (same other "
-            "axes, seed and dataset) that differ only in it. Statistics whose bootstrap interval is wider "
-            "than half their range (τ: more than 1.0 of [−1, 1]; CMI: more than 0.5 of [0, 1]) are greyed "
-            "out in the table.</div>")
+            + "; ".join(esc(w) for w in why) + f". The page warns at {esc(SMALL_RULE)}. Statistics whose bootstrap "
+            "interval is wider than half their range (τ: more than 1.0 of [−1, 1]; CMI: more than 0.5 of [0, 1]) "
+            "are greyed out in the table.</div>")
 
 
 def _wide(lo, hi, stat: str) -> bool:
     return lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi) and hi - lo > WIDE[stat]
 
 
-def _headline(table: pl.DataFrame, top: int = 3) -> str:
-    """The leading measures, the set indistinguishable from the best, and the significantly negative ones."""
+def _names(ms: list[str], most: int = 6) -> str:
+    shown = ", ".join(esc(figures.short_name(m)) for m in ms[:most])
+    return shown + (f" and {len(ms) - most} more" if len(ms) > most else "")
+
+
+def _conclusion(rows: dict, finite: list[str], floor: NoiseFloor | None, small: list[str]) -> str:
+    """One sentence on the measures with a CMI: the leading group is the best measure and those whose CMI
+    interval overlaps its interval. A group of at most max(3, a tenth of the measures) is
+    distinguishable from the rest; otherwise no measure stands out, and the sentence says why (the
+    small-study and noise reasons, else wide intervals) and what study would separate them."""
+    best = rows[finite[0]]
+    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return ("Whether any measure is distinguishable from the others is not decided here: the ranking has no "
+                "bootstrap intervals (n_boot = 0).")
+    tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
+            and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
+    lead = [finite[0]] + tied
+    below = [m for m in finite if m not in lead]
+    noisy = [esc(w) for w in noise_reasons(floor)] if floor is not None else []
+    if below and len(lead) <= max(3, len(finite) // 10):
+        caveat = f" — though {noisy[0]}" if noisy else ""
+        return (f"Distinguishable: {_names(lead)} (CMI intervals overlapping the best one's {_ci(lo, hi, '.3f')}) "
+                f"rank above the other {len(below)} measures, whose intervals lie entirely below it{caveat}.")
+    why = [esc(w) for w in small] + noisy or [f"the intervals are wide at {floor.n_runs if floor else '?'} networks"]
+    need = []
+    if floor is not None and (floor.noisy or not floor.configs):
+        if floor.seeds_needed == np.inf:
+            need.append("settings that move the gap beyond its seed noise (at ICC ≤ 0 no number of seeds helps)")
+        else:
+            need.append(esc(floor.seeds_text()) + (" (the mean over a configuration's seeds as the outcome)"
+                                                   if floor.configs else ""))
+        if np.isfinite(floor.n_test):
+            need.append(f"a test set larger than {floor.n_test:,.0f} examples")
+    if floor is not None and floor.n_runs < MIN_NETWORKS:
+        need.append(f"at least {MIN_NETWORKS} networks")
+    if not need:
+        need.append("more networks, so that the intervals narrow")
+    worse = (f"; {len(below)} ({_names(below, 3)}) lie entirely below it" if below else "")
+    return (f"No measure is distinguishable from the best: its CMI interval {_ci(lo, hi, '.3f')} overlaps those of "
+            f"{len(tied)} of the other {len(finite) - 1} measures{worse}, because " + "; ".join(why)
+            + "; a study that could separate them needs " + _and(need) + ".")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[str] = (), top: int = 3) -> str:
+    """The conclusion in one sentence (:func:`_conclusion`), the outcome's noise floor, the leading
+    measures, the set indistinguishable from the best, and the significantly negative ones."""
     table = sort_ranking(table)
     rows = {r["measure"]: r for r in table.iter_rows(named=True)}
     finite = [m for m, r in rows.items() if r.get("cmi") is not None and np.isfinite(r["cmi"])]
@@ -427,10 +451,13 @@ def _headline(table: pl.DataFrame, top: int = 3) -> str:
         return (f"<b>{esc(figures.short_name(m))}</b> (CMI {_num(r['cmi'])}"
                 f"{'' if ci == '–' else ' ' + ci}, τ {_num(r.get('tau'), '+.3f')})")
 
+    parts = [f'<p class="conclusion" id="conclusion">{_conclusion(rows, finite, floor, list(small))}</p>']
+    if floor is not None:
+        parts.append(f'<p class="floor" id="noise-floor">Noise floor of the outcome: {esc(floor.text())}.</p>')
     lead = finite[:top]
     best = rows[lead[0]]
-    parts = [f'<p class="lead">Leading measure{"s" if len(lead) > 1 else ""} by CMI: '
-             + "; ".join(named(m) for m in lead) + ".</p>"]
+    parts.append(f'<p class="lead">Leading measure{"s" if len(lead) > 1 else ""} by CMI: '
+                 + "; ".join(named(m) for m in lead) + ".</p>")
     lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
     rule = ("the measures whose CMI bootstrap interval (cmi_lo – cmi_hi) overlaps the best measure's "
             "interval")

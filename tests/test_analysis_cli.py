@@ -223,3 +223,29 @@ def test_population_and_column_helpers():
     assert [(name, part.height) for name, part in parts] == [("d1", 2), ("d2", 1), ("unknown", 1)]
     (name, whole), = split_datasets(df, dataset_axis=True)
     assert name == "d1+d2+unknown" and whole["hp.dataset"].to_list() == ["d1", "d1", "d2", "unknown"]
+
+
+def test_rank_warns_on_a_small_study_and_prints_only_columns_with_values(tmp_path, capsys):
+    df = synthetic_runs(4, 6, n_axes=2, n_values=2, seed=1)  # 4 networks, one seed
+    write_run_files(df, tmp_path / "runs")
+    out = tmp_path / "t.csv"
+    code, stdout, err = run_cli(capsys, "rank", tmp_path / "runs", "--boots", 0, "--out", out)
+    assert code == 0, err
+    assert ("warning: dataset synthetic: too small to rank the measures with confidence: 4 networks are "
+            "analysed (fewer than 20); 1 seed (fewer than 2)") in err
+    header = next(line for line in stdout.splitlines() if line.startswith("measure")).split()
+    assert header == ["measure", "n_models", "tau", "psi", "cmi", "cmi_set"]  # no intervals, repeats, environments
+    assert pl.read_csv(out).columns == table_columns(["lr", "depth"])  # the file keeps every column
+    code, _, err = run_cli(capsys, "rank", tmp_path / "runs", "--boots", 0, "-q")
+    assert code == 0 and err == ""
+
+
+def test_rank_warns_when_the_gap_is_mostly_seed_noise(tmp_path, capsys):
+    df = synthetic_runs(27 * 4, 3, n_axes=3, n_values=3, seed=2)
+    noise = np.random.default_rng(0).normal(0.0, 0.5, df.height)  # seeds disagree far more than configurations
+    write_run_files(df.with_columns(gap=pl.col("gap") + pl.Series(noise)), tmp_path / "runs")
+    code, stdout, err = run_cli(capsys, "rank", tmp_path / "runs", "--boots", 0)
+    assert code == 0, err
+    assert "too small" not in err
+    assert "warning: dataset synthetic: the gap is mostly seed and test noise: ICC" in err
+    assert "seeds per configuration" in err or "no number of seeds" in err

@@ -416,6 +416,26 @@ def test_mini_study_report_shows_its_setup_and_headline(mini_runs, tmp_path, mon
     headline = html.unescape(_between(text, 'id="headline"', 'id="glance"'))
     assert f"Leading measures by CMI: <b>{lead}</b>" in headline
     assert "overlaps the best measure's interval" in headline and "too-small" in text  # 16 < 20 networks
+    assert headline.index('id="conclusion"') < headline.index('id="noise-floor"') < headline.index("Leading")
+
+
+@needs_chromium
+def test_mini_study_headline_states_the_noise_floor_and_a_conclusion_in_chromium(mini_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(report_module, "_png", lambda fig, name, caption="": f'<img data-fig="{name}" src="#">')
+    out = write_report(mini_runs, tmp_path / "mini.html", **RANK)
+    dom = chromium("--dump-dom", out.as_uri(), tmp=tmp_path).stdout  # the page as Chromium built it
+    text = lambda pid: re.sub(r"<[^>]+>", "", html.unescape(  # noqa: E731
+        re.search(rf'<p class="[a-z]+" id="{pid}">(.*?)</p>', dom, re.S).group(1)))
+    conclusion, floor = text("conclusion"), text("noise-floor")
+    pop = population(load_runs(mini_runs))
+    f = report_module.noise_floor(pop)
+    assert floor.startswith(f"Noise floor of the outcome: test set {f.n_test:,.0f}, binomial SE of test accuracy ")
+    assert f"ICC {f.icc:.2f} over {f.configs} configurations" in floor
+    # one sentence that concludes: no measure is told apart at 16 networks, why, and what would
+    assert conclusion.startswith("No measure is distinguishable from the best: its CMI interval [")
+    assert f"because {pop.height} networks are analysed (fewer than 20)" in conclusion
+    assert conclusion.endswith(".") and "; a study that could separate them needs" in conclusion
+    assert "at least 20 networks" in conclusion and ". " not in conclusion  # one sentence
 
 
 def test_headline_sets_follow_the_intervals():
@@ -426,12 +446,25 @@ def test_headline_sets_follow_the_intervals():
                       "cmi": [0.30, 0.20, 0.10, 0.05, nan], "cmi_lo": [0.22, 0.18, 0.02, 0.0, None],
                       "cmi_hi": [0.40, 0.25, 0.21, 0.1, None]})
     h = report_module._headline(t)
+    assert '<p class="conclusion" id="conclusion">Distinguishable: a, b (CMI intervals overlapping the best ' \
+           "one's [0.220, 0.400]) rank above the other 2 measures, whose intervals lie entirely below it.</p>" in h
     assert "Leading measures by CMI: <b>a</b> (CMI 0.300 [0.220, 0.400], τ +0.500); <b>b</b>" in h
     assert "overlaps the best measure's interval [0.220, 0.400]: b (1 measures)" in h  # c's 0.21 < 0.22
     assert "Significantly negative (τ interval entirely below 0): b (τ -0.400 [-0.60, -0.10])." in h
     no_boot = report_module._headline(t.with_columns(pl.lit(None, pl.Float64).alias(c)
                                                      for c in ("tau_lo", "tau_hi", "cmi_lo", "cmi_hi")))
-    assert no_boot.count("not defined") == 2
+    assert no_boot.count("not defined") == 2 and "is not decided here" in no_boot
+    # every interval overlapping the best's: the sentence says why and what study would separate them
+    floor = report_module.NoiseFloor(n_runs=12, seeds=2, n_test=360, test_acc=0.97, test_acc_se=0.009, configs=6,
+                                     gap_sd=0.005, gap_within_sd=0.004, icc=0.36, seeds_needed=7.1)
+    wide = t.with_columns(pl.lit(0.0).alias("cmi_lo"), pl.lit(0.5).alias("cmi_hi"))
+    c = html.unescape(report_module._headline(wide, floor, ["12 networks are analysed (fewer than 20)"]))
+    assert ("No measure is distinguishable from the best: its CMI interval [0.000, 0.500] overlaps those of 3 of "
+            "the other 3 measures, because 12 networks are analysed (fewer than 20); the gap is mostly seed and test "
+            "noise: ICC 0.36 < 0.5") in c
+    assert ("; a study that could separate them needs 8 seeds per configuration (the mean over a configuration's "
+            "seeds as the outcome), a test set larger than 360 examples and at least 20 networks.</p>") in c
+    assert "Noise floor of the outcome: test set 360, binomial SE of test accuracy 0.0090 at the median 0.970" in c
 
 
 def test_a_small_study_warns_and_greys_out_wide_intervals(tmp_path, monkeypatch):

@@ -41,13 +41,37 @@ def resample_counts(n: int, n_boot: int, seed: int):
         yield np.bincount(rng.integers(0, n, n), minlength=n).astype(np.int64)
 
 
+def resample_blocks(n: int, n_boot: int, seed: int, max_cells: int = 1 << 21):
+    """The multiplicities of :func:`resample_counts` as consecutive ``(b, n)`` matrices of at most
+    ``max_cells`` entries (row ``r`` of the stacked blocks is replicate ``r``: a block draw of the
+    generator gives the same numbers as row-by-row draws)."""
+    rng = np.random.default_rng(seed)
+    step = max(1, max_cells // max(n, 1))
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        if n == 0:
+            yield np.zeros((b, 0), dtype=np.int64)
+            continue
+        draws = rng.integers(0, n, (b, n)) + n * np.arange(b)[:, None]
+        yield np.bincount(draws.reshape(-1), minlength=b * n).reshape(b, n).astype(np.int64)
+
+
+def percentile_interval(reps: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the finite replicates ``reps`` (1-D): their ``(1 − ci)/2`` and
+    ``(1 + ci)/2`` quantiles, linear interpolation; (NaN, NaN) if none is finite."""
+    r = np.asarray(reps, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if not len(r):
+        return np.nan, np.nan
+    lo, hi = np.quantile(r, [(1 - ci) / 2, (1 + ci) / 2])
+    return float(lo), float(hi)
+
+
 def _interval(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     M = reps.shape[1]
     lo, hi = np.full(M, np.nan), np.full(M, np.nan)
     for m in range(M):
-        r = reps[:, m][np.isfinite(reps[:, m])]
-        if len(r):
-            lo[m], hi[m] = np.quantile(r, [(1 - ci) / 2, (1 + ci) / 2])
+        lo[m], hi[m] = percentile_interval(reps[:, m], ci)
     return lo, hi
 
 

@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from ._parallel import run_ranges
-from ._ranks import Ranked, axis_codes, rank_inputs, row_codes
+from ._ranks import Ranked, axis_codes, dense_rank, rank_inputs, row_codes
 from .tau import tau_unsorted
 
 
@@ -61,6 +61,44 @@ def _psi_sums(order: np.ndarray, starts: np.ndarray, gr: np.ndarray, mr: np.ndar
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
+def group_bounds(ax: np.ndarray, free, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The groups of ψ over the axis columns ``free``: runs equal on every other column of ``ax``
+    and on every column of ``extra``. Returns ``(order, starts)``: group ``q`` is
+    ``order[starts[q]:starts[q + 1]]`` (groups in the lexicographic order of their values)."""
+    ax = np.asarray(ax)
+    n = ax.shape[0]
+    extra = np.zeros((n, 0), dtype=np.int64) if extra is None else np.asarray(extra).reshape(n, -1)
+    others = np.concatenate([np.delete(ax, list(free), axis=1).astype(np.int64), extra.astype(np.int64)], axis=1)
+    gid = row_codes(others)
+    order = np.argsort(gid, kind="stable")
+    starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1], True]) if n else np.zeros(1, np.int64)
+    return order.astype(np.int64), starts.astype(np.int64)
+
+
+def group_taus(g: np.ndarray, mu: np.ndarray, ax: np.ndarray, free, extra: np.ndarray | None = None
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """τ-a of one measure ``mu`` against ``g`` in every group of ψ over ``free``
+    (:func:`group_bounds`) with two or more runs where both are finite; and those groups' run
+    indices. ``ψ_free`` is the mean of the returned τ (NaN if none)."""
+    g, mu = np.asarray(g, np.float64), np.asarray(mu, np.float64)
+    keep = np.isfinite(g) & np.isfinite(mu)
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return np.zeros(0), []
+    ax = np.asarray(ax).reshape(len(g), -1)[idx]
+    extra = None if extra is None else np.asarray(extra).reshape(len(g), -1)[idx]
+    order, starts = group_bounds(ax, free, extra)
+    gr = dense_rank(g[idx])[0]
+    mr = dense_rank(mu[idx])[0]
+    taus, groups = [], []
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        if hi - lo >= 2:
+            members = order[lo:hi]
+            taus.append(tau_unsorted(gr[members], mr[members]))
+            groups.append(idx[members])
+    return np.asarray(taus, dtype=np.float64), groups
+
+
 def granulated_tau(g: np.ndarray, mu: np.ndarray, axes: np.ndarray,
                    keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ψ and ψ_k of each measure.
@@ -92,11 +130,8 @@ def granulated_ranked(rk: Ranked, ax: np.ndarray, extra: np.ndarray) -> tuple[np
         multi[k] = rk.n > 0 and len(np.unique(ax[:, k])) >= 2
         if not multi[k]:
             continue
-        others = np.concatenate([np.delete(ax, k, axis=1).astype(np.int64), extra.astype(np.int64)], axis=1)
-        gid = row_codes(others)
-        order = np.argsort(gid, kind="stable")
-        starts = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1], True])
-        sums, counts = _psi_sums(order.astype(np.int64), starts.astype(np.int64), rk.gr, rk.mr)
+        order, starts = group_bounds(ax, [k], extra)
+        sums, counts = _psi_sums(order, starts, rk.gr, rk.mr)
         psi_k[:, k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     psi = np.full(M, np.nan)
     if multi.any():

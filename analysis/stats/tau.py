@@ -155,6 +155,21 @@ def _tau_range(xs, ys, runs, offs, nys, c, m_lo, m_hi, out):
         out[m] = tau_sorted(xs[lo:hi], ys[lo:hi], w, nys[m])
 
 
+@nb.njit(cache=True, nogil=True)
+def _tau_reps(xs, ys, runs, offs, nys, counts, r_lo, r_hi, out):
+    """τ-a of every measure under each weighting ``counts[r]`` for replicates ``r_lo..r_hi``."""
+    M = len(nys)
+    for r in range(r_lo, r_hi):
+        c = counts[r]
+        for m in range(M):
+            lo = offs[m]
+            hi = offs[m + 1]
+            w = np.empty(hi - lo, dtype=np.int64)
+            for t in range(lo, hi):
+                w[t - lo] = c[runs[t]]
+            out[r, m] = tau_sorted(xs[lo:hi], ys[lo:hi], w, nys[m])
+
+
 class TauPlan:
     """Sorted (g, μ) sequences of every measure, reusable for many weightings."""
 
@@ -182,6 +197,14 @@ class TauPlan:
         out = np.full(len(self.nys), np.nan)
         run_ranges(lambda lo, hi: _tau_range(self.xs, self.ys, self.runs, self.offs, self.nys, c, lo, hi, out),
                    len(self.nys))
+        return out
+
+    def run_many(self, counts: np.ndarray) -> np.ndarray:
+        """τ-a of every measure under each row of ``counts`` (``(B, n)`` run multiplicities): ``(B, M)``."""
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        out = np.full((counts.shape[0], len(self.nys)), np.nan)
+        run_ranges(lambda lo, hi: _tau_reps(self.xs, self.ys, self.runs, self.offs, self.nys, counts, lo, hi, out),
+                   counts.shape[0])
         return out
 
 

@@ -124,10 +124,14 @@ def _claims_parser(sub, common) -> None:
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave unreadable run files out (with a warning) instead of failing")
     p.add_argument("--top", type=int, default=60, help="rows printed (default 60)")
+    p.add_argument("--reproduction", metavar="FILE.md",
+                   help="also write Dziugaite & Roy 2017's table beside the runs that hold "
+                        "pacbayes_optimized_bound (Markdown; the HTML page gets it as a section)")
 
 
 def _claims(args: argparse.Namespace) -> int:
     from .claims import CLAIM_FORMATS, evaluate_claims, format_claims, noise_floors, select_claims, write_claims
+    from .claims.reproduction import reproduction_html, reproduction_markdown, reproduction_table
 
     ids = [c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None
     select_claims(ids)  # an unknown id fails before any reading
@@ -149,9 +153,16 @@ def _claims(args: argparse.Namespace) -> int:
     print(format_claims(table, args.top, noise))
     meta = (f"runs {', '.join(args.runs)} · {args.n_boot} bootstrap replicates, seed {args.boot_seed}"
             + (" · unconverged runs admitted" if args.include_unconverged else ""))
+    repro = reproduction_table(runs)
     for out in args.out:
-        write_claims(table, out, meta=meta, noise=noise)
+        write_claims(table, out, meta=meta, noise=noise, extra_html=reproduction_html(repro))
         print(f"wrote {out} ({table.height} rows)")
+    if args.reproduction:
+        if not repro.height:
+            raise RunsError(f"--reproduction {args.reproduction}: no run holds pacbayes_optimized_bound; "
+                            "name it in a study's [measures] include and run `study measure`")
+        write_atomic(args.reproduction, reproduction_markdown(repro).encode("utf-8"))
+        print(f"wrote {args.reproduction} ({repro.height} networks)")
     return 0
 
 

@@ -144,8 +144,9 @@ def _noise_html(noise: pl.DataFrame) -> str:
 
 
 def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: str = "",
-                noise: pl.DataFrame | None = None) -> str:
-    """One self-contained HTML page of the claims table (the report's style, no script, no link)."""
+                noise: pl.DataFrame | None = None, extra: str = "") -> str:
+    """One self-contained HTML page of the claims table (the report's style, no script, no link);
+    ``extra``: a further section (HTML) placed after the noise floor (the reproduction table)."""
     from ..report import CSS
 
     counts = table["verdict"].value_counts()
@@ -194,6 +195,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
         "of zhang_measures_see_labels are listed without verdicts and the instrument check (ok / broken) is no "
         "finding; neither is in the Holm family. Definitions: CLAIMS.md and ANALYSIS.md.</p>",
         _noise_html(noise) if noise is not None and noise.height else "",
+        extra,
         '<h2>The claims</h2><table><tr><th class="l">id</th><th class="l">source</th>'
         '<th class="l">claim</th></tr>' + claims_list + "</table>",
     ]
@@ -204,7 +206,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
 
 
 def write_claims(table: pl.DataFrame, out: str, *, title: str = "The seed's claims", meta: str = "",
-                 noise: pl.DataFrame | None = None) -> None:
+                 noise: pl.DataFrame | None = None, extra_html: str = "") -> None:
     """Write the claims table as CSV, Parquet, Markdown or HTML by the extension, atomically."""
     ext = os.path.splitext(out)[1].lower()
     if ext not in CLAIM_FORMATS:
@@ -216,5 +218,5 @@ def write_claims(table: pl.DataFrame, out: str, *, title: str = "The seed's clai
     elif ext == ".md":
         data = claims_markdown(table, noise).encode("utf-8")
     else:
-        data = claims_html(table, title=title, meta=meta, noise=noise).encode("utf-8")
+        data = claims_html(table, title=title, meta=meta, noise=noise, extra=extra_html).encode("utf-8")
     write_atomic(out, data)

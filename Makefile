@@ -34,7 +34,8 @@ claims: $(STAMP) sysdeps
 	  $(BIN)/analysis report results/claims/$$n.parquet --out results/claims/$$n.html || exit 1; \
 	done
 	$(BIN)/analysis claims results/claims/claims_*.parquet --out results/claims/claims.csv \
-	  --out results/claims/claims.md --out results/claims/claims.html
+	  --out results/claims/claims.md --out results/claims/claims.html \
+	  --reproduction results/claims/dziugaite_roy.md
 
 # System packages the tests use (Chromium for the report, Fashion-MNIST, sshd);
 # installed when this runs as root with apt, skipped (tests then skip) otherwise.

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from study.measures import MeasureContext, core, flatness
+from study.measures import MeasureContext, core, flatness, measure_set
 from study.measures.context import stable_seed
 from study.measures.registry import Undefined
-from study.runner import build_network, load_data, measure_set
+from study.runner import build_network, load_data
 from study.spec import load_study
 from study.train import TrainOptions, train
 
@@ -115,7 +115,7 @@ def main() -> None:
         model = build_network(spec, data, device)
         res = train(model, data.x_train, data.y_train, TrainOptions(**spec.train),
                     seed=stable_seed(spec.seed, "order"))
-        mx, my = measure_set(spec, data, device)
+        mx, my = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
         ctx = MeasureContext(model, mx, my, init_state=res.init_state, train_log=res.log,
                              seed=spec.seed, knobs=spec.measures["knobs"],
                              n_train=len(data.x_train), device=device)

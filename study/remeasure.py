@@ -280,7 +280,7 @@ def score_one(run_id: str, out: str, study: str, target: str, num_gpus: float = 
     (x, y), init)`` with (x, y) the measure set of the run (training data or its subset, as
     the measures see it) and ``init`` its initial state dict. Returns ``{"run_id", "value",
     "reason"}``: NaN and the error when the function fails or returns no finite-able number."""
-    from .runner import measure_set
+    from .measures import measure_set
     store = Store(out, study)
     fn = load_function(target)
     try:
@@ -289,7 +289,7 @@ def score_one(run_id: str, out: str, study: str, target: str, num_gpus: float = 
         spec = RunSpec.from_json(row["config"])
         spec, model, init, _, data, device = _network(store, {"config": row["config"]},
                                                       spec.measures, num_gpus)
-        x, y = measure_set(spec, data, device)
+        x, y = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
         value = float(fn(model, (x, y), init))
     except Exception as e:  # one failing network gives NaN with the reason
         return {"run_id": run_id, "value": math.nan,

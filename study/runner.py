@@ -30,7 +30,7 @@ import torch
 
 from . import SCHEMA_VERSION, __version__
 from .data import Dataset, load_dataset
-from .measures import MeasureContext, select, stable_seed
+from .measures import MeasureContext, measure_set, select, stable_seed
 from .measures.compute import compute_repeated
 from .measures.registry import settings_hash
 from .models import build_model
@@ -211,7 +211,7 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     (`registry.expected_settings`), else computed."""
     measures = (select(names) if names is not None
                 else select(spec.measures["include"], spec.measures["exclude"]))
-    mx, my = measure_set(spec, data, device)
+    mx, my = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
     subset = spec.measures["subset"]
     repeats = int(spec.measures.get("repeats", 1))  # absent in rows written before repeats
 
@@ -237,18 +237,6 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     cols["measure_methods"] = json.dumps(result.methods, sort_keys=True)
     cols[REPEATS] = json.dumps(result.repeats, sort_keys=True)
     return cols
-
-
-def measure_set(spec: RunSpec, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) the measures see: the training set, or its ``[measures] subset`` drawn with a
-    generator seeded by the run's seed, on ``device``."""
-    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
-    subset = spec.measures["subset"]
-    if subset and subset < len(xtr):
-        g = torch.Generator().manual_seed(stable_seed(spec.seed, "measure_set"))
-        idx = torch.randperm(len(xtr), generator=g)[:subset].to(device)
-        return xtr[idx], ytr[idx]
-    return xtr, ytr
 
 
 def load_network(store: Store, spec: RunSpec, device: torch.device,

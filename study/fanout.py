@@ -47,8 +47,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from .errors import error_line, error_text
 from .lease import LEASE_TIMEOUT_S, Lease
-from .runner import error_text, execute, pick_device
+from .runner import execute, pick_device
 from .spec import RunSpec, Study, StudyError
 from .storage import Store
 
@@ -121,7 +122,7 @@ def run_one(spec_json: str, out: str, study: str, num_gpus: float, retry_failed:
         store.write_row(row)
     except Exception as e:
         return {"run_id": spec.run_id, "status": "write_failed", "skipped": False,
-                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                "error": error_line(e)}
     return {"run_id": spec.run_id, "status": row["status"], "converged": row.get("converged"),
             "error": row["error"].splitlines()[0] if row["error"] else "", "skipped": False,
             "seconds": time.perf_counter() - t0}
@@ -211,7 +212,7 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
         try:
             store.write_row(_failed_row(spec, error))
         except Exception as e:
-            return {"run_id": spec.run_id, "status": "write_failed", "error": f"{type(e).__name__}: {e}"}
+            return {"run_id": spec.run_id, "status": "write_failed", "error": error_line(e)}
         return {"run_id": spec.run_id, "status": "failed", "error": error}
 
     with stopped_cleanly(summary, bar, t0):
@@ -265,7 +266,7 @@ def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address:
     finishes: in this process one at a time (``serial``), else as Ray tasks with ``resources``
     (num_cpus, num_gpus, max_in_flight), a bounded number in flight, taken with `ray.wait`.
     A task lost beyond Ray's retries gives ``record(lost(item, error text))``, the text plain
-    (`runner.error_text`: the cause's type and message, then the traceback; ``lost`` None: the
+    (`errors.error_text`: the cause's type and message, then the traceback; ``lost`` None: the
     error is raised). ``items`` may be a generator over a large grid: taken as needed. Before submitting, `check_feasible` (ClusterError: no node can ever
     hold one task). Ctrl-C or SIGTERM cancels the tasks in flight and raises KeyboardInterrupt
     (`Terminated` for SIGTERM). ``record`` raising `StudyStopped` stops the submitting: the

@@ -32,9 +32,8 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 
-from .schema import write_atomic
+from .schema import now, write_atomic
 from .storage import StorageError, Store
 
 log = logging.getLogger("study.lease")
@@ -77,7 +76,7 @@ class Lease:
         self.path = f"{store.base}/lease.json"
         self.command = command
         self.token = uuid.uuid4().hex
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = now().isoformat()
         self.lost: str | None = None  # set when another driver took the lease over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -22,14 +22,13 @@ import math
 import os
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .errors import error_line, error_text
 from .fanout import fan_out, stopped_cleanly
 from .lease import LEASE_TIMEOUT_S, Lease
 from .measures.registry import expected_settings, outdated, select
@@ -40,6 +39,7 @@ from .schema import (
     artifact_col,
     cfg_col,
     measure_col,
+    now,
     sd_col,
     seconds_col,
     stored_settings,
@@ -118,10 +118,6 @@ def merge_measures(table: pa.Table, cols: dict, names: list[str], now: str) -> p
     return table
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _network(store: Store, row: dict, measures: dict, num_gpus: float):
     """(spec with the study file's ``measures``, model, init state, train log, data, device)."""
     from .runner import load_data, load_network, pick_device
@@ -152,10 +148,10 @@ def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Wan
         curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
         if row.get(curve) is None and log is not None and log.epoch_losses:
             cols[curve] = [float(v) for v in log.epoch_losses]
-        store.write_row_table(merge_measures(table, cols, names, _now()))
+        store.write_row_table(merge_measures(table, cols, names, now().isoformat()))
     except Exception as e:  # the row stays as it was; the summary names the failure
         return {"run_id": run_id, "status": "failed", "computed": 0,
-                "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                "error": error_line(e)}
     return {"run_id": run_id, "status": "ok", "computed": len(names), "error": "",
             "seconds": time.perf_counter() - t0}
 
@@ -292,8 +288,7 @@ def score_one(run_id: str, out: str, study: str, target: str, num_gpus: float = 
         x, y = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
         value = float(fn(model, (x, y), init))
     except Exception as e:  # one failing network gives NaN with the reason
-        return {"run_id": run_id, "value": math.nan,
-                "reason": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}".strip()}
+        return {"run_id": run_id, "value": math.nan, "reason": error_text(e, limit=3)}
     return {"run_id": run_id, "value": value, "reason": "" if math.isfinite(value) else "not finite"}
 
 

@@ -18,54 +18,27 @@ import logging
 import math
 import os
 import platform
-import re
 import socket
 import sys
 import time
-import traceback
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 
 import torch
 
 from . import SCHEMA_VERSION, __version__
 from .data import Dataset, load_dataset
+from .errors import error_text
 from .measures import MeasureContext, measure_set, select, stable_seed
 from .measures.compute import compute_repeated
 from .measures.registry import settings_hash
 from .models import build_model
-from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, sd_col, seconds_col
+from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, now, sd_col, seconds_col
 from .spec import RunSpec
 from .storage import Store, WriteError
 from .train import TrainLog, TrainOptions, evaluate, train
 from .version import git_commit
 
 log = logging.getLogger("study.runner")
-
-
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
-
-
-def plain(text: str) -> str:
-    """``text`` without ANSI escape sequences (colours, cursor moves)."""
-    return _ANSI.sub("", text)
-
-
-def error_text(e: BaseException) -> str:
-    """A failure as a row stores it: plain text, the cause's type and message on the first line,
-    then the traceback. A Ray task error is unwrapped to the exception the task raised."""
-    import traceback as tb
-    cause = getattr(e, "cause", None)
-    inner = cause if isinstance(cause, BaseException) else e
-    head = f"{type(inner).__name__}: {inner}".replace("\n", " ").strip()
-    trace = (str(e) if inner is not e  # a RayTaskError's text is the remote traceback
-             else "".join(tb.format_exception(type(e), e, e.__traceback__, limit=8)))
-    return plain(f"{head}\n{trace}").rstrip()
-
-
-def _now() -> datetime:
-    """Now, in UTC, to the second: stored as timestamp[us, UTC] (`schema.TIMES`)."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def pick_device(num_gpus: float = 0) -> torch.device:
@@ -137,7 +110,7 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     row = base_row(spec)
     row.update({"status": "ok", "error": "", "config": spec.to_json(),
                 "versions": json.dumps(versions()), "device": device_name(device),
-                "host": socket.gethostname(), "started_at": _now()})
+                "host": socket.gethostname(), "started_at": now()})
     try:
         _train_and_measure(spec, device, row, progress, store)
     except WriteError:  # the output failing is no failure of the run: the driver stops
@@ -145,8 +118,8 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     except Exception as e:  # the row records the failure; nothing is lost
         log.exception("run %s failed", spec.run_id)
         row["status"] = "failed"
-        row["error"] = plain(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
-    row["finished_at"] = _now()
+        row["error"] = error_text(e)
+    row["finished_at"] = now()
     return row
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pyarrow as pa
 
@@ -57,6 +57,12 @@ PROVENANCE = ("config", "versions", "device", "host", "started_at", "finished_at
 # strings ("2026-01-02T03:04:05+00:00"), which `normalize_times` casts when tables are combined
 TIMES = ("started_at", "finished_at")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def now() -> datetime:
+    """Now, in UTC, to the second: a time column's value (stored as `TIMESTAMP`)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
 FIXED = IDENTITY + OUTCOMES + TRAINING + MEASURING + STATUS + PROVENANCE
 
 

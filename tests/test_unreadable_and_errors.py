@@ -128,7 +128,7 @@ class _FakeRay:
 def test_error_text_is_plain_with_type_message_and_traceback():
     import ray.exceptions
 
-    from study.runner import error_text
+    from study.errors import error_text
     text = error_text(ray.exceptions.RayTaskError("run_one", ANSI_TRACE, ValueError("the data is bad\nsecond"),
                                                            proctitle="ray::run_one", pid=1, ip="127.0.0.1"))
     assert "\x1b" not in text

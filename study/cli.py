@@ -260,8 +260,7 @@ def _stale(study, store: Store) -> dict:
     from .schema import stored_settings
 
     m = study.measures
-    expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"],
-                                 m.get("repeats", 1))
+    expected = expected_settings(select(m.include, m.exclude), m.knobs, m.subset, m.repeats)
     rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
     stale, missing = Counter(), Counter()
     for r in rows:

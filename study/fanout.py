@@ -50,7 +50,7 @@ from tqdm import tqdm
 from .errors import error_line, error_text
 from .lease import LEASE_TIMEOUT_S, Lease
 from .runner import execute, pick_device
-from .spec import RunSpec, Study, StudyError
+from .spec import Resources, RunSpec, Study, StudyError
 from .storage import Store
 
 NODE_WAIT_S = 600.0  # with an autoscaler: how long to wait for a node that can hold one run
@@ -217,7 +217,7 @@ def _run_study(study: Study, store: Store, lease: Lease, *, address, retry_faile
 
     with stopped_cleanly(summary, bar, t0):
         fan_out(todo, run_one, lambda spec: (spec.to_json(), study.out, study.name,
-                                             study.resources["num_gpus"], retry_failed,
+                                             study.resources.num_gpus, retry_failed,
                                              study.keep_networks),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
@@ -258,7 +258,7 @@ def ray_address(address: str | None) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
-def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address: str | None = None,
+def fan_out(items: Iterable, task, args_of, resources: Resources, record, *, address: str | None = None,
             serial: bool = False, max_in_flight: int | None = None, lost=None,
             autoscaler: bool | None = None, node_wait_s: float | None = None,
             announce=print_stderr, in_flight=None) -> None:
@@ -306,10 +306,10 @@ def fan_out(items: Iterable, task, args_of, resources: dict, record, *, address:
 
 
 def _loop(ray, items, task, args_of, resources, record, max_in_flight, lost, in_flight) -> None:
-    remote = ray.remote(task).options(num_cpus=resources["num_cpus"], num_gpus=resources["num_gpus"],
+    remote = ray.remote(task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                                       max_retries=3, retry_exceptions=False)
     if not max_in_flight:
-        max_in_flight = resources["max_in_flight"] or _auto_in_flight(ray, resources)
+        max_in_flight = resources.max_in_flight or _auto_in_flight(ray, resources)
     pending: dict = {}
     queue = iter(items)  # items may be a generator over a large grid: taken as needed
     nxt = next(queue, _END)
@@ -431,14 +431,14 @@ def infeasible(nodes: list[dict], num_cpus: float, num_gpus: float) -> str:
     return f"each run asks for {asks}; {has}"
 
 
-def check_feasible(ray, resources: dict, *, local: bool = False, autoscaler: bool | None = None,
+def check_feasible(ray, resources: Resources, *, local: bool = False, autoscaler: bool | None = None,
                    wait_s: float | None = None) -> None:
     """Raise ClusterError when no live node can ever hold one run: at once on a fixed
     cluster; with an autoscaler (`has_autoscaler`; never for a ``local`` Ray) after a
     warning and up to ``wait_s`` seconds of waiting for such a node."""
     def why() -> str:
         return infeasible([n["Resources"] for n in ray.nodes() if n.get("Alive")],
-                          resources["num_cpus"], resources["num_gpus"])
+                          resources.num_cpus, resources.num_gpus)
     reason = why()
     if not reason:
         return
@@ -458,12 +458,12 @@ def check_feasible(ray, resources: dict, *, local: bool = False, autoscaler: boo
                        f"nothing was run; {fix} (or wait longer: --node-wait)")
 
 
-def _auto_in_flight(ray, res: dict) -> int:
+def _auto_in_flight(ray, res: Resources) -> int:
     """Twice the number of tasks the cluster can run at once (at least 2)."""
     cluster = ray.cluster_resources()
     slots = []
-    if res["num_cpus"]:
-        slots.append(cluster.get("CPU", 1) / res["num_cpus"])
-    if res["num_gpus"]:
-        slots.append(cluster.get("GPU", 0) / res["num_gpus"])
+    if res.num_cpus:
+        slots.append(cluster.get("CPU", 1) / res.num_cpus)
+    if res.num_gpus:
+        slots.append(cluster.get("GPU", 0) / res.num_gpus)
     return max(2, int(2 * min(slots))) if slots else 8

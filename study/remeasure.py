@@ -44,7 +44,7 @@ from .schema import (
     seconds_col,
     stored_settings,
 )
-from .spec import RunSpec, Study, StudyError
+from .spec import MeasureSettings, Resources, RunSpec, Study, StudyError
 from .storage import StorageError, Store
 
 
@@ -58,17 +58,16 @@ class Want:
     missing: bool = False
     force: bool = False
 
-    def expected(self, measures: dict) -> dict[str, str]:
+    def expected(self, measures: MeasureSettings) -> dict[str, str]:
         """name → settings hash under the study file's ``[measures]`` of every candidate."""
         if self.names is None:
-            chosen = select(measures["include"], measures["exclude"])
+            chosen = select(measures.include, measures.exclude)
         else:
             try:
                 chosen = select(self.names)
             except ValueError as e:
                 raise StudyError(str(e).replace(" in measures.include", " in --measures")) from None
-        return expected_settings(chosen, measures["knobs"], measures["subset"],
-                                 measures.get("repeats", 1))
+        return expected_settings(chosen, measures.knobs, measures.subset, measures.repeats)
 
 
 def wanted(row: dict, want: Want, expected: dict[str, str]) -> list[str]:
@@ -118,7 +117,7 @@ def merge_measures(table: pa.Table, cols: dict, names: list[str], now: str) -> p
     return table
 
 
-def _network(store: Store, row: dict, measures: dict, num_gpus: float):
+def _network(store: Store, row: dict, measures: MeasureSettings, num_gpus: float):
     """(spec with the study file's ``measures``, model, init state, train log, data, device)."""
     from .runner import load_data, load_network, pick_device
     spec = replace(RunSpec.from_json(row["config"]), measures=measures)
@@ -128,7 +127,7 @@ def _network(store: Store, row: dict, measures: dict, num_gpus: float):
     return spec, model, init, log, data, device
 
 
-def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Want,
+def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, want: Want,
                 expected: dict[str, str], num_gpus: float = 0) -> dict:
     """Compute what is still wanted of one stored network (``expected``: `Want.expected` of the
     study file's ``[measures]``) and rewrite its row merged; returns a small record
@@ -136,7 +135,6 @@ def measure_one(run_id: str, out: str, study: str, measures_json: str, want: Wan
     from .runner import measure_network
     t0 = time.perf_counter()
     store = Store(out, study)
-    measures = json.loads(measures_json)
     try:
         table = pq.read_table(store.run_path(run_id), filesystem=store.fs)
         row = table.to_pylist()[0]
@@ -218,7 +216,6 @@ def _measure_study(study, store, want, expected, rows, *, address, serial, max_i
         return s
     bar = tqdm(total=len(todo), unit="net", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5, desc=f"{study.name} measure")
-    measures_json = json.dumps(study.measures, sort_keys=True)
     t0 = time.perf_counter()
 
     def record(res: dict) -> None:
@@ -234,8 +231,8 @@ def _measure_study(study, store, want, expected, rows, *, address, serial, max_i
         return {"run_id": run_id, "status": "failed", "computed": 0, "error": error.splitlines()[0]}
 
     with stopped_cleanly(s, bar, t0):
-        fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, measures_json, want,
-                                                expected, study.resources["num_gpus"]),
+        fan_out(todo, measure_one, lambda rid: (rid, study.out, study.name, study.measures, want,
+                                                expected, study.resources.num_gpus),
                 study.resources, record, address=address, serial=serial,
                 max_in_flight=max_in_flight, lost=lost, autoscaler=autoscaler,
                 node_wait_s=node_wait_s,
@@ -285,7 +282,7 @@ def score_one(run_id: str, out: str, study: str, target: str, num_gpus: float = 
         spec = RunSpec.from_json(row["config"])
         spec, model, init, _, data, device = _network(store, {"config": row["config"]},
                                                       spec.measures, num_gpus)
-        x, y = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
+        x, y = measure_set(data.x_train, data.y_train, spec.measures.subset, spec.seed)
         value = float(fn(model, (x, y), init))
     except Exception as e:  # one failing network gives NaN with the reason
         return {"run_id": run_id, "value": math.nan, "reason": error_text(e, limit=3)}
@@ -293,7 +290,7 @@ def score_one(run_id: str, out: str, study: str, target: str, num_gpus: float = 
 
 
 def score_runs(out: str, study: str, target: str, *, serial: bool = False,
-               address: str | None = None, resources: dict | None = None,
+               address: str | None = None, resources: Resources = Resources(),
                progress: bool = True) -> tuple[dict[str, float], dict[str, str], list[str]]:
     """The user's measure on every stored ok network with a checkpoint of ``study`` under
     ``out``: (run_id → value, run_id → NaN reason, run ids without a checkpoint)."""
@@ -302,7 +299,6 @@ def score_runs(out: str, study: str, target: str, *, serial: bool = False,
     rows = _ok_rows(store, "STUDY.toml")
     ids = [r["run_id"] for r in rows]
     have = [i for i in ids if store.has_net(i)]
-    res = {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 0, **(resources or {})}
     values, reasons = {}, {}
     bar = tqdm(total=len(have), unit="net", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5, desc=f"{study} score")
@@ -314,7 +310,7 @@ def score_runs(out: str, study: str, target: str, *, serial: bool = False,
         bar.update(1)
 
     try:
-        fan_out(have, score_one, lambda rid: (rid, out, study, target, res["num_gpus"]), res, record,
+        fan_out(have, score_one, lambda rid: (rid, out, study, target, resources.num_gpus), resources, record,
                 address=address, serial=serial,
                 lost=lambda rid, error: {"run_id": rid, "value": math.nan, "reason": error})
     finally:

@@ -26,16 +26,16 @@ from dataclasses import asdict, replace
 import torch
 
 from . import SCHEMA_VERSION, __version__
-from .data import Dataset, load_dataset
+from .data import Dataset, load
 from .errors import error_text
 from .measures import MeasureContext, measure_set, select, stable_seed
 from .measures.compute import compute_repeated
 from .measures.registry import settings_hash
-from .models import build_model
+from .models import family
 from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, now, sd_col, seconds_col
 from .spec import RunSpec
 from .storage import Store, WriteError
-from .train import TrainLog, TrainOptions, evaluate, train
+from .train import TrainLog, evaluate, train
 from .version import git_commit
 
 log = logging.getLogger("study.runner")
@@ -126,12 +126,12 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
 def build_network(spec: RunSpec, data: Dataset, device: torch.device) -> torch.nn.Module:
     """The run's network at its seeded initialisation, on ``device``."""
     torch.manual_seed(stable_seed(spec.seed, "init"))
-    return build_model(spec.model, data.input_shape, data.num_classes, **spec.model_options).to(device)
+    return family(spec.model).build(data.input_shape, data.num_classes, spec.model_options).to(device)
 
 
 def load_data(spec: RunSpec, device: torch.device) -> Dataset:
     """The run's dataset with its tensors on ``device``."""
-    data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+    data = load(spec.dataset, spec.data, spec.data_source)
     return replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device),
                    x_test=data.x_test.to(device), y_test=data.y_test.to(device))
 
@@ -142,7 +142,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
     xtr, ytr = data.x_train, data.y_train
     row.update(n_train=len(xtr), n_test=len(data.x_test))
     model = build_network(spec, data, device)
-    res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
+    res = train(model, xtr, ytr, spec.train, seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
                epochs=res.log.epochs, train_seconds=res.seconds,
                final_lr=math.nan if res.log.final_lr is None else float(res.log.final_lr))
@@ -153,7 +153,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
                         "a smaller lr may train")
         for k in OUTCOMES:
             row[k] = math.nan
-        for m in select(spec.measures["include"], spec.measures["exclude"]):
+        for m in select(spec.measures.include, spec.measures.exclude):
             row[measure_col(m.name)] = math.nan
         return
     final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -182,24 +182,22 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     measure set is the training set, or its seeded ``subset``, as in the run itself, the same
     for every repeat. ``hashes``: the measures' settings hashes when the caller has them
     (`registry.expected_settings`), else computed."""
-    measures = (select(names) if names is not None
-                else select(spec.measures["include"], spec.measures["exclude"]))
-    mx, my = measure_set(data.x_train, data.y_train, spec.measures["subset"], spec.seed)
-    subset = spec.measures["subset"]
-    repeats = int(spec.measures.get("repeats", 1))  # absent in rows written before repeats
+    m = spec.measures
+    measures = select(names) if names is not None else select(m.include, m.exclude)
+    mx, my = measure_set(data.x_train, data.y_train, m.subset, spec.seed)
 
     def make_ctx(seed: int) -> MeasureContext:
         return MeasureContext(model, mx, my, init_state=init_state, train_log=train_log, seed=seed,
-                              knobs=spec.measures["knobs"], n_train=len(data.x_train), device=device,
+                              knobs=m.knobs, n_train=len(data.x_train), device=device,
                               held_out=(data.x_test, data.y_test))
 
     t0 = time.perf_counter()
-    result = compute_repeated(make_ctx, measures, spec.seed, repeats, progress=progress)
+    result = compute_repeated(make_ctx, measures, spec.seed, m.repeats, progress=progress)
     cols = {"measure_seconds": time.perf_counter() - t0}
     for name, v in result.values.items():
         cols[measure_col(name)] = v
         cols[cfg_col(name)] = ((hashes or {}).get(name)
-                               or settings_hash(name, spec.measures["knobs"], subset, repeats))
+                               or settings_hash(name, m.knobs, m.subset, m.repeats))
     for name, sd in result.sds.items():
         cols[sd_col(name)] = sd
     for name, s in result.seconds.items():
@@ -219,7 +217,7 @@ def load_network(store: Store, spec: RunSpec, device: torch.device,
     `measure_network` takes. ``data`` (for the input shape and classes): loaded if None."""
     init_state, final_state, meta = store.read_net(spec.run_id)
     if data is None:
-        data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+        data = load(spec.dataset, spec.data, spec.data_source)
     model = build_network(spec, data, device)
     model.load_state_dict(final_state)
     model.eval()

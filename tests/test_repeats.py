@@ -20,7 +20,7 @@ NAMES = ("expected_sharpness", "grad_variance", "param_norm")
 
 def test_repeats_write_sd_and_rank_shows_reliability(tmp_path, capsys):
     study = load_study(write_study(tmp_path, include=json.dumps(list(NAMES)), extra="repeats = 3\n"))
-    assert study.measures["repeats"] == 3
+    assert study.measures.repeats == 3
     s = run_study(study, serial=True, progress=False)
     assert s.ok == 4
     df = pl.read_parquet(tmp_path / "out" / "tiny" / "runs" / "*.parquet")

@@ -26,7 +26,7 @@ def spec_of(**train):
            "model": {"depth": 3}, "train": {"target_loss": 0.05, "max_epochs": 15},
            "grid": {"width": [64]}, "measures": {"include": ["params"]}}
     spec = parse_study(doc).runs()[0]
-    return replace(spec, train={**spec.train, **train})
+    return replace(spec, train=spec.train.model_copy(update=train))
 
 
 def test_a_target_met_at_initialisation_fails_the_run():
@@ -58,7 +58,7 @@ def test_weights_that_blow_up_with_a_finite_loss_mark_the_run_diverged(monkeypat
     from study.runner import build_network, load_data
     data = load_data(spec, torch.device("cpu"))
     model = build_network(spec, data, torch.device("cpu"))
-    res = training.train(model, data.x_train, data.y_train, training.TrainOptions(**spec.train),
+    res = training.train(model, data.x_train, data.y_train, spec.train,
                          seed=stable_seed(spec.seed, "order"))
     assert not res.diverged and math.isfinite(res.final_train_loss)
     assert all(math.isfinite(v) for v in res.log.epoch_losses)

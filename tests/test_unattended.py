@@ -27,7 +27,7 @@ import study
 from study.cli import main as study_main
 from study.fanout import ClusterError, check_feasible, fan_out, infeasible, run_study
 from study.lease import LEASE_TIMEOUT_S, Lease, LeaseHeld
-from study.spec import load_study
+from study.spec import Resources, load_study
 from study.storage import Store
 from tests.studyfiles import write_study
 
@@ -128,7 +128,7 @@ def test_max_in_flight_below_one_is_refused(tmp_path, capsys, bad):
     assert e.value.code == 2
     assert "--max-in-flight" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 1"):
-        fan_out([1], abs, lambda i: (i,), {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 0},
+        fan_out([1], abs, lambda i: (i,), Resources(),
                 print, serial=True, max_in_flight=-1)
 
 
@@ -143,7 +143,7 @@ def test_with_an_autoscaler_a_warning_then_a_wait_for_a_node(env, caplog):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         ray.init(address=c.address, log_to_driver=False)
-        res = {"num_cpus": 3, "num_gpus": 0, "max_in_flight": 0}
+        res = Resources(num_cpus=3)
         with pytest.raises(ClusterError, match="does not grow"):  # no autoscaler: at once
             check_feasible(ray, res, autoscaler=False)
         t0 = time.monotonic()
@@ -202,7 +202,7 @@ def test_local_ray_listens_on_loopback_only(env):
                                  for c in psutil.net_connections("inet")
                                  if c.status == psutil.CONN_LISTEN and c.pid in ours})
 
-    fan_out([0], where, lambda i: (i,), {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 0}, record)
+    fan_out([0], where, lambda i: (i,), Resources(), record)
     assert not ray.is_initialized()
     print(seen)
     assert seen["file"] == study.__file__ == str(REPO / "study" / "__init__.py")  # this tree

@@ -248,8 +248,11 @@ def _score(args: argparse.Namespace) -> int:
     if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
-    df, reasons, no_net = score(args.target, args.runs, name=args.name, serial=args.serial,
-                                address=args.address, progress=not (args.no_progress or args.quiet))
+    from study.executor import Executor
+    df, reasons, no_net = score(args.target, args.runs, name=args.name,
+                                executor=Executor(address=args.address, serial=args.serial,
+                                                  progress=not (args.no_progress or args.quiet),
+                                                  announce=not args.quiet))
     col = df.columns[-1]
     for rid, why in list(reasons.items())[:5]:
         print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)

@@ -1,13 +1,15 @@
-"""Command line: ``python -m study run|status|consolidate|migrate|measure STUDY.toml``."""
+"""Command line: ``python -m study run|status|consolidate|migrate|measure STUDY.toml``.
+
+Each command parses its flags, builds what the job needs (the `Study`, an `executor.Executor`
+for those that fan out), calls the job (`study.jobs`) and prints its summary; errors of the
+study file, the output or the cluster are one line ``error: …`` and exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
-from collections import Counter
 
 from . import MAX_POINTS
 from .storage import StorageError, Store
@@ -50,7 +52,7 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
                         "`ray up` head)")
     p.add_argument("--node-wait", type=seconds, default=None,
                    help="with an autoscaler: seconds to wait for such a node (default 600: "
-                        "fanout.NODE_WAIT_S)")
+                        "executor.NODE_WAIT_S)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,21 +116,22 @@ def _load(args):
     return study
 
 
-def _local(args) -> bool:
-    """Whether the runs read their data on this machine (serial, or a local Ray)."""
-    return args.serial or not (args.address or os.environ.get("RAY_ADDRESS"))
+def _executor(args):
+    """How the job fans out, from the command line's flags (`executor.Executor`)."""
+    from .executor import Executor
+    return Executor(address=args.address, serial=args.serial, max_in_flight=args.max_in_flight,
+                    autoscaler=args.autoscaler, node_wait_s=args.node_wait,
+                    progress=not (args.no_progress or args.quiet), announce=not args.quiet)
 
 
 def cmd_run(args) -> int:
     """`study run`: train and measure every run not yet stored."""
-    from .fanout import run_study
+    from .jobs.run import run_study
     from .spec import check_data_present
-    study = _load(args)
-    if _local(args):
+    study, executor = _load(args), _executor(args)
+    if executor.local:
         check_data_present(study)
-    s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
-                  max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
-                  autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
+    s = run_study(study, executor, retry_failed=args.retry_failed)
     if s.ran == 0 and not s.interrupted and not s.stopped:
         print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
         print(next_command(study))
@@ -166,67 +169,19 @@ def next_command(study) -> str:
     return f"next: analysis report {where} --out {where}/report.html"
 
 
-COMPLETE, INCOMPLETE, HAS_FAILURES = 0, 3, 4  # `study status` exit codes (README, "Commands")
-OUTCOME_KEYS = ("ok", "unconverged", "failed", "diverged", "left", "unreadable")
-
-
-def status_report(study, store: Store) -> dict:
-    """What `study status` says, as data: per outcome counts (``ok``: done and converged;
-    ``unconverged``; ``failed``; ``diverged``; ``left``; ``unreadable``), the same per axis value,
-    the unreadable run files, stored runs outside the grid, the stale and missing measures, and
-    the exit code (`status_code`). One streamed pass over the grid: no list of the runs."""
-    stored, unreadable = store.scan(outcomes=True)
-    for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
-        stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
-    count = Counter()
-    by_value = {a: {i: Counter() for i in range(len(v))} for a, v in study.grid.items()}
-    # the hp values are the grid's own objects: found by identity (values need not hash)
-    index = {a: {id(v): i for i, v in enumerate(vals)} for a, vals in study.grid.items()}
-    mine = 0
-    for s in study.runs():
-        status = stored.get(s.run_id, "left")
-        count[status] += 1
-        mine += status != "left"
-        for a, v in s.hp.items():
-            i = index[a].get(id(v))
-            by_value[a][i if i is not None else study.grid[a].index(v)][status] += 1
-    axes = {axis: [{"value": v, **{k: by_value[axis][i][k] for k in OUTCOME_KEYS}}
-                   for i, v in enumerate(values)]
-            for axis, values in study.grid.items()}
-    report = {"study": study.name, "runs_dir": store.uri(store.runs_dir), "total": study.size,
-              "counts": {k: count[k] for k in OUTCOME_KEYS}, "axes": axes,
-              "unreadable": [store.uri(p) for p in unreadable],
-              "not_in_grid": len(stored) - mine,
-              "measures": _stale(study, store) if stored else None}
-    report["exit_code"] = status_code(report["counts"])
-    report["complete"] = report["exit_code"] == COMPLETE
-    return report
-
-
-def status_code(counts: dict) -> int:
-    """4 when a run failed (`HAS_FAILURES`), else 3 when runs are left or unreadable
-    (`INCOMPLETE`), else 0 (`COMPLETE`: every run stored, ok, not converged or diverged)."""
-    if counts.get("failed"):
-        return HAS_FAILURES
-    if counts.get("left") or counts.get("unreadable"):
-        return INCOMPLETE
-    return COMPLETE
-
-
 def cmd_status(args) -> int:
     """`study status`: done (ok and converged) / not converged / failed / diverged / left, per
     axis value; then the stale and missing measures. ``--json``: the same as one JSON object.
-    Exit status: `status_code`."""
+    Exit status: `jobs.status.status_code`."""
+    from .jobs.status import status
     study = _load(args)
-    store = Store(study.out, study.name)
-    store.check_schema(args.study)
-    rep = status_report(study, store)
+    rep = status(study, args.study)
     if args.json:
-        print(json.dumps(rep, indent=1, default=str))
-        return rep["exit_code"]
-    count, unreadable = rep["counts"], rep["unreadable"]
+        print(json.dumps(rep.as_json(), indent=1, default=str))
+        return rep.exit_code
+    count, unreadable = rep.counts, rep.unreadable
     unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
-    print(f"{study.name} in {rep['runs_dir']}: {rep['total']} runs: {count['ok']} done"
+    print(f"{study.name} in {rep.runs_dir}: {rep.total} runs: {count['ok']} done"
           f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
           + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
     if unreadable:
@@ -238,7 +193,7 @@ def cmd_status(args) -> int:
             print(f"    … {len(unreadable) - 20} more")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
-    for axis, rows in rep["axes"].items():
+    for axis, rows in rep.axes.items():
         for c in rows:
             label = f"{axis} = {c['value']!r}"
             print(f"  {label:<{width}}  {c['ok']:>5} {c['unconverged']:>6} "
@@ -246,44 +201,24 @@ def cmd_status(args) -> int:
     if count["unconverged"]:
         print("  (not converged: max_epochs ran out before target_loss; stored, but analysis "
               "leaves them out unless --include-unconverged)")
-    if rep["not_in_grid"]:
-        print(f"  ({rep['not_in_grid']} stored runs are not in this study file's grid)")
-    if rep["measures"] is not None:
-        _print_stale(study, rep["measures"])
-    return rep["exit_code"]
+    if rep.not_in_grid:
+        print(f"  ({rep.not_in_grid} stored runs are not in this study file's grid)")
+    if rep.measures is not None:
+        _print_stale(study, rep.measures)
+    return rep.exit_code
 
 
-def _stale(study, store: Store) -> dict:
-    """Per measure of the study file, how many stored ok rows (all of them: analysis ranks every
-    stored row) hold it under other settings (stale) or not at all (missing)."""
-    from .measures.registry import expected_settings, outdated, select
-    from .schema import stored_settings
-
-    m = study.measures
-    expected = expected_settings(select(m.include, m.exclude), m.knobs, m.subset, m.repeats)
-    rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
-    stale, missing = Counter(), Counter()
-    for r in rows:
-        s, miss = outdated(stored_settings(r), expected)
-        stale.update(s)
-        missing.update(miss)
-    return {"expected": len(expected), "ok_rows": len(rows),
-            "outdated": [n for n in expected if stale[n] or missing[n]],  # in the study file's order
-            "stale": {n: stale[n] for n in expected if stale[n]},
-            "missing": {n: missing[n] for n in expected if missing[n]}}
-
-
-def _print_stale(study, m: dict) -> None:
-    names = m["outdated"]
+def _print_stale(study, m) -> None:
+    names = m.outdated
     if not names:
-        print(f"measures: all {m['expected']} up to date in the {m['ok_rows']} ok rows")
+        print(f"measures: all {m.expected} up to date in the {m.ok_rows} ok rows")
         return
-    print(f"measures not up to date with this study file ({len(names)} of {m['expected']}, "
-          f"over {m['ok_rows']} ok rows):")
+    print(f"measures not up to date with this study file ({len(names)} of {m.expected}, "
+          f"over {m.ok_rows} ok rows):")
     width = max(len(n) for n in names)
     print(f"  {'measure':<{width}}  {'stale':>5} {'missing':>7}")
     for n in names:
-        print(f"  {n:<{width}}  {m['stale'].get(n, 0):>5} {m['missing'].get(n, 0):>7}")
+        print(f"  {n:<{width}}  {m.stale.get(n, 0):>5} {m.missing.get(n, 0):>7}")
     print(f"recompute them with `study measure {study.path or 'STUDY.toml'} --stale` (other settings) "
           "and `--missing` (not computed), without training")
 
@@ -300,23 +235,17 @@ def cmd_consolidate(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    """`study migrate`: old-schema rows rewritten under their new ids (study.migrate)."""
+    """`study migrate`: old-schema rows rewritten under their new ids (`jobs.migrate`)."""
     from . import SCHEMA_VERSION
-    from .lease import Lease
-    from .migrate import migrate
+    from .jobs.migrate import migrate_study
     study = _load(args)
-    store = Store(study.out, study.name)
-    with Lease(store, "study migrate"):  # no study run or measure meanwhile
-        r = migrate(store)
-    where = store.uri(store.runs_dir)
+    r = migrate_study(study)
     if not r.old_rows:
-        print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
+        print(f"{study.name}: no rows of an older run-id schema in {r.runs_dir}; nothing to do")
     else:
-        stored = store.statuses()
-        mine = sum(1 for s in study.runs() if s.run_id in stored)
-        print(f"{study.name}: {r.old_rows} old-schema rows in {where} migrated to schema {SCHEMA_VERSION}: "
+        print(f"{study.name}: {r.old_rows} old-schema rows in {r.runs_dir} migrated to schema {SCHEMA_VERSION}: "
               f"{r.written} rows written ({r.merged} merged from rows of the same network), "
-              f"{r.deleted} old files deleted; {mine} of this study file's {study.size} runs are stored")
+              f"{r.deleted} old files deleted; {r.stored} of this study file's {study.size} runs are stored")
     for s in r.skipped:
         print(f"  not migrated: {s}")
     return 1 if r.skipped else 0
@@ -324,18 +253,15 @@ def cmd_migrate(args) -> int:
 
 def cmd_measure(args) -> int:
     """`study measure`: measures of the stored networks computed from their checkpoints."""
-    from .remeasure import Want, measure_study
+    from .jobs.measure import Want, measure_study
     from .spec import StudyError, check_data_present
-    study = _load(args)
-    if _local(args):
+    study, executor = _load(args), _executor(args)
+    if executor.local:
         check_data_present(study)
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
-    want = Want(names, args.stale, args.missing, args.force)
-    s = measure_study(study, want, address=args.address, serial=args.serial,
-                      max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
-                      autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
+    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
@@ -368,7 +294,7 @@ def main(argv=None) -> int:
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
-    except (StudyError, StorageError) as e:  # fanout.ClusterError is a StudyError
+    except (StudyError, StorageError) as e:  # executor.ClusterError is a StudyError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback

@@ -1,4 +1,5 @@
-"""One run: data → model → training → measures → one row (a dict in the row schema).
+"""One network's work: data → model → training → measures → one row (a dict in the row
+schema); and a stored network rebuilt from its checkpoint and measured again.
 
 `execute` never raises for a failure of the run itself (only `WriteError`, for a
 checkpoint the output refused): a failed run gives
@@ -100,6 +101,12 @@ def base_row(spec: RunSpec) -> dict:
     for axis, value in spec.hp.items():
         row[hp_col(axis)] = value
     return row
+
+
+def failed_row(spec: RunSpec, error: str) -> dict:
+    """The row of a run that failed before it could say so itself (its task lost beyond Ray's
+    retries): identity, grid point, ``failed`` and the error text."""
+    return {**base_row(spec), "status": "failed", "error": error, "config": spec.to_json()}
 
 
 def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
@@ -208,6 +215,15 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     cols["measure_methods"] = json.dumps(result.methods, sort_keys=True)
     cols[REPEATS] = json.dumps(result.repeats, sort_keys=True)
     return cols
+
+
+def stored_network(store: Store, spec: RunSpec, num_gpus: float = 0):
+    """The stored network of ``spec`` on the device its task was given (`pick_device`), with
+    its data: (model, initial state dict, training log, data, device)."""
+    device = pick_device(num_gpus)
+    data = load_data(spec, device)
+    model, init, log = load_network(store, spec, device, data)
+    return model, init, log, data, device
 
 
 def load_network(store: Store, spec: RunSpec, device: torch.device,

@@ -39,7 +39,7 @@ class StorageError(RuntimeError):
 
 class WriteError(StorageError):
     """Writing to the output failed mid-study (read-only, full, credentials expired): the
-    driver stops submitting (`fanout.run_study`)."""
+    driver stops submitting (`jobs.run`)."""
 
 
 class OldSchemaError(StorageError):
@@ -263,6 +263,15 @@ class Store:
             except Exception:  # absent or unreadable: not stored
                 continue
         return out
+
+    def ok_rows(self, study_file: str = "STUDY.toml") -> list[dict]:
+        """Every stored row whose run is ok, as dicts; OldSchemaError for rows of an older run-id
+        schema, StorageError when nothing is stored (``study_file`` names the fix)."""
+        self.check_schema(study_file)
+        if not self.run_files():
+            raise StorageError(f"no stored runs in {self.uri(self.runs_dir)}: nothing to measure "
+                               f"(train them first with `study run {study_file}`)")
+        return [r for r in self.read_all().to_pylist() if r.get("status") == "ok"]
 
     def read_all(self, skip_corrupt: bool = False) -> pa.Table:
         """Every run row, with differing column sets unified (missing → null). An unreadable run

@@ -87,7 +87,7 @@ def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkey
     import sys
     import types
 
-    from study import fanout
+    from study import executor
 
     taken, in_flight = [], []
 
@@ -120,7 +120,7 @@ def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkey
             yield i
 
     got = []
-    fanout.fan_out(items(), lambda i: 2 * i, lambda i: (i,),
+    executor.fan_out(items(), lambda i: 2 * i, lambda i: (i,),
                    Resources(max_in_flight=3), got.append)
     assert sorted(got) == [2 * i for i in range(10)] and taken == list(range(10))
     assert max(in_flight) == 3

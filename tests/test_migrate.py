@@ -16,9 +16,10 @@ import pytest
 
 from study import SCHEMA_VERSION
 from study.cli import main as study_main
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.migrate import migrate
+from study.jobs.run import run_study
 from study.lease import LEASE_TIMEOUT_S
-from study.migrate import migrate
 from study.spec import RunSpec, load_study
 from study.storage import OldSchemaError, Store
 
@@ -48,7 +49,7 @@ def test_run_and_status_refuse_an_old_schema_output(tmp_path, capsys):
     store = copy_old(tmp_path)
     study = load_study(OLD / "tiny.toml").with_out(store.out)
     with pytest.raises(OldSchemaError, match="5 stored rows"):
-        run_study(study, serial=True, progress=False)
+        run_study(study, Executor(serial=True, progress=False))
     for cmd in ("run", "status"):
         assert study_main([cmd, str(OLD / "tiny.toml"), "--out", store.out, "--serial"][:5 if cmd == "run" else 4]) == 2
         err = capsys.readouterr().err
@@ -90,7 +91,7 @@ def test_migrate_keeps_every_row_once_under_the_new_ids(tmp_path, capsys):
     again = migrate(store)
     assert (again.old_rows, again.written, again.deleted) == (0, 0, 0)
     assert {p: Path(p).read_bytes() for p in store.run_files()} == before
-    s = run_study(load_study(OLD / "tiny.toml").with_out(store.out), serial=True, progress=False)
+    s = run_study(load_study(OLD / "tiny.toml").with_out(store.out), Executor(serial=True, progress=False))
     assert s.ran == 0 and s.stored_before == 4
 
 

@@ -13,9 +13,8 @@ import torch
 import study.train as training
 from study.cli import main as study_main
 from study.data import load_dataset
-from study.fanout import _failed_row
 from study.models import build_model
-from study.runner import execute
+from study.runner import execute, failed_row
 from study.spec import load_study, parse_study
 from study.storage import Store
 from tests.studyfiles import write_study
@@ -84,7 +83,7 @@ def test_unconverged_runs_are_reported_as_not_converged(tmp_path, capsys):
     # outcomes reads rows of other columns too: a failed row has no `converged`
     store = Store(str(tmp_path / "out"), "tiny")
     other = load_study(write_study(tmp_path, name="other", grid="width = [8]\nlr = [0.3]"))
-    store.write_row(_failed_row(other.runs()[0], "lost"))
+    store.write_row(failed_row(other.runs()[0], "lost"))
     got = store.outcomes()
     assert sorted(got.values()) == ["diverged", "diverged", "failed", "ok", "unconverged"]
     assert got[other.runs()[0].run_id] == "failed"

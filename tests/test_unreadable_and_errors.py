@@ -139,10 +139,11 @@ def test_error_text_is_plain_with_type_message_and_traceback():
 def test_lost_run_row_keeps_the_whole_plain_error(tmp_path, monkeypatch):
     import sys
 
-    from study.fanout import run_study
+    from study.executor import Executor
+    from study.jobs.run import run_study
     monkeypatch.setitem(sys.modules, "ray", _FakeRay())
     study = load_study(write_study(tmp_path, grid="width = [16]\nlr = [0.1]"))
-    s = run_study(study, progress=False)
+    s = run_study(study, Executor(progress=False))
     assert s.failed == 1 and s.failures == [f"{study.runs()[0].run_id}: ValueError: the data is bad second line "
                                             "of the message"]
     row = pq.read_table(Store(study.out, study.name).run_path(study.runs()[0].run_id)).to_pylist()[0]

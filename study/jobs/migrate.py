@@ -22,9 +22,10 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import SCHEMA_VERSION
-from .spec import RunSpec
-from .storage import Store, config_schema
+from .. import SCHEMA_VERSION
+from ..lease import LEASE_TIMEOUT_S, Lease
+from ..spec import RunSpec, Study
+from ..storage import Store, config_schema
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Migration:
     merged: int = 0               # new-id rows made of more than one stored row
     deleted: int = 0              # old files deleted
     skipped: list[str] = field(default_factory=list)  # old files that cannot be migrated, and why
+    runs_dir: str = ""
+    stored: int = 0               # runs of the study file stored after it
 
 
 def _preference(table: pa.Table) -> tuple:
@@ -75,11 +78,22 @@ def _same_row(a: pa.Table, b: pa.Table) -> bool:
         json.dumps(a.to_pylist(), default=str) == json.dumps(b.to_pylist(), default=str)
 
 
+def migrate_study(study: Study) -> Migration:
+    """`study migrate`: `migrate` the study's output under its lease (no `study run` or `study
+    measure` meanwhile), then count the study file's runs that are stored."""
+    store = Store(study.out, study.name)
+    with Lease(store, "study migrate"):
+        report = migrate(store)
+    if report.old_rows:
+        stored = store.statuses()
+        report.stored = sum(1 for s in study.runs() if s.run_id in stored)
+    return report
+
+
 def migrate(store: Store) -> Migration:
     """Rewrite every old-schema row of ``store`` under its new id; see the module docstring."""
-    from .lease import LEASE_TIMEOUT_S
     store.clean_tmp(LEASE_TIMEOUT_S)
-    report = Migration()
+    report = Migration(runs_dir=store.uri(store.runs_dir))
     groups: dict[str, list[tuple[str, pa.Table]]] = {}
     for path in store.run_files():
         try:

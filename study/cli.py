@@ -240,8 +240,12 @@ def cmd_migrate(args) -> int:
     from .jobs.migrate import migrate_study
     study = _load(args)
     r = migrate_study(study)
+    if r.retyped:
+        print(f"{study.name}: {r.retyped} rows in {r.runs_dir} rewritten with their time columns "
+              "(started_at, finished_at, remeasured_at) as timestamps")
     if not r.old_rows:
-        print(f"{study.name}: no rows of an older run-id schema in {r.runs_dir}; nothing to do")
+        print(f"{study.name}: no rows of an older run-id schema in {r.runs_dir}"
+              + ("" if r.retyped else "; nothing to do"))
     else:
         print(f"{study.name}: {r.old_rows} old-schema rows in {r.runs_dir} migrated to schema {SCHEMA_VERSION}: "
               f"{r.written} rows written ({r.merged} merged from rows of the same network), "

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,6 +34,7 @@ from ..schema import (
     artifact_col,
     cfg_col,
     measure_col,
+    normalize_times,
     now,
     sd_col,
     seconds_col,
@@ -74,13 +76,14 @@ def wanted(row: dict, want: Want, expected: dict[str, str]) -> list[str]:
     return [n for n in expected if n in todo]
 
 
-def merge_measures(table: pa.Table, cols: dict, names: list[str], when: str) -> pa.Table:
+def merge_measures(table: pa.Table, cols: dict, names: list[str], when: datetime) -> pa.Table:
     """The one-row ``table`` with the columns of `runner.measure_network` for ``names`` merged in:
     their values, settings hashes, seconds, artifacts and ``measure_sd`` (NaN where they were
     computed without repeats now) replace the old ones, their NaN reasons, methods and repeat
     counts replace theirs (the others' stay), ``measure_seconds`` loses the recomputed measures' old
     seconds and gains this computation's, and ``remeasured_at`` is ``when``. Other columns keep
-    their values and types."""
+    their values and types (a time column stored as text becomes a timestamp: `normalize_times`)."""
+    table = normalize_times(table)
     old = table.to_pylist()[0]
 
     def per_measure(col: str) -> str:  # a JSON {measure: …} column: the recomputed entries replaced
@@ -139,7 +142,7 @@ def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, wa
         curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
         if row.get(curve) is None and log is not None and log.epoch_losses:
             cols[curve] = [float(v) for v in log.epoch_losses]
-        store.write_row_table(merge_measures(table, cols, names, now().isoformat()))
+        store.write_row_table(merge_measures(table, cols, names, now()))
     except Exception as e:  # the row stays as it was; the summary names the failure
         return Measured(run_id, "failed", error=error_line(e))
     return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0)

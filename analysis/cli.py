@@ -29,22 +29,18 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
-import math
 import os
 import sys
 import warnings
 
 import polars as pl
 
-from study.schema import write_atomic
 from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
 from .load import RunsError, decode, load_runs
-
-FORMATS = (".csv", ".parquet")
+from .output import MISSING, TABLE_FORMATS, num, write_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,14 +160,6 @@ def _options(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:+.3f}"
-    return str(v)
-
-
 def _empty(col: pl.Series) -> bool:
     """Whether a column holds nothing for any measure (null or NaN everywhere; robust_envs all 0)."""
     if col.dtype == pl.String:
@@ -197,20 +185,13 @@ def format_table(table: pl.DataFrame, top: int = 20) -> str:
         for row in part.head(top).iter_rows(named=True):
             cells = []
             for c, w in cols:
-                s = _fmt(row[c]) if c != "cmi_set" else (row[c] if row[c] else ("∅" if row[c] == "" else "—"))
+                s = num(row[c], "+.3f") if c != "cmi_set" else (row[c] if row[c] else ("∅" if row[c] == "" else MISSING))
                 s = s if len(s) <= w else s[: w - 1] + "…"
                 cells.append(f"{s:<{w}}" if c in ("measure", "cmi_set") else f"{s:>{w}}")
             lines.append("  ".join(cells))
         if part.height > top:
             lines.append(f"… {part.height - top} more")
     return "\n".join(lines)
-
-
-def write_table(table: pl.DataFrame, out: str) -> None:
-    """Write as CSV or Parquet by the extension, atomically, to a path or a pyarrow.fs URI."""
-    buf = io.BytesIO()
-    (table.write_csv if os.path.splitext(out)[1].lower() == ".csv" else table.write_parquet)(buf)
-    write_atomic(out, buf.getvalue())
 
 
 def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool) -> None:
@@ -227,7 +208,7 @@ def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool)
 def _rank(args: argparse.Namespace) -> int:
     from .table import rank_table
 
-    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
+    if args.out and os.path.splitext(args.out)[1].lower() not in TABLE_FORMATS:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
     df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
@@ -245,7 +226,7 @@ def _score(args: argparse.Namespace) -> int:
     from .score import score
     from .table import rank_table
 
-    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
+    if args.out and os.path.splitext(args.out)[1].lower() not in TABLE_FORMATS:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
     from study.executor import Executor

@@ -95,10 +95,11 @@ def device_name(device: torch.device) -> str:
 
 
 def base_row(spec: RunSpec) -> dict:
-    """The identity columns and grid point of a run."""
+    """The identity columns and grid point of a run, the ``hp.*`` columns in the order of their
+    names (the analysis names axes and conditioning sets in column order)."""
     row = {"run_id": spec.run_id, "study": spec.study, "dataset": spec.dataset,
            "model": spec.model, "seed": spec.seed}
-    for axis, value in spec.hp.items():
+    for axis, value in sorted(spec.hp.items()):
         row[hp_col(axis)] = value
     return row
 

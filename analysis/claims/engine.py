@@ -77,7 +77,7 @@ import polars as pl
 from study.schema import measure_col, name_of, sd_col
 
 from ..floor import noise_floor
-from ..load import RunsError, check_settings, measure_columns, population
+from ..load import RunsError, check_settings, checked, measure_columns, population
 from ..output import num
 from ..stats import claims_stats as cs
 from ..stats._ranks import row_codes
@@ -604,16 +604,12 @@ def needed_measures(claims: list[Claim], df: pl.DataFrame) -> list[str]:
     return cols
 
 
-def _prepare(runs: pl.DataFrame) -> pl.DataFrame:
-    if runs.height == 0:
-        raise RunsError("the runs table has no rows")
-    if "gap" not in runs.columns:
-        raise RunsError("the runs table has no gap column (train_acc − test_acc)")
-    for col, default in (("study", "unknown"), ("dataset", "unknown")):
+def _prepare(runs: pl.DataFrame, n_boot: int = 0) -> pl.DataFrame:
+    """`load.checked` runs, with a study and a dataset column ("unknown" where absent)."""
+    runs = checked(runs, n_boot)
+    for col in ("study", "dataset"):
         if col not in runs.columns:
-            runs = runs.with_columns(pl.lit(default).alias(col))
-    if "run_id" in runs.columns:  # a canonical order: the bootstrap resamples by position
-        runs = runs.sort("run_id", nulls_last=True, maintain_order=True)
+            runs = runs.with_columns(pl.lit("unknown").alias(col))
     return runs
 
 
@@ -645,9 +641,7 @@ def evaluate_claims(runs: pl.DataFrame, claim_ids: list[str] | None = None, *, n
     and (:class:`~analysis.load.MixedSettingsError`) when a measure the claims read mixes
     settings hashes, unless ``allow_mixed``."""
     claims = select_claims(claim_ids)
-    if n_boot < 0:
-        raise RunsError(f"the bootstrap count must be 0 or more, got {n_boot}")
-    runs = _prepare(runs)
+    runs = _prepare(runs, n_boot)
     pop = population(runs, include_unconverged)
     check_settings(pop, needed_measures(claims, pop), allow_mixed=allow_mixed)
     opts = Options(n_boot, boot_seed, min_ess)

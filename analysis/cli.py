@@ -206,30 +206,38 @@ def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool)
 
 
 def _rank(args: argparse.Namespace) -> int:
+    """`rank`, and `score`: the same with the user's measure computed first (`_scored`)."""
     from .table import rank_table
 
     if args.out and os.path.splitext(args.out)[1].lower() not in TABLE_FORMATS:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
-    df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
-                   on_corrupt="skip" if args.skip_corrupt else "error")
+    if args.command == "score":
+        df, scored = _scored(args)
+    else:
+        df, scored = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
+                               on_corrupt="skip" if args.skip_corrupt else "error"), ""
     table = rank_table(df, **opts)
     _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
+    if scored:
+        print(scored)
     if args.out:
         write_table(table, args.out)
         print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
+    if scored and args.report:
+        from .report import write_report
+        write_report(args.runs, args.report, runs=df, **opts)
+        print(f"wrote {args.report}")
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
-    from .score import score
-    from .table import rank_table
-
-    if args.out and os.path.splitext(args.out)[1].lower() not in TABLE_FORMATS:
-        raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
-    opts = _options(args)
+def _scored(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
+    """The runs with the user's measure (`analysis.score`), its NaNs warned of, and the line
+    that says how many networks it scored."""
     from study.executor import Executor
+
+    from .score import score
     df, reasons, no_net = score(args.target, args.runs, name=args.name,
                                 executor=Executor(address=args.address, serial=args.serial,
                                                   progress=not (args.no_progress or args.quiet),
@@ -239,19 +247,8 @@ def _score(args: argparse.Namespace) -> int:
         print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)
     if len(reasons) > 5:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
-    table = rank_table(df, **opts)
-    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
-    print(format_table(table, args.top))
-    print(f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
-          + (f", {len(no_net)} without a checkpoint" if no_net else ""))
-    if args.out:
-        write_table(table, args.out)
-        print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
-    if args.report:
-        from .report import write_report
-        write_report(args.runs, args.report, runs=df, **opts)
-        print(f"wrote {args.report}")
-    return 0
+    return df, (f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
+                + (f", {len(no_net)} without a checkpoint" if no_net else ""))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -280,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore" if level >= logging.ERROR else "always")
         warnings.showwarning = _show_warning
         try:
-            return {"rank": _rank, "report": _report, "score": _score, "claims": _claims}[args.command](args)
+            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

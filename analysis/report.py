@@ -380,13 +380,11 @@ def _conclusion(rows: dict, finite: list[str], floor: NoiseFloor | None, small: 
     interval overlaps its interval. A group of at most max(3, a tenth of the measures) is
     distinguishable from the rest; otherwise no measure stands out, and the sentence says why (the
     small-study and noise reasons, else wide intervals) and what study would separate them."""
-    best = rows[finite[0]]
-    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+    tied = _tied(rows, finite)
+    if tied is None:
         return ("Whether any measure is distinguishable from the others is not decided here: the ranking has no "
                 "bootstrap intervals (n_boot = 0).")
-    tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
-            and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
+    lo, hi = rows[finite[0]]["cmi_lo"], rows[finite[0]]["cmi_hi"]
     lead = [finite[0]] + tied
     below = [m for m in finite if m not in lead]
     noisy = [esc(w) for w in noise_reasons(floor)] if floor is not None else []
@@ -414,6 +412,16 @@ def _conclusion(rows: dict, finite: list[str], floor: NoiseFloor | None, small: 
             + "; a study that could separate them needs " + _and(need) + ".")
 
 
+def _tied(rows: dict, finite: list[str]) -> list[str] | None:
+    """The measures whose CMI interval overlaps the best one's (``finite[0]``); None when the best
+    has no interval (no bootstrap)."""
+    lo, hi = rows[finite[0]].get("cmi_lo"), rows[finite[0]].get("cmi_hi")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
+            and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
+
+
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -436,22 +444,19 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
     parts = [f'<p class="conclusion" id="conclusion">{_conclusion(rows, finite, floor, list(small))}</p>']
     if floor is not None:
         parts.append(f'<p class="floor" id="noise-floor">Noise floor of the outcome: {esc(floor.text())}.</p>')
-    lead = finite[:top]
-    best = rows[lead[0]]
+    lead, best, tied = finite[:top], rows[finite[0]], _tied(rows, finite)
     parts.append(f'<p class="lead">Leading measure{"s" if len(lead) > 1 else ""} by CMI: '
                  + "; ".join(named(m) for m in lead) + ".</p>")
-    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
     rule = ("the measures whose CMI bootstrap interval (cmi_lo – cmi_hi) overlaps the best measure's "
             "interval")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+    if tied is None:
         parts.append(f"<p>Statistically indistinguishable from the best ({rule}): not defined, the ranking "
                      "has no bootstrap intervals (n_boot = 0).</p>")
     else:
-        tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
-                and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
         parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
-                     f"{interval(lo, hi, '.3f')}: " + (", ".join(esc(figures.short_name(m)) for m in tied)
-                                                   if tied else "none") + f" ({len(tied)} measures).</p>")
+                     f"{interval(best['cmi_lo'], best['cmi_hi'], '.3f')}: "
+                     + (", ".join(esc(figures.short_name(m)) for m in tied) if tied else "none")
+                     + f" ({len(tied)} measures).</p>")
     neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
            and r["tau_hi"] < 0]
     no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())

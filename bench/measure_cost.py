@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import torch
 
-from study.data import load
+from study.data import load_dataset
 from study.measures import KNOBS, MeasureContext, compute, select, stable_seed
 from study.measures.sharpness import FS_RADIUS, LS_POINTS, loss_surface
 from study.models import MLPOptions, family
@@ -35,7 +35,7 @@ def train_and_measure(spec, max_epochs=None):
     artifact (the 2-D loss surface) are left at their defaults for the measure set; the
     surface, where the study asks for it, is timed on its own right after. Returns (training
     result, measure result, measure seconds, examples, (surface N, its seconds))."""
-    d = load(spec.dataset, spec.data, spec.data_source)
+    d = load_dataset(spec.dataset, spec.data, root=spec.data_source.root, download=spec.data_source.download)
     torch.manual_seed(stable_seed(spec.seed, "init"))
     model = family(spec.model).build(d.input_shape, d.num_classes, spec.model_options)
     options = spec.train.model_copy(update={"max_epochs": max_epochs or spec.train.max_epochs})

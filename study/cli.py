@@ -43,7 +43,10 @@ def seconds(text: str) -> float:
     return s
 
 
-def _cluster_flags(p: argparse.ArgumentParser) -> None:
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `executor.Executor` (`_executor`), for each command that fans out."""
+    p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
+    p.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
     p.add_argument("--max-in-flight", type=at_least_one, default=None,
                    help="Ray tasks in flight at once (≥ 1; default: automatic)")
     p.add_argument("--autoscaler", action="store_true", default=None,
@@ -53,6 +56,7 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-wait", type=seconds, default=None,
                    help="with an autoscaler: seconds to wait for such a node (default 600: "
                         "executor.NODE_WAIT_S)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,47 +68,33 @@ def _parser() -> argparse.ArgumentParser:
                            help="run, status, consolidate, migrate or measure")
     # on a subcommand, -q/-v add to those given before it (SUPPRESS: absent unless given)
     common = _verbosity(argparse.SUPPRESS)
-    out_help = "output path or URI (overrides [study] out)"
-    r = sub.add_parser("run", parents=[common], help="run every network of the study not yet stored")
-    r.add_argument("study", help="the study file (TOML)")
-    r.add_argument("--out", help=out_help)
-    r.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
-    r.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
-    r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
-    _cluster_flags(r)
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s = sub.add_parser("status", parents=[common],
-                       help="done / failed / left, per axis value; stale and missing measures; exit "
-                            "status 0 complete, 3 incomplete, 4 with failed runs")
-    s.add_argument("study", help="the study file (TOML)")
-    s.add_argument("--out", help=out_help)
-    s.add_argument("--json", action="store_true",
-                   help="print one JSON object (counts, per-axis table, unreadable files, stale and "
-                        "missing measures) instead of the tables")
-    c = sub.add_parser("consolidate", parents=[common], help="merge the run files into <study>/runs.parquet")
-    c.add_argument("study", help="the study file (TOML)")
-    c.add_argument("--out", help=out_help)
-    c.add_argument("--skip-corrupt", action="store_true",
-                   help="leave unreadable run files out (listed) instead of failing")
-    m = sub.add_parser("migrate", parents=[common], help="rewrite rows of an older run-id schema under their new ids")
-    m.add_argument("study", help="the study file (TOML)")
-    m.add_argument("--out", help=out_help)
-    e = sub.add_parser("measure", parents=[common], help="(re)compute measures of the stored networks from "
-                                                         "their checkpoints, without training")
-    e.add_argument("study", help="the study file (TOML)")
+
+    def command(name: str, what: str, fans_out: bool = False) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, parents=[common], help=what)
+        c.add_argument("study", help="the study file (TOML)")
+        c.add_argument("--out", help="output path or URI (overrides [study] out)")
+        c.add_argument("--allow-large-grid", action="store_true",
+                       help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
+        if fans_out:
+            _executor_flags(c)
+        return c
+    command("run", "run every network of the study not yet stored", fans_out=True).add_argument(
+        "--retry-failed", action="store_true", help="run failed and diverged runs again")
+    command("status", "done / failed / left, per axis value; stale and missing measures; exit status 0 "
+                      "complete, 3 incomplete, 4 with failed runs").add_argument(
+        "--json", action="store_true", help="print one JSON object (counts, per-axis table, unreadable "
+                                            "files, stale and missing measures) instead of the tables")
+    command("consolidate", "merge the run files into <study>/runs.parquet").add_argument(
+        "--skip-corrupt", action="store_true", help="leave unreadable run files out (listed) instead of failing")
+    command("migrate", "rewrite rows of an older run-id schema under their new ids, and time columns "
+                       "stored as text as timestamps")
+    e = command("measure", "(re)compute measures of the stored networks from their checkpoints, without "
+                           "training", fans_out=True)
     e.add_argument("--measures", help="comma-separated measure or family names ('all': every "
                                       "registered measure); default: the study file's selection")
     e.add_argument("--stale", action="store_true", help="the measures held under other settings")
     e.add_argument("--missing", action="store_true", help="the measures not computed")
     e.add_argument("--force", action="store_true", help="recompute even what is up to date")
-    e.add_argument("--out", help=out_help)
-    e.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
-    e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
-    _cluster_flags(e)
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for sp in (r, s, c, m, e):
-        sp.add_argument("--allow-large-grid", action="store_true",
-                        help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
 
 
@@ -153,14 +143,16 @@ def cmd_run(args) -> int:
               "run the same command again to continue")
         return 3
     if s.interrupted:
-        print(f"{_interrupted(s.signal)}: {s.left} runs left; run the same command again to continue")
-        return 143 if s.signal == "SIGTERM" else 130
+        return _interrupted(s, f"{s.left} runs")
     print(next_command(study))
     return 1 if s.failed else 0
 
 
-def _interrupted(sig: str) -> str:
-    return "stopped by SIGTERM" if sig == "SIGTERM" else "interrupted"
+def _interrupted(ended, left: str) -> int:
+    """Say how a job was interrupted and what is left; its exit status (130 Ctrl-C, 143 SIGTERM)."""
+    print(f"{'stopped by SIGTERM' if ended.signal == 'SIGTERM' else 'interrupted'}: {left} left; run the "
+          "same command again to continue")
+    return 143 if ended.signal == "SIGTERM" else 130
 
 
 def next_command(study) -> str:
@@ -208,17 +200,17 @@ def cmd_status(args) -> int:
     return rep.exit_code
 
 
-def _print_stale(study, m) -> None:
-    names = m.outdated
+def _print_stale(study, m: dict) -> None:
+    names = m["outdated"]
     if not names:
-        print(f"measures: all {m.expected} up to date in the {m.ok_rows} ok rows")
+        print(f"measures: all {m['expected']} up to date in the {m['ok_rows']} ok rows")
         return
-    print(f"measures not up to date with this study file ({len(names)} of {m.expected}, "
-          f"over {m.ok_rows} ok rows):")
+    print(f"measures not up to date with this study file ({len(names)} of {m['expected']}, "
+          f"over {m['ok_rows']} ok rows):")
     width = max(len(n) for n in names)
     print(f"  {'measure':<{width}}  {'stale':>5} {'missing':>7}")
     for n in names:
-        print(f"  {n:<{width}}  {m.stale.get(n, 0):>5} {m.missing.get(n, 0):>7}")
+        print(f"  {n:<{width}}  {m['stale'].get(n, 0):>5} {m['missing'].get(n, 0):>7}")
     print(f"recompute them with `study measure {study.path or 'STUDY.toml'} --stale` (other settings) "
           "and `--missing` (not computed), without training")
 
@@ -282,9 +274,7 @@ def cmd_measure(args) -> int:
     for f in s.failures[:10]:
         print(f"  failed {f}")
     if s.interrupted:
-        print(f"{_interrupted(s.signal)}: {s.todo - s.done} networks left; run the same command "
-              "again to continue")
-        return 143 if s.signal == "SIGTERM" else 130
+        return _interrupted(s, f"{s.todo - s.done} networks")
     return 1 if s.failures else 0
 
 

@@ -275,26 +275,18 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "study" / "data"
 
 
-def load_dataset(name: str, *, root: str | os.PathLike | None = None, download: bool = True,
-                 **options) -> Dataset:
-    """Load a dataset of the study with its `DataOptions` given as keywords (``train_size``,
-    ``label_noise``, ``data_seed``, ``binary``, …): `load` of the parsed options.
-
-    Raises ``ValueError`` for bad options and :class:`DatasetUnavailable` when the
-    data is absent and ``download`` is false or the download fails.
-    """
-    return load(name, parse(DataOptions, options),
-                DataSource(root=None if root is None else os.fspath(root), download=bool(download)))
-
-
-def load(name: str, o: DataOptions, source: DataSource = DataSource()) -> Dataset:
-    """The dataset ``name`` with the options ``o`` applied (see the module docstring), read from
-    ``source``; ``ValueError`` for an option the dataset does not take."""
+def load_dataset(name: str, options: DataOptions | None = None, *, root: str | os.PathLike | None = None,
+                 download: bool = True, **given) -> Dataset:
+    """Load a dataset of the study with its options applied (see the module docstring): the
+    typed ``options``, else the keywords ``given`` (``train_size``, ``label_noise``, …), from the
+    data folder ``root`` (`data_root`). Raises ``ValueError`` for bad options and
+    :class:`DatasetUnavailable` when the data is absent and ``download`` is false or fails."""
+    o = options if options is not None else parse(DataOptions, given)
     kind = dataset_kind(name)
     kind.check_options({k for k in SPECIFIC_OPTIONS if getattr(o, k) != DataOptions.model_fields[k].default})
     kind.check(o.train_size)
-    folder = data_root(source.root).resolve()
-    known = {"root": folder, "download": source.download}
+    folder = data_root(root).resolve()
+    known = {"root": folder, "download": bool(download)}
     wants = inspect.signature(type(kind).raw).parameters
     args = tuple((k, known[k] if k in known else getattr(o, k)) for k in wants
                  if k in known or k in DataOptions.model_fields)

@@ -1,30 +1,18 @@
 """How a fan-out runs: one `Executor` (built once, from the command line) and one `fan_out`.
 
-`fan_out` calls a task on every item, in this process one at a time or as Ray tasks, a
-bounded number in flight, taken as they finish (`ray.wait`), and hands each task's small
-record to the job's ``record``. It knows nothing of runs: `study.jobs` gives it the items, the
-task and what to count. What it does, for every job:
-
-- Starts Ray: a fresh local Ray (no address, no RAY_ADDRESS) listens on 127.0.0.1 only,
-  without a dashboard or token authentication, quietly ("starting Ray …" said first).
-- Feasibility first: before submitting anything, one task's ``num_cpus`` / ``num_gpus``
-  (`spec.Resources`) are checked against the live nodes. On a fixed cluster (local Ray, or a
-  cluster without an autoscaler) a task that no node can hold is `ClusterError` (exit 2),
-  never a silent wait. An autoscaler is assumed with ``Executor.autoscaler`` (``--autoscaler``),
-  ``STUDY_AUTOSCALER=1``, or where ``~/ray_bootstrap_config.yaml`` exists (the file ``ray up``
-  puts on a head node, where the drivers of ``ray submit`` and ``ray job submit`` run): then a
-  warning, and a wait of up to ``node_wait_s`` (`NODE_WAIT_S`, ``--node-wait``) for such a node.
-- Signals: SIGTERM (schedulers, ``ray job stop``) is handled like Ctrl-C: the tasks in flight
-  are cancelled and the fan-out ends ``interrupted``.
-- The progress bar, on stderr: the job's counts (what ``record`` returns), the tasks
-  ``in_flight`` (submitted and not finished: running, or waiting for a worker slot).
-- The clean stop: ``record`` raising `StudyStopped` (the output refused a write, the lease was
-  lost) submits nothing more; the tasks in flight get up to `STOP_WAIT_S` to finish (their
-  records are taken) and the rest are cancelled. The fan-out then ends ``stopped``, saying why.
-
-A task lost beyond Ray's retries gives ``record(lost(item, error text))`` (`errors.error_text`).
-Tasks write their own results and return small records, so what finished is kept however the
-driver ends.
+`fan_out` calls a task on every item, in this process one at a time or as Ray tasks, a bounded
+number in flight, taken as they finish (`ray.wait`), and hands each task's small record to the
+job's ``record``; it knows nothing of runs (`study.jobs` gives it the items, the task and what to
+count). For every job it starts Ray (`_ray_init`), checks before submitting anything that some
+node can hold one task (`check_feasible`: on a fixed cluster a task no node can hold is
+`ClusterError`, exit 2; with an autoscaler a warning and a wait of up to ``node_wait_s``), handles
+SIGTERM like Ctrl-C (the tasks in flight cancelled, the fan-out ``interrupted``), shows the
+progress bar (the job's counts and the tasks ``in_flight``: submitted and not finished), and
+stops cleanly: ``record`` raising `StudyStopped` (the output refused a write, the lease was lost)
+submits nothing more, the tasks in flight get up to `STOP_WAIT_S` to finish (their records are
+taken), the rest are cancelled, and the fan-out ends ``stopped``, saying why. A task lost beyond
+Ray's retries gives ``record(lost(item, error text))``. Tasks write their own results, so what
+finished is kept however the driver ends.
 """
 
 from __future__ import annotations
@@ -66,14 +54,17 @@ class StudyStopped(RuntimeError):
 
 @dataclass(frozen=True)
 class Executor:
-    """How a fan-out runs; every field as the command line's flag of the same name."""
-    address: str | None = None        # a Ray cluster ('auto'); None: RAY_ADDRESS, else a fresh local Ray
-    serial: bool = False              # in this process, one at a time (debugging)
-    max_in_flight: int | None = None  # tasks at once; None: [resources] max_in_flight, else automatic
-    autoscaler: bool | None = None    # the cluster grows; None: `has_autoscaler` decides
-    node_wait_s: float | None = None  # with an autoscaler: the wait for a node; None: NODE_WAIT_S
-    progress: bool = True             # a progress bar on stderr
-    announce: bool = True             # "starting Ray …" on stderr before Ray starts
+    """How a fan-out runs, each field the command line's flag of that name (``--node-wait``,
+    ``--no-progress``; ``announce``: not ``-q``). None: ``address`` RAY_ADDRESS, else a fresh
+    local Ray; ``max_in_flight`` ``[resources] max_in_flight``, else automatic; ``autoscaler``
+    `has_autoscaler`; ``node_wait_s`` `NODE_WAIT_S`."""
+    address: str | None = None
+    serial: bool = False
+    max_in_flight: int | None = None
+    autoscaler: bool | None = None
+    node_wait_s: float | None = None
+    progress: bool = True
+    announce: bool = True  # "starting Ray …" on stderr before Ray starts
 
     def __post_init__(self):
         if self.max_in_flight is not None and self.max_in_flight < 1:
@@ -114,56 +105,42 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
     `StudyStopped`. ``lost(item, text)``: the record of a task lost beyond Ray's retries (None:
     the error is raised). ``bar``: the progress bar (None: none). Raises `ClusterError` before
     submitting anything when no node can ever hold one task."""
-    ended = ended if ended is not None else Ended()
-    t0 = time.perf_counter()
-    shown = tqdm(total=bar.total, initial=bar.initial, unit=bar.unit, desc=bar.desc, file=sys.stderr,
-                 disable=not executor.progress, dynamic_ncols=True, mininterval=0.5) if bar else None
-    counts: dict = {}
-    flying = [0]
+    ended, t0, b = ended if ended is not None else Ended(), time.perf_counter(), bar or Bar("", 0)
+    shown = tqdm(total=b.total, initial=b.initial, unit=b.unit, desc=b.desc, file=sys.stderr,
+                 disable=bar is None or not executor.progress, dynamic_ncols=True, mininterval=0.5)
+    counts = {"in_flight": 0}
 
-    def show(n: int | None = None, res=None) -> None:
-        if n is not None:
-            flying[0] = n
-        if shown is not None:
-            shown.set_postfix(**counts, in_flight=flying[0], refresh=False)
-            if res is not None:
-                shown.update(1)
-            else:
-                shown.refresh()
+    def flying(n: int) -> None:
+        counts["in_flight"] = n
+        shown.set_postfix(counts, refresh=True)
 
     def take(res) -> None:
         counts.update(record(res) or {})
-        show(res=res)
-
-    def say(line: str) -> None:
-        if shown is not None:
-            shown.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        shown.set_postfix(counts, refresh=False)
+        shown.update(1)
 
     try:
         with _sigterm_as_interrupt():
             if executor.serial:
                 for item in items:
-                    show(1)
+                    flying(1)
                     res = task(*args_of(item))
-                    show(0)
+                    flying(0)
                     take(res)
             else:
-                _on_ray(items, task, args_of, resources, take, executor, lost, show,
-                        say if executor.announce else None)
+                _on_ray(items, task, args_of, resources, take, executor, lost, flying,
+                        (lambda line: shown.write(line, file=sys.stderr)) if executor.announce else None)
     except KeyboardInterrupt as e:
         ended.interrupted, ended.signal = True, "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     except StudyStopped as e:
         ended.stopped = str(e)
     finally:
-        if shown is not None:
-            shown.close()
+        shown.close()
         ended.seconds = time.perf_counter() - t0
     return ended
 
 
-def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor, lost, show,
+def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor, lost, flying,
             say) -> None:
     started_here = not ("ray" in sys.modules and sys.modules["ray"].is_initialized())
     address = ray_address(executor.address)
@@ -178,7 +155,7 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
             check_feasible(ray, resources, local=started_here and address == "local",
                            autoscaler=executor.autoscaler, wait_s=executor.node_wait_s)
             most = executor.max_in_flight or resources.max_in_flight or _auto_in_flight(ray, resources)
-            _loop(ray, items, task, args_of, resources, take, most, lost, show)
+            _loop(ray, items, task, args_of, resources, take, most, lost, flying)
     finally:
         if started_here:
             ray.shutdown()
@@ -187,7 +164,7 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
 _END = object()
 
 
-def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, show) -> None:
+def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, flying) -> None:
     remote = ray.remote(task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                                       max_retries=3, retry_exceptions=False)
     pending: dict = {}
@@ -200,13 +177,13 @@ def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost
             while nxt is not _END and stop is None and len(pending) < most:
                 pending[remote.remote(*args_of(nxt))] = nxt
                 nxt = next(queue, _END)
-            show(len(pending))
+            flying(len(pending))
             if stop is not None and time.monotonic() > deadline:
                 break
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
                 item = pending.pop(ref)
-                show(len(pending))
+                flying(len(pending))
                 try:
                     res = ray.get(ref)
                 except ray.exceptions.RayError as e:

@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 import torch
 
 from . import SCHEMA_VERSION, __version__
-from .data import Dataset, load
+from .data import Dataset, load_dataset
 from .errors import error_text
 from .measures import MeasureContext, measure_set, select, stable_seed
 from .measures.compute import compute_repeated
@@ -139,7 +139,7 @@ def build_network(spec: RunSpec, data: Dataset, device: torch.device) -> torch.n
 
 def load_data(spec: RunSpec, device: torch.device) -> Dataset:
     """The run's dataset with its tensors on ``device``."""
-    data = load(spec.dataset, spec.data, spec.data_source)
+    data = load_dataset(spec.dataset, spec.data, root=spec.data_source.root, download=spec.data_source.download)
     return replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device),
                    x_test=data.x_test.to(device), y_test=data.y_test.to(device))
 
@@ -234,7 +234,7 @@ def load_network(store: Store, spec: RunSpec, device: torch.device,
     `measure_network` takes. ``data`` (for the input shape and classes): loaded if None."""
     init_state, final_state, meta = store.read_net(spec.run_id)
     if data is None:
-        data = load(spec.dataset, spec.data, spec.data_source)
+        data = load_data(spec, device)
     model = build_network(spec, data, device)
     model.load_state_dict(final_state)
     model.eval()

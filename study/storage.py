@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION
+from .errors import error_line
 from .schema import TMP_PREFIX, arrow_type, is_artifact, normalize_times, write_atomic
 
 
@@ -284,7 +285,7 @@ class Store:
             except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
                 if not _is_corrupt(e):
                     raise
-                self.skipped.append(f"{self.uri(f.path)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                self.skipped.append(f"{self.uri(f.path)}: {error_line(e)}")
         if self.skipped and not skip_corrupt:
             more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
             raise StorageError(f"cannot read {len(self.skipped)} run file(s): {'; '.join(self.skipped[:5])}{more}. "

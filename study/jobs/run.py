@@ -1,15 +1,11 @@
 """`study run`: train and measure every network of a study that is not yet stored.
 
-The job lists what is stored and fans out only what is missing (`executor.fan_out`): each task
-(`run_one`) trains, measures and writes its own row, with ``[study] keep_networks`` (the
-default) its checkpoint first, and returns a small record, so a dying driver loses nothing that
-finished. Ray retries a task lost with its worker or node; a task that finds its row already
-stored does nothing, so retries and reruns never run a network twice: the same command resumes
-after any interruption. Rows of an older run-id schema stop the job before any work (`study
-migrate` rewrites them), and so does another driver's lease (`study.lease`): one driver per
-study, and only temporary files older than the lease timeout are removed. A write the output
-refuses (read-only, full, expired credentials) comes back as a ``write_failed`` record: the job
-stops submitting (the executor's clean stop), and every stored row is whole.
+Each task (`run_one`) trains, measures and writes its own row (with ``[study] keep_networks``
+its checkpoint first) and returns a small record; one that finds its row stored does nothing,
+so Ray's retries and reruns never run a network twice and the same command resumes after any
+interruption. Rows of an older run-id schema (`study migrate`) and another driver's lease
+(`study.lease`) stop the job before any work. A write the output refuses comes back as a
+``write_failed`` record: the job stops submitting (the executor's clean stop).
 """
 
 from __future__ import annotations

@@ -17,21 +17,10 @@ OUTCOME_KEYS = ("ok", "unconverged", "failed", "diverged", "left", "unreadable")
 
 
 @dataclass(frozen=True)
-class Stale:
-    """Per measure of the study file, the stored ok rows (all of them: analysis ranks every
-    stored row) that hold it under other settings (stale) or not at all (missing)."""
-    expected: int                # measures of the study file
-    ok_rows: int
-    outdated: list[str]          # those stale or missing somewhere, in the study file's order
-    stale: dict[str, int]
-    missing: dict[str, int]
-
-
-@dataclass(frozen=True)
 class Status:
     """What `study status` says (``--json``: `as_json`). ``counts``: per outcome (``ok``: done
     and converged; ``unconverged``; ``failed``; ``diverged``; ``left``; ``unreadable``); ``axes``:
-    per axis, per value, the same counts; ``measures``: None before any row is stored."""
+    per axis, per value, the same counts; ``measures``: `stale`, None before any row is stored."""
     study: str
     runs_dir: str
     total: int
@@ -39,7 +28,7 @@ class Status:
     axes: dict[str, list[dict]]
     unreadable: list[str]
     not_in_grid: int
-    measures: Stale | None
+    measures: dict | None
     exit_code: int
     complete: bool
 
@@ -86,8 +75,10 @@ def status(study: Study, study_file: str = "STUDY.toml") -> Status:
                   stale(study, store) if stored else None, code, code == COMPLETE)
 
 
-def stale(study: Study, store: Store) -> Stale:
-    """The `Stale` counts of the stored ok rows under the study file's ``[measures]``."""
+def stale(study: Study, store: Store) -> dict:
+    """Per measure of the study file, how many stored ok rows (all of them: analysis ranks every
+    stored row) hold it under other settings (``stale``) or not at all (``missing``); ``outdated``:
+    those measures, in the study file's order."""
     m = study.measures
     expected = expected_settings(select(m.include, m.exclude), m.knobs, m.subset, m.repeats)
     rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
@@ -96,5 +87,5 @@ def stale(study: Study, store: Store) -> Stale:
         s, miss = outdated(stored_settings(r), expected)
         old.update(s)
         missing.update(miss)
-    return Stale(len(expected), len(rows), [n for n in expected if old[n] or missing[n]],
-                 {n: old[n] for n in expected if old[n]}, {n: missing[n] for n in expected if missing[n]})
+    return {"expected": len(expected), "ok_rows": len(rows), "outdated": [n for n in expected if old[n] or missing[n]],
+            "stale": {n: old[n] for n in expected if old[n]}, "missing": {n: missing[n] for n in expected if missing[n]}}

@@ -327,7 +327,7 @@ def test_c_study_on_s3(cluster, s3, tmp_path, capsys):
     client.delete_object(Bucket="studies", Key=lost)
     kept = {k: v for k, v in keys().items()}
     capsys.readouterr()
-    assert study_main(["status", str(toml)]) == 3  # incomplete (study.cli.status_code)
+    assert study_main(["status", str(toml)]) == 3  # incomplete (study.jobs.status.status_code)
     assert "4 runs: 0 done, 3 not converged, 0 failed, 0 diverged, 1 left" in capsys.readouterr().out
     assert study_main(["run", str(toml), "--address", cluster.address, "--no-progress"]) == 0
     assert "ran 1 (0 ok, 1 not converged" in capsys.readouterr().out

@@ -44,7 +44,7 @@ def test_consolidate_names_unreadable_files_and_skips_them_on_request(tmp_path, 
 
 def test_status_lists_unreadable_files_instead_of_counting_them_left(tmp_path, capsys):
     p, store, bad = _stored(tmp_path)
-    assert main(["status", str(p)]) == 4  # has failed runs (study.cli.status_code)
+    assert main(["status", str(p)]) == 4  # has failed runs (study.jobs.status.status_code)
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 2 failed, 0 diverged, 1 left, 1 unreadable" in out
     assert "1 unreadable run file(s)" in out and bad[0] in out

@@ -4,9 +4,9 @@
     values = measure(model, (x_train, y_train), init=initial_state_dict)
 
 `measure` returns ``{name: float}`` for the selected measures (all by
-default); NaN where a measure is undefined, the reason in the log. Names and
-definitions: ../shared/MEASURES.md. `measure_full` also returns the seconds
-each measure took and the NaN reasons.
+default); NaN where a measure is undefined, the reason in the log. Names,
+families, definitions and citations: `REGISTRY` (each measure's function says its
+formula). `measure_full` also returns the seconds each measure took and the NaN reasons.
 
 Requirements on the model: modules are registered in forward order (as in
 ``nn.Sequential``), each BatchNorm directly after the conv or linear layer

@@ -1,6 +1,6 @@
 """Flatness found by search (Jiang et al. 2020, §C "sharpness/PAC-Bayes"): the
 largest perturbation scale the network tolerates, and the bound-shaped
-numbers made from it. Definitions: ../shared/MEASURES.md.
+numbers made from it, each defined below.
 
 Four scales are searched, each once per context (``ctx.cached``) and shared
 by the measures that use it:

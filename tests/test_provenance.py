@@ -52,7 +52,7 @@ def test_batching_knobs_do_not_change_any_value():
     same (to rounding) under any batching: every measure, squeezed to tiny batches."""
     from tests.cases import CASES, make
     c = make(CASES[0])
-    kw = dict(init=c.init, train_log=c.train_log, seed=c.seed)
+    kw = dict(init=c.init, train_log=c.train_log, seed=c.seed, names=tuple(REGISTRY))  # by_name ones too
     a = measure_full(c.model, (c.x, c.y), **kw).values
     b = measure_full(c.model, (c.x, c.y), knobs={"memory_mb": 0.001, "eval_batch": 5}, **kw).values
     assert set(a) == set(REGISTRY)

@@ -32,6 +32,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .schema import now, write_atomic
 from .storage import StorageError, Store
@@ -158,3 +160,13 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def held(store: Store, command: str) -> Iterator[Lease]:
+    """A job's hold on its study: the output checked writable, the lease taken (`LeaseHeld`
+    naming another driver that holds it), temporary files older than `LEASE_TIMEOUT_S` removed."""
+    store.check_writable()
+    with Lease(store, command) as lease:
+        store.clean_tmp(LEASE_TIMEOUT_S)
+        yield lease

@@ -1,29 +1,26 @@
-"""The jobs the command line runs, each on a parsed `Study` and an `Executor`, each returning a
-summary for the command line to print: `run` (train and measure what is missing), `measure`
+"""The jobs of the command line, each a function of the parsed `Study` (and, where it fans out, an
+`Executor`) that returns a summary: `run` (train and measure what is missing), `measure`
 (measures of stored networks from their checkpoints), `score` (a user's function on every
-stored network, for `analysis score`), `status` (what is stored, as data) and `migrate` (rows
-of an older run-id schema under their new ids).
+stored network, for `analysis score`), `status` (what is stored, as data) and `migrate`.
 
-A job that fans out gives `executor.fan_out` its items, a task (a module-level function of
-plain arguments, run in a Ray worker or in this process: one network's work, through
-`study.runner`), a ``record`` that counts the tasks' small records and returns the counts the
-progress bar shows, and a summary that extends `executor.Ended`. A new job is a module here::
+A job that fans out gives `executor.fan_out` its items, a task (a module-level function of plain
+arguments doing one network's work through `study.runner`, in a Ray worker or this process), a
+``record`` that counts the tasks' records and returns what the progress bar shows, and its
+summary, an `executor.Ended`. A new job is a module here, which `study.cli` calls and prints::
 
     @dataclass(kw_only=True)
-    class Summary(Ended):
-        sizes: dict[str, int] = field(default_factory=dict)
+    class Sizes(Ended):
+        of: dict[str, int] = field(default_factory=dict)
 
-    def size_one(spec: RunSpec, out: str) -> tuple[str, int]:      # the task, in a worker
+    def size_one(spec: RunSpec, out: str) -> tuple[str, int]:  # the task: one stored network
         model, *_ = runner.stored_network(Store(out, spec.study), spec)
         return spec.run_id, sum(p.numel() for p in model.parameters())
 
-    def sizes(study: Study, executor: Executor = Executor()) -> Summary:
-        s = Summary()
+    def sizes(study: Study, executor: Executor = Executor()) -> Sizes:
+        s = Sizes()
         def record(done):
-            s.sizes[done[0]] = done[1]
-            return {"sized": len(s.sizes)}
+            s.of[done[0]] = done[1]
+            return {"sized": len(s.of)}
         return fan_out(study.runs(), size_one, lambda spec: (spec, study.out), study.resources,
                        record, executor, bar=Bar(f"{study.name} size", study.size), ended=s)
-
-and the command line parses its flags, calls it and prints the summary (`study.cli`).
 """

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from ..errors import error_line
 from ..executor import Bar, Ended, Executor, fan_out
-from ..lease import LEASE_TIMEOUT_S, Lease
+from ..lease import held
 from ..measures.registry import expected_settings, outdated, select
 from ..runner import measure_network, stored_network
 from ..schema import (
@@ -170,9 +170,7 @@ def measure_study(study: Study, want: Want = Want(), executor: Executor = Execut
     store = Store(study.out, study.name)
     expected = want.expected(study.measures)
     rows = store.ok_rows(study.path or "STUDY.toml")
-    store.check_writable()
-    with Lease(store, "study measure"):
-        store.clean_tmp(LEASE_TIMEOUT_S)
+    with held(store, "study measure"):
         todo, no_net, pairs, up = [], [], 0, 0
         for r in rows:
             names = wanted(r, want, expected)

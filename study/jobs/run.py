@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..errors import error_line
 from ..executor import Bar, Ended, Executor, StudyStopped, fan_out
-from ..lease import LEASE_TIMEOUT_S, Lease
+from ..lease import held
 from ..runner import execute, failed_row, pick_device
 from ..spec import RunSpec, Study
 from ..storage import Store
@@ -84,9 +84,7 @@ def run_study(study: Study, executor: Executor = Executor(), *, retry_failed: bo
     took (training and measuring)."""
     store = Store(study.out, study.name)
     store.check_schema(study.path or "STUDY.toml")
-    store.check_writable()
-    with Lease(store, "study run") as lease:
-        store.clean_tmp(LEASE_TIMEOUT_S)
+    with held(store, "study run") as lease:
         stored = store.statuses()
         n_todo = sum(1 for _ in todo(study, stored, retry_failed))  # counted; streamed again below
         s = Summary(total=study.size, stored_before=study.size - n_todo, runs_dir=store.uri(store.runs_dir))

@@ -70,7 +70,7 @@ def wc_check(ctx: MeasureContext, what: str, s: float, steps: int, restarts: int
     the box of scale ``s`` (the search's update rule, fresh starts, no early stop)."""
     w = core.flat(ctx)
     wrong0, n = flatness.err0(ctx)
-    x, y = flatness.measure_set(ctx)
+    x, y = flatness.search_set(ctx)
     b = torch.full_like(w, s) if what == "alpha" else s * (w.abs() + EPS)
     gen = torch.Generator().manual_seed(stable_seed(ctx.seed, "bench.search_criteria", what))
     step = 2.5 / max(steps, 1)

@@ -3,7 +3,9 @@
 The page has no external resources: figures are embedded as base64 PNG, and
 its one inline script (``analysis.interactive``) sorts and filters the ranking
 table and names the run under the pointer in the scatter of the leading
-measures. It is written atomically (a temporary file, then a rename).
+measures. Each section is a function of the rows shown (`_setup`, `_glance`, `_rank_html`, `_cost`,
+`network_view.network_section`, …; `analysis.output` shows how one is written), and `write_report`
+puts them in the one page shell (`output.page`), written atomically.
 """
 from __future__ import annotations
 

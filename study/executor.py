@@ -198,13 +198,21 @@ def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost
                         log.warning("%s; submitting nothing more, waiting up to %.0f s for the %d "
                                     "tasks in flight", e, STOP_WAIT_S, len(pending))
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, pending)
         raise
     if stop is not None:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, pending)
         raise stop
+
+
+def _cancel(ray, pending: dict) -> None:
+    """Cancel the tasks still running, their workers killed; those already finished are left
+    alone (force-cancelling a task whose result is arriving can abort Ray's core worker)."""
+    running = list(pending)
+    if running:
+        _, running = ray.wait(running, num_returns=len(running), timeout=0)
+    for ref in running:
+        ray.cancel(ref, force=True)
 
 
 class _sigterm_as_interrupt:

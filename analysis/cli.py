@@ -29,22 +29,18 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
-import math
 import os
 import sys
 import warnings
 
 import polars as pl
 
-from study.schema import write_atomic
 from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
 from .load import RunsError, decode, load_runs
-
-FORMATS = (".csv", ".parquet")
+from .output import MISSING, TABLE_FORMATS, num, write, write_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,7 +157,7 @@ def _claims(args: argparse.Namespace) -> int:
         if not repro.height:
             raise RunsError(f"--reproduction {args.reproduction}: no run holds pacbayes_optimized_bound; "
                             "name it in a study's [measures] include and run `study measure`")
-        write_atomic(args.reproduction, reproduction_markdown(repro).encode("utf-8"))
+        write(args.reproduction, reproduction_markdown(repro))
         print(f"wrote {args.reproduction} ({repro.height} networks)")
     return 0
 
@@ -173,14 +169,6 @@ OPTIONS = ("include_unconverged", "max_cond", "robust_n", "min_ess", "n_boot", "
 def _options(args: argparse.Namespace) -> dict:
     """The statistics options the user gave (the others keep the library defaults)."""
     return {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:+.3f}"
-    return str(v)
 
 
 def _empty(col: pl.Series) -> bool:
@@ -208,20 +196,13 @@ def format_table(table: pl.DataFrame, top: int = 20) -> str:
         for row in part.head(top).iter_rows(named=True):
             cells = []
             for c, w in cols:
-                s = _fmt(row[c]) if c != "cmi_set" else (row[c] if row[c] else ("∅" if row[c] == "" else "—"))
+                s = num(row[c], "+.3f") if c != "cmi_set" else (row[c] if row[c] else ("∅" if row[c] == "" else MISSING))
                 s = s if len(s) <= w else s[: w - 1] + "…"
                 cells.append(f"{s:<{w}}" if c in ("measure", "cmi_set") else f"{s:>{w}}")
             lines.append("  ".join(cells))
         if part.height > top:
             lines.append(f"… {part.height - top} more")
     return "\n".join(lines)
-
-
-def write_table(table: pl.DataFrame, out: str) -> None:
-    """Write as CSV or Parquet by the extension, atomically, to a path or a pyarrow.fs URI."""
-    buf = io.BytesIO()
-    (table.write_csv if os.path.splitext(out)[1].lower() == ".csv" else table.write_parquet)(buf)
-    write_atomic(out, buf.getvalue())
 
 
 def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool) -> None:
@@ -236,49 +217,49 @@ def _warn_small(df: pl.DataFrame, include_unconverged: bool, dataset_axis: bool)
 
 
 def _rank(args: argparse.Namespace) -> int:
+    """`rank`, and `score`: the same with the user's measure computed first (`_scored`)."""
     from .table import rank_table
 
-    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
+    if args.out and os.path.splitext(args.out)[1].lower() not in TABLE_FORMATS:
         raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
     opts = _options(args)
-    df = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
-                   on_corrupt="skip" if args.skip_corrupt else "error")
+    if args.command == "score":
+        df, scored = _scored(args)
+    else:
+        df, scored = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
+                               on_corrupt="skip" if args.skip_corrupt else "error"), ""
     table = rank_table(df, **opts)
     _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
     print(format_table(table, args.top))
+    if scored:
+        print(scored)
     if args.out:
         write_table(table, args.out)
         print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
+    if scored and args.report:
+        from .report import write_report
+        write_report(args.runs, args.report, runs=df, **opts)
+        print(f"wrote {args.report}")
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
-    from .score import score
-    from .table import rank_table
+def _scored(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
+    """The runs with the user's measure (`analysis.score`), its NaNs warned of, and the line
+    that says how many networks it scored."""
+    from study.executor import Executor
 
-    if args.out and os.path.splitext(args.out)[1].lower() not in FORMATS:
-        raise RunsError(f"--out {args.out}: the table is written as .csv or .parquet, choose one of those")
-    opts = _options(args)
-    df, reasons, no_net = score(args.target, args.runs, name=args.name, serial=args.serial,
-                                address=args.address, progress=not (args.no_progress or args.quiet))
+    from .score import score
+    df, reasons, no_net = score(args.target, args.runs, name=args.name,
+                                executor=Executor(address=args.address, serial=args.serial,
+                                                  progress=not (args.no_progress or args.quiet),
+                                                  announce=not args.quiet))
     col = df.columns[-1]
     for rid, why in list(reasons.items())[:5]:
         print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)
     if len(reasons) > 5:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
-    table = rank_table(df, **opts)
-    _warn_small(df, bool(args.include_unconverged), bool(args.dataset_axis))
-    print(format_table(table, args.top))
-    print(f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
-          + (f", {len(no_net)} without a checkpoint" if no_net else ""))
-    if args.out:
-        write_table(table, args.out)
-        print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
-    if args.report:
-        from .report import write_report
-        write_report(args.runs, args.report, runs=df, **opts)
-        print(f"wrote {args.report}")
-    return 0
+    return df, (f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
+                + (f", {len(no_net)} without a checkpoint" if no_net else ""))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -307,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore" if level >= logging.ERROR else "always")
         warnings.showwarning = _show_warning
         try:
-            return {"rank": _rank, "report": _report, "score": _score, "claims": _claims}[args.command](args)
+            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.load import sort_ranking
+from analysis.output import MISSING, num
 from study.schema import ARTIFACTS, Artifact, artifact_col, is_hp, measure_col, name_of
 
 _STYLE = {
@@ -60,12 +61,6 @@ def _empty(message: str, width: float = 6.0, height: float = 1.2) -> Figure:
         ax.axis("off")
         ax.text(0.5, 0.5, message, ha="center", va="center", color="#555")
     return fig
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 def short_name(name: str) -> str:
@@ -127,7 +122,7 @@ def gap_by_axis(df: pl.DataFrame, axes: list[str] | None = None, *, outcome: str
             for p, y in zip(pos, groups):
                 ax.scatter(p + rng.uniform(-0.16, 0.16, y.size), y, s=7, alpha=0.45,
                            color="#1f77b4", linewidths=0)
-            ax.set_xticks(pos, [_fmt(v) for v in values],
+            ax.set_xticks(pos, [num(v, "g") for v in values],
                           rotation=30 if len(values) > 5 else 0)
             ax.set_xlabel(short_name(axis))
             if k % cols == 0:
@@ -153,7 +148,7 @@ def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt:
     if data.shape[0] <= 60:
         for (i, j), v in np.ndenumerate(data):
             if not np.isfinite(v):
-                ax.text(j, i, "–", ha="center", va="center", color="#999", fontsize=7, in_layout=False)
+                ax.text(j, i, MISSING, ha="center", va="center", color="#999", fontsize=7, in_layout=False)
                 continue
             r, g, b, _ = cm(norm(v))
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
@@ -319,7 +314,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
             if k % cols == 0:
                 ax.set_ylabel(outcome)
         if colour_by and handles:
-            items = [Line2D([], [], marker="o", ls="", color=col, label=_fmt(v))
+            items = [Line2D([], [], marker="o", ls="", color=col, label=num(v, "g"))
                      for v, col in list(handles.items())[:12]]
             fig.legend(handles=items, title=short_name(colour_by), loc="outside lower center",
                        ncols=min(len(items), 8), frameon=False)

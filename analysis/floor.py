@@ -27,6 +27,7 @@ import polars as pl
 
 from study.schema import is_hp, name_of
 
+from .output import num
 from .stats._ranks import row_codes
 from .stats.noise import binomial_se, icc, seeds_for_reliability, within_configuration
 from .table import codes
@@ -73,8 +74,8 @@ class NoiseFloor:
               if np.isfinite(self.test_acc_se) else "")
         if not self.configs:
             return f"test set {n}{se}; no configuration has two seeds, so the gap's seed noise is unknown"
-        return (f"test set {n}{se}; gap SD {self.gap_sd:.4f}, within a configuration (across seeds) "
-                f"{self.gap_within_sd:.4f}, ICC {self.icc:.2f} over {self.configs} configurations "
+        return (f"test set {n}{se}; gap SD {num(self.gap_sd, '.4f')}, within a configuration (across seeds) "
+                f"{num(self.gap_within_sd, '.4f')}, ICC {num(self.icc, '.2f')} over {self.configs} configurations "
                 f"(reliability {TARGET_RELIABILITY:g} of a configuration's mean gap needs {self.seeds_text()})")
 
 

@@ -19,26 +19,8 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from analysis import measure_info
-from analysis.markup import esc
+from analysis.output import MISSING, esc, num
 from study.schema import is_hp, name_of
-
-CSS = """
-.rank-ctl{font-size:12.5px;margin:8px 0 2px;display:flex;gap:16px;align-items:center;flex-wrap:wrap}
-.rank-ctl[hidden]{display:none}.rank-ctl input[type=search]{width:200px}.rank-ctl .count{color:#666}
-table.rank th.sort{cursor:pointer;user-select:none}table.rank th.sort:hover{background:#e9eef7}
-table.rank th[aria-sort=descending]::after{content:" ▼";font-size:9px}
-table.rank th[aria-sort=ascending]::after{content:" ▲";font-size:9px}
-table.rank td.def{text-decoration:underline dotted #999;cursor:help}
-table.rank tr.fam-head td{background:#eef2f8;font-weight:600;text-align:left;color:#334}
-figure.queryable .pts{position:relative;display:inline-block;max-width:100%;line-height:0}
-figure.queryable .pts img{cursor:crosshair}
-.pt-mark{position:absolute;width:12px;height:12px;margin:-7px 0 0 -7px;border:2px solid #000;
-         border-radius:50%;pointer-events:none}
-.pt-tip{position:absolute;z-index:5;background:#fff;border:1px solid #888;box-shadow:0 2px 6px rgba(0,0,0,.2);
-        padding:5px 8px;font-size:12px;line-height:1.4;white-space:pre;pointer-events:none;color:#222}
-"""
-
-
 
 # ------------------------------------------------------------ the ranking table
 
@@ -64,7 +46,7 @@ def measure_cells(measure: str, label: str) -> str:
     fam = family(measure)
     name = (f'<td class="l def" title="{esc(tip)}">{esc(label)}</td>' if tip
             else f'<td class="l">{esc(label)}</td>')
-    return name + f'<td class="l">{esc(fam) if fam else "–"}</td>'
+    return name + f'<td class="l">{esc(fam) if fam else MISSING}</td>'
 
 
 def sort_key(v) -> str:
@@ -100,14 +82,6 @@ def has_robust(table: pl.DataFrame) -> bool:
 # ------------------------------------------------------------ scatter points
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return "–" if not np.isfinite(v) else f"{v:.4g}"
-    return str(v)
-
-
 def scatter_points(fig: Figure, df: pl.DataFrame, columns: list[str], outcome: str = "gap") -> dict:
     """Where each run's point lies in a drawn scatter (one visible panel per column, in order).
 
@@ -131,13 +105,13 @@ def scatter_points(fig: Figure, df: pl.DataFrame, columns: list[str], outcome: s
         px = ax.transData.transform(offsets) if rows.size else np.zeros((0, 2))
         out.append({"measure": name_of(col), "x": np.round(px[:, 0] / w, 5).tolist(),
                     "y": np.round(1 - px[:, 1] / h, 5).tolist(), "row": rows.tolist(),
-                    "value": [_fmt(float(v)) for v in x[rows]]})
+                    "value": [num(float(v), ".4g") for v in x[rows]]})
     axes = [c for c in df.columns if is_hp(c) and df[c].n_unique() > 1]
     runs = {"run_id": df["run_id"].cast(pl.String).to_list() if "run_id" in df.columns else
             [str(i) for i in range(df.height)],
-            "params": [[name_of(a), [_fmt(v) for v in df[a].to_list()]] for a in axes]
-            + ([["seed", [_fmt(v) for v in df["seed"].to_list()]]] if "seed" in df.columns else []),
-            "outcome": outcome, "y": [_fmt(float(v)) for v in y]}
+            "params": [[name_of(a), [num(v, ".4g") for v in df[a].to_list()]] for a in axes]
+            + ([["seed", [num(v, ".4g") for v in df["seed"].to_list()]]] if "seed" in df.columns else []),
+            "outcome": outcome, "y": [num(float(v), ".4g") for v in y]}
     return {"runs": runs, "panels": out}
 
 
@@ -157,7 +131,7 @@ SCRIPT = r"""
 (function () {
   "use strict";
   function num(td) { var v = td.getAttribute("data-v"); return v === null || v === "" ? null : parseFloat(v); }
-  function text(td) { var t = td.textContent.trim(); return t === "–" || t === "" ? null : t; }
+  function text(td) { var t = td.textContent.trim(); return t === __MISSING__ || t === "" ? null : t; }
 
   function setupTable(ctl) {
     var table = document.getElementById(ctl.getAttribute("data-table"));
@@ -292,4 +266,4 @@ SCRIPT = r"""
 
 def script() -> str:
     """The page's one inline script (module docstring)."""
-    return "<script>" + SCRIPT + "</script>"
+    return "<script>" + SCRIPT.replace("__MISSING__", json.dumps(MISSING)) + "</script>"

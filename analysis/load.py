@@ -152,6 +152,19 @@ def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> 
     return pl.from_arrow(table)
 
 
+def checked(df: pl.DataFrame, n_boot: int = 0) -> pl.DataFrame:
+    """The runs a ranking or the claims are computed from, checked: RunsError for a table with
+    no rows or no ``gap`` column and for a negative bootstrap count; sorted by ``run_id`` (a
+    canonical order: the bootstrap resamples by position)."""
+    if df.height == 0:
+        raise RunsError("the runs table has no rows")
+    if n_boot < 0:
+        raise RunsError(f"the bootstrap count must be 0 or more, got {n_boot}")
+    if "gap" not in df.columns:
+        raise RunsError("the runs table has no gap column (train_acc − test_acc)")
+    return df.sort("run_id", nulls_last=True, maintain_order=True) if "run_id" in df.columns else df
+
+
 def population(df: pl.DataFrame, include_unconverged: bool = False, include_failed: bool = False
                ) -> pl.DataFrame:
     """The runs that enter the analysis: ``status == "ok"`` and ``converged``, unless admitted.

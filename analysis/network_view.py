@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from analysis.figures import broadened_density
 from analysis.load import RunsError
-from analysis.markup import esc, png_uri
+from analysis.output import esc, num, png_uri
 from study.schema import OUTCOMES, artifact_col, is_hp, is_measure, name_of
 
 SURFACE_HINT = ("set loss_surface_points = N (e.g. 11) under [measures.knobs] of the study file, "
@@ -224,10 +224,6 @@ def missing_notes(row: dict) -> list[str]:
 
 
 
-def _fmt(v, fmt: str = ".4g") -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
-
-
 def _img(fig: Figure) -> str:
     return f'<img class="netfig" data-fig="network" alt="one network in depth" src="{png_uri(fig, 110)}">'
 
@@ -242,9 +238,9 @@ def _positions_table(pos: pl.DataFrame) -> str:
         p = r["percentile"]
         bar = ("" if not math.isfinite(p) else
                f'<span class="pbar"><span style="left:{p:.1f}%"></span></span>')
-        rows.append(f'<tr class="{r["kind"]}"><td class="l">{esc(r["quantity"])}</td><td>{_fmt(r["value"])}</td>'
-                    f'<td>{_fmt(p, ".0f")}</td><td>{bar}</td><td>{_fmt(r["median"])}</td>'
-                    f'<td>{_fmt(r["min"])} – {_fmt(r["max"])}</td><td>{r["n"]}</td></tr>')
+        rows.append(f'<tr class="{r["kind"]}"><td class="l">{esc(r["quantity"])}</td><td>{num(r["value"], ".4g")}</td>'
+                    f'<td>{num(p, ".0f")}</td><td>{bar}</td><td>{num(r["median"], ".4g")}</td>'
+                    f'<td>{num(r["min"], ".4g")} – {num(r["max"], ".4g")}</td><td>{r["n"]}</td></tr>')
     return ('<div class="wrap"><table class="netpos"><tr><th class="l">quantity</th><th>this run</th>'
             "<th>percentile</th><th>0 ⟷ 100</th><th>study median</th><th>study range</th><th>networks</th></tr>"
             + "".join(rows) + "</table></div>")
@@ -260,18 +256,12 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
     head = "".join(f"<th>{esc(name_of(c))}</th>" for c in cols)
     body = "".join(
         ('<tr class="chosen">' if r["run_id"] == chosen else "<tr>")
-        + "".join(f"<td>{esc(_fmt(r[c]) if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td>{esc(num(r[c], '.4g') if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
         for r in df.iter_rows(named=True))
     return (f'<details class="runs"><summary>The {df.height} analysed networks, by gap (the one shown '
             "highlighted)</summary><p>To see another: <code>analysis report RUNS --out report.html --run "
             "RUN_ID</code> (a unique prefix of the id will do).</p>"
             f'<div class="wrap"><table class="netruns"><tr>{head}</tr>{body}</table></div></details>')
-
-
-_CSS = ("<style>.netfig{max-width:100%}.netpos td,.netruns td{font-variant-numeric:tabular-nums}"
-        ".netpos tr.outcome td{font-weight:600}.pbar{display:inline-block;position:relative;width:90px;"
-        "height:8px;background:#e8e8e8;border-radius:4px}.pbar span{position:absolute;top:-2px;width:4px;"
-        "height:12px;margin-left:-2px;background:#c0392b}.netruns tr.chosen td{background:#fff3c4}</style>")
 
 
 def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = None,
@@ -284,13 +274,12 @@ def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = 
     if run_id is None:
         return '<p class="note">Nothing to show: no analysed network has a finite gap.</p>'
     row = run_row(runs, run_id)
-    facts = [f"status {esc(row.get('status', 'ok'))}", f"gap {_fmt(row.get('gap'))}",
-             f"train loss {_fmt(row.get('train_loss'))}", f"test acc {_fmt(row.get('test_acc'))}",
-             f"{esc(row.get('epochs', '–'))} epochs"]
+    facts = [f"status {esc(row.get('status', 'ok'))}", f"gap {num(row.get('gap'), '.4g')}",
+             f"train loss {num(row.get('train_loss'), '.4g')}", f"test acc {num(row.get('test_acc'), '.4g')}",
+             f"{esc(num(row.get('epochs')))} epochs"]
     fig = network_figure(row)
     notes = "".join(f'<p class="note">{esc(n)}.</p>' for n in missing_notes(row))
     return "\n".join([
-        _CSS,
         f'<p id="network-run">Run <code>{esc(run_id)}</code> ({why}): {esc(_hps(row))} · {" · ".join(facts)}.</p>',
         _img(fig) if fig is not None else "", notes,
         "<h3>Its measures among the study's networks</h3>",

@@ -3,7 +3,9 @@
 The page has no external resources: figures are embedded as base64 PNG, and
 its one inline script (``analysis.interactive``) sorts and filters the ranking
 table and names the run under the pointer in the scatter of the leading
-measures. It is written atomically (a temporary file, then a rename).
+measures. Each section is a function of the rows shown (`_setup`, `_glance`, `_rank_html`, `_cost`,
+`network_view.network_section`, …; `analysis.output` shows how one is written), and `write_report`
+puts them in the one page shell (`output.page`), written atomically.
 """
 from __future__ import annotations
 
@@ -19,42 +21,21 @@ from matplotlib import colormaps
 from analysis import figures, interactive, measure_info, network_view
 from analysis.floor import MIN_NETWORKS, SMALL_RULE, NoiseFloor, noise_floor, noise_reasons, small_study
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
-from analysis.markup import esc, png_uri
+from analysis.output import MISSING, esc, interval, num, page, png_uri, write
 from analysis.table import rank_table
-from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of, write_atomic
+from study.schema import ARTIFACTS, artifact_col, is_hp, is_measure, is_seconds, name_of
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
-     color:#222;max-width:1240px;margin:0 auto;padding:18px 28px 60px;background:#fff}
-h1{font-size:24px;margin:8px 0 2px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #ddd;
-   padding-bottom:3px}h3{font-size:16px;margin:22px 0 6px}
-.meta{color:#666;font-size:12.5px}.note{color:#555;font-size:13px;max-width:900px}
-nav{margin:10px 0 0;font-size:13px}nav a{margin-right:14px;color:#2a5db0;text-decoration:none}
-table{border-collapse:collapse;font-size:12px;margin:6px 0 10px}
-th,td{padding:3px 5px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-th{background:#f6f6f6;border-bottom:1px solid #ccc;font-weight:600}
-td.l,th.l{text-align:left}.wrap{overflow-x:auto}
-.kv td{text-align:left;border:none;padding:1px 14px 1px 0}.kv td:first-child{color:#555}
-figure{margin:10px 0 18px}figure img{max-width:100%;height:auto}
-figcaption{color:#555;font-size:12.5px;max-width:900px}
-code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
-.err{color:#a33}td.ci,th.ci{color:#777;font-size:11px}
-.warn{border:2px solid #c77700;background:#fff4df;padding:8px 12px;margin:14px 0;max-width:1000px}
-.headline{font-size:14.5px;max-width:1000px}.headline p{margin:4px 0}
-td.wide{color:#aaa!important;background:#f1f1f1!important}
-"""
+# ------------------------------------------------------------ helpers
 
-_LEGEND = (
+RELIABLE = 0.9  # the legend names the measures whose one draw is less reliable than this
+
+_DEFINITIONS = (
     "τ: Kendall's τ-a between the measure and the gap over all runs, with a seeded bootstrap "
     "interval (95 % CI). Reliability: 1 − the variance of one redraw of the measure's noise "
-    "over the variance of one draw across networks (needs [measures] repeats > 1, else –; 1 for "
+    "over the variance of one draw across networks (needs [measures] repeats > 1, else {missing}; 1 for "
     "a deterministic measure); τ ceiling: (2/π)·arcsin √(reliability of the stored mean of the "
-    "repeats), the largest |τ| the stored values allow under a bivariate-normal model. At the "
-    "default knobs seven stochastic measures stay below reliability 0.9 for one draw on the mini "
-    "study (bench/README.md, \"Reliability\", commit 3a9e2f5): hessian_near_zero_frac 0.45, "
-    "local_entropy 0.70, sharpness_mag_flatness 0.82, pacbayes_init 0.85, filter_sharpness 0.85, "
-    "pacbayes_bound 0.86, pacbayes_flatness 0.90 (stronger settings cost more than training); read "
-    "their τ with that in mind, or measure it here with [measures] repeats = 3. Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
+    "repeats), the largest |τ| the stored values allow under a bivariate-normal model.{reliability} "
+    "Ψ: granulated τ, the mean of ψ over the axes (ψ<sub>axis</sub>: mean τ over "
     "groups of runs that differ only in that axis). CMI: the minimum over conditioning sets S "
     "(|S| ≤ 2) of the normalised conditional mutual information between the measure's and the "
     "gap's pairwise order, with its bootstrap interval; S is the minimising set; k0 / k1 / k2: S = ∅ and the minima over "
@@ -64,7 +45,22 @@ _LEGEND = (
 )
 
 
-# ------------------------------------------------------------ helpers
+def _legend(table: pl.DataFrame) -> str:
+    """The ranking table's legend: the definitions, and, from the table's ``reliability``
+    column, the measures whose one draw is less reliable than `RELIABLE` (nothing said where no
+    measure has a reliability: the runs stored one draw each)."""
+    rel = [(r["measure"], r["reliability"]) for r in table.iter_rows(named=True)
+           if r.get("reliability") is not None and np.isfinite(r["reliability"])]
+    low = sorted((v, m) for m, v in rel if v < RELIABLE)
+    said = ""
+    if low:
+        said = (f" Here {len(low)} of the {len(rel)} measures with a reliability stay below {RELIABLE:g} for one "
+                "draw: " + ", ".join(f"{esc(figures.short_name(m))} {num(v, '.2f')}" for v, m in low)
+                + "; read their τ with that in mind.")
+    elif rel:
+        said = f" Here all {len(rel)} measures with a reliability reach {RELIABLE:g} for one draw."
+    return _DEFINITIONS.format(reliability=said, missing=MISSING)
+
 
 
 
@@ -73,18 +69,6 @@ def _png(fig, name: str, caption: str = "", dpi: int = 144) -> str:
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return (f'<figure><img class="fig" data-fig="{esc(name)}" alt="{esc(name)}" width="{width}" '
             f'src="{png_uri(fig, dpi)}">{cap}</figure>')
-
-
-def _num(v, fmt: str = ".3f") -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return format(v, fmt)
-
-
-def _ci(lo, hi, fmt: str) -> str:
-    return "–" if lo is None or hi is None else f"[{_num(lo, fmt)}, {_num(hi, fmt)}]"
 
 
 def _bg(v, cmap: str, lo: float, hi: float) -> str:
@@ -170,7 +154,7 @@ def _axes_table(runs: pl.DataFrame) -> str:
     body = []
     for a in axes:
         counts = runs.group_by(a).len().sort(a, nulls_last=True)
-        vals = ", ".join(f"{esc(figures._fmt(v))} <span class=meta>({n})</span>"
+        vals = ", ".join(f"{esc(num(v, 'g'))} <span class=meta>({n})</span>"
                          for v, n in counts.iter_rows())
         body.append(f'<tr><td class="l">{esc(name_of(a))}</td><td class="l">{vals}</td></tr>')
     return ('<h3>Grid</h3><table><tr><th class="l">axis</th><th class="l">values (runs stored)</th></tr>'
@@ -190,12 +174,12 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
         if "cmi" in table.columns else 0.0
     plain = _PLAIN + (_ROBUST if interactive.has_robust(table) else ())
     rel = interactive.has_values(table, _RELIABILITY)
-    num = lambda label, cls="": f'<th data-type="num"{cls}>{label}</th>'  # noqa: E731
+    th = lambda label, cls="": f'<th data-type="num"{cls}>{label}</th>'  # noqa: E731
     head = (['<th class="l" data-type="text">measure</th>', '<th class="l" data-type="text">family</th>',
-             num("n"), num("τ"), num("95 % CI", ' class="ci"')] + ([num("reliability"), num("τ ceiling")] if rel else []) + [num("Ψ")]
-            + [num(f"ψ<sub>{esc(c[4:])}</sub>") for c in psi_axes]
-            + [num("CMI"), num("95 % CI", ' class="ci"'), '<th class="l" data-type="text">S</th>']
-            + [num(lab) for lab in ("k0", "k1", "k2", "robust max", "mean", "p90", "envs")[:len(plain)]])
+             th("n"), th("τ"), th("95 % CI", ' class="ci"')] + ([th("reliability"), th("τ ceiling")] if rel else []) + [th("Ψ")]
+            + [th(f"ψ<sub>{esc(c[4:])}</sub>") for c in psi_axes]
+            + [th("CMI"), th("95 % CI", ' class="ci"'), '<th class="l" data-type="text">S</th>']
+            + [th(lab) for lab in ("k0", "k1", "k2", "robust max", "mean", "p90", "envs")[:len(plain)]])
     body = []
     for r in table.iter_rows(named=True):
         g = r.get
@@ -203,17 +187,17 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
         tw = " wide" if _wide(g("tau_lo"), g("tau_hi"), "tau") else ""  # greyed out: the interval says little
         cw = " wide" if _wide(g("cmi_lo"), g("cmi_hi"), "cmi") else ""
         name = figures.short_name(r["measure"])
-        cells = [interactive.measure_cells(r["measure"], name), f"<td{v('n_models')}>{_num(g('n_models'))}</td>",
-                 f"<td class='tau{tw}'{v('tau')}{_bg(g('tau'), 'RdBu_r', -1, 1)}>{_num(g('tau'), '+.3f')}</td>",
-                 f'<td class="ci{tw}"{v("tau_lo")}>{_ci(g("tau_lo"), g("tau_hi"), "+.2f")}</td>']
-        cells += [f"<td{v(c)}>{_num(g(c), '.2f')}</td>" for c in _RELIABILITY if rel]
-        cells += [f"<td{v('psi')}{_bg(g('psi'), 'RdBu_r', -1, 1)}>{_num(g('psi'), '+.3f')}</td>"]
-        cells += [f"<td{v(c)}{_bg(g(c), 'RdBu_r', -1, 1)}>{_num(g(c), '+.2f')}</td>" for c in psi_axes]
+        cells = [interactive.measure_cells(r["measure"], name), f"<td{v('n_models')}>{num(g('n_models'))}</td>",
+                 f"<td class='tau{tw}'{v('tau')}{_bg(g('tau'), 'RdBu_r', -1, 1)}>{num(g('tau'), '+.3f')}</td>",
+                 f'<td class="ci{tw}"{v("tau_lo")}>{interval(g("tau_lo"), g("tau_hi"), "+.2f")}</td>']
+        cells += [f"<td{v(c)}>{num(g(c), '.2f')}</td>" for c in _RELIABILITY if rel]
+        cells += [f"<td{v('psi')}{_bg(g('psi'), 'RdBu_r', -1, 1)}>{num(g('psi'), '+.3f')}</td>"]
+        cells += [f"<td{v(c)}{_bg(g(c), 'RdBu_r', -1, 1)}>{num(g(c), '+.2f')}</td>" for c in psi_axes]
         cset = g("cmi_set")
-        cells += [f"<td class='cmi{cw}'{v('cmi')}{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{_num(g('cmi'))}</td>",
-                  f'<td class="ci{cw}"{v("cmi_lo")}>{_ci(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
-                  f'<td class="l">{esc(cset) if cset else "∅" if cset is not None else "–"}</td>']
-        cells += [f"<td{v(c)}>{_num(g(c))}</td>" for c in plain]
+        cells += [f"<td class='cmi{cw}'{v('cmi')}{_bg(g('cmi'), 'Blues', 0, cmi_max)}>{num(g('cmi'))}</td>",
+                  f'<td class="ci{cw}"{v("cmi_lo")}>{interval(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
+                  f'<td class="l">{esc(cset) if cset else "∅" if cset is not None else MISSING}</td>']
+        cells += [f"<td{v(c)}>{num(g(c))}</td>" for c in plain]
         body.append(f'<tr data-measure="{esc(name)}" data-family="{esc(interactive.family(r["measure"]))}">'
                     + "".join(cells) + "</tr>")
     families = [interactive.family(m) for m in table["measure"].to_list()]
@@ -235,7 +219,7 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
     table = sort_ranking(table)
     out["headline"] = _headline(table, noise_floor(pop), small_study(pop))
-    out["rank"] = _rank_html(table, f"rank{key}") + f'<p class="note">{_LEGEND}</p>'
+    out["rank"] = _rank_html(table, f"rank{key}") + f'<p class="note">{_legend(table)}</p>'
     if "robust_envs" in table.columns and not interactive.has_robust(table):
         out["rank"] += ('<p class="note" id="no-robust">The robust sign-error columns are hidden: they would be '
                         "empty, since no environment (two grid points differing in one axis) reaches the "
@@ -324,11 +308,11 @@ def _options(dicts: list[dict]) -> str:
     return "; ".join(f"{esc(k)} {_show(_values(dicts, k))}" for k in keys)
 
 
-def _show(vals: list, missing: str = "–") -> str:
+def _show(vals: list, missing: str = MISSING) -> str:
     if not vals:
         return f'<span class="meta">{missing}</span>'
-    return ", ".join(esc(", ".join(map(figures._fmt, v)) if isinstance(v, list) else
-                          json.dumps(v, sort_keys=True) if isinstance(v, dict) else figures._fmt(v)) for v in vals)
+    return ", ".join(esc(", ".join(num(x, "g") for x in v) if isinstance(v, list) else
+                          json.dumps(v, sort_keys=True) if isinstance(v, dict) else num(v, "g")) for v in vals)
 
 
 def _column_values(runs: pl.DataFrame, col: str) -> list:
@@ -398,19 +382,17 @@ def _conclusion(rows: dict, finite: list[str], floor: NoiseFloor | None, small: 
     interval overlaps its interval. A group of at most max(3, a tenth of the measures) is
     distinguishable from the rest; otherwise no measure stands out, and the sentence says why (the
     small-study and noise reasons, else wide intervals) and what study would separate them."""
-    best = rows[finite[0]]
-    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+    tied = _tied(rows, finite)
+    if tied is None:
         return ("Whether any measure is distinguishable from the others is not decided here: the ranking has no "
                 "bootstrap intervals (n_boot = 0).")
-    tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
-            and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
+    lo, hi = rows[finite[0]]["cmi_lo"], rows[finite[0]]["cmi_hi"]
     lead = [finite[0]] + tied
     below = [m for m in finite if m not in lead]
     noisy = [esc(w) for w in noise_reasons(floor)] if floor is not None else []
     if below and len(lead) <= max(3, len(finite) // 10):
         caveat = f" — though {noisy[0]}" if noisy else ""
-        return (f"Distinguishable: {_names(lead)} (CMI intervals overlapping the best one's {_ci(lo, hi, '.3f')}) "
+        return (f"Distinguishable: {_names(lead)} (CMI intervals overlapping the best one's {interval(lo, hi, '.3f')}) "
                 f"rank above the other {len(below)} measures, whose intervals lie entirely below it{caveat}.")
     why = [esc(w) for w in small] + noisy or [f"the intervals are wide at {floor.n_runs if floor else '?'} networks"]
     need = []
@@ -427,9 +409,19 @@ def _conclusion(rows: dict, finite: list[str], floor: NoiseFloor | None, small: 
     if not need:
         need.append("more networks, so that the intervals narrow")
     worse = (f"; {len(below)} ({_names(below, 3)}) lie entirely below it" if below else "")
-    return (f"No measure is distinguishable from the best: its CMI interval {_ci(lo, hi, '.3f')} overlaps those of "
+    return (f"No measure is distinguishable from the best: its CMI interval {interval(lo, hi, '.3f')} overlaps those of "
             f"{len(tied)} of the other {len(finite) - 1} measures{worse}, because " + "; ".join(why)
             + "; a study that could separate them needs " + _and(need) + ".")
+
+
+def _tied(rows: dict, finite: list[str]) -> list[str] | None:
+    """The measures whose CMI interval overlaps the best one's (``finite[0]``); None when the best
+    has no interval (no bootstrap)."""
+    lo, hi = rows[finite[0]].get("cmi_lo"), rows[finite[0]].get("cmi_hi")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
+            and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
 
 
 def _and(items: list[str]) -> str:
@@ -447,36 +439,33 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
 
     def named(m: str) -> str:
         r = rows[m]
-        ci = _ci(r.get("cmi_lo"), r.get("cmi_hi"), ".3f")
-        return (f"<b>{esc(figures.short_name(m))}</b> (CMI {_num(r['cmi'])}"
-                f"{'' if ci == '–' else ' ' + ci}, τ {_num(r.get('tau'), '+.3f')})")
+        ci = interval(r.get("cmi_lo"), r.get("cmi_hi"), ".3f")
+        return (f"<b>{esc(figures.short_name(m))}</b> (CMI {num(r['cmi'])}"
+                f"{'' if ci == MISSING else ' ' + ci}, τ {num(r.get('tau'), '+.3f')})")
 
     parts = [f'<p class="conclusion" id="conclusion">{_conclusion(rows, finite, floor, list(small))}</p>']
     if floor is not None:
         parts.append(f'<p class="floor" id="noise-floor">Noise floor of the outcome: {esc(floor.text())}.</p>')
-    lead = finite[:top]
-    best = rows[lead[0]]
+    lead, best, tied = finite[:top], rows[finite[0]], _tied(rows, finite)
     parts.append(f'<p class="lead">Leading measure{"s" if len(lead) > 1 else ""} by CMI: '
                  + "; ".join(named(m) for m in lead) + ".</p>")
-    lo, hi = best.get("cmi_lo"), best.get("cmi_hi")
     rule = ("the measures whose CMI bootstrap interval (cmi_lo – cmi_hi) overlaps the best measure's "
             "interval")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+    if tied is None:
         parts.append(f"<p>Statistically indistinguishable from the best ({rule}): not defined, the ranking "
                      "has no bootstrap intervals (n_boot = 0).</p>")
     else:
-        tied = [m for m in finite[1:] if rows[m].get("cmi_lo") is not None and rows[m].get("cmi_hi") is not None
-                and rows[m]["cmi_lo"] <= hi and rows[m]["cmi_hi"] >= lo]
         parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
-                     f"{_ci(lo, hi, '.3f')}: " + (", ".join(esc(figures.short_name(m)) for m in tied)
-                                                   if tied else "none") + f" ({len(tied)} measures).</p>")
+                     f"{interval(best['cmi_lo'], best['cmi_hi'], '.3f')}: "
+                     + (", ".join(esc(figures.short_name(m)) for m in tied) if tied else "none")
+                     + f" ({len(tied)} measures).</p>")
     neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
            and r["tau_hi"] < 0]
     no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())
     parts.append("<p>Significantly negative (τ interval entirely below 0): " + (
                  "not defined, the ranking has no bootstrap intervals (n_boot = 0)" if no_tau_ci else
-                 ", ".join(f"{esc(figures.short_name(m))} (τ {_num(rows[m]['tau'], '+.3f')} "
-                              f"{_ci(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
+                 ", ".join(f"{esc(figures.short_name(m))} (τ {num(rows[m]['tau'], '+.3f')} "
+                              f"{interval(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
                     if neg else "none") + ".</p>")
     return '<div class="headline">' + "".join(parts) + "</div>"
 
@@ -512,8 +501,8 @@ def _cost_cells(sec: pl.Series, total: pl.Series) -> str:
     the median share per run, and the share of the total over all runs."""
     share = (sec / total).drop_nulls().median()
     of_all = sec.sum() / (total.sum() or np.nan)
-    return (f"<td>{_num(sec.median(), '.3g')}</td><td>{'–' if share is None else f'{100 * share:.1f} %'}</td>"
-            f"<td>{'–' if of_all is None or not np.isfinite(of_all) else f'{100 * of_all:.1f} %'}</td>")
+    return (f"<td>{num(sec.median(), '.3g')}</td><td>{num(None if share is None else 100 * share, '.1f', unit=' %')}</td>"
+            f"<td>{num(None if of_all is None else 100 * of_all, '.1f', unit=' %')}</td>")
 
 
 def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
@@ -601,9 +590,5 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         '<h2 id="landscape">Loss landscape</h2>', _artifact_section(pop, "landscape"),
         '<h2 id="network">One network in depth</h2>', network,
     ]
-    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{CSS}{interactive.CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n" + interactive.script() + "\n</body></html>\n")
-    write_atomic(os.fspath(out_path), page.encode("utf-8"))
+    write(out_path, page(title, body, interactive.script()))
     return Path(out_path)

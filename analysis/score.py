@@ -4,7 +4,7 @@ with the study's measures (the PGDL workflow, offline).
 The function is ``fn(model, (x, y), init) -> float``: ``model`` the trained network rebuilt
 from its checkpoint (eval mode), ``(x, y)`` the run's training data as the measures see it
 (the ``[measures] subset`` included), ``init`` its initial state dict. It runs on every stored
-ok network with a checkpoint, fanned out like `study measure` (`study.remeasure.score_runs`);
+ok network with a checkpoint, fanned out like `study measure` (`study.jobs.score`);
 a failure on one network gives NaN and its reason. The values become the column
 ``measure.<NAME>`` of the runs table in memory (nothing is written to the rows), ranked with
 the rest by `analysis.table.rank_table`.
@@ -42,23 +42,23 @@ def study_location(runs: str) -> tuple[str, str]:
     return out + (f"?{query}" if query else ""), name
 
 
-def score(target: str, runs: str, *, name: str | None = None, serial: bool = False,
-          address: str | None = None, progress: bool = True) -> tuple[pl.DataFrame, dict[str, str], list[str]]:
+def score(target: str, runs: str, *, name: str | None = None, executor=None
+          ) -> tuple[pl.DataFrame, dict[str, str], list[str]]:
     """The runs table of ``runs`` with the column ``measure.<name>`` (default: the function's
-    name) of the user's measure ``target`` (``PATH.py:FUNCTION``); also run_id → reason of each
-    NaN it gave, and the run ids without a checkpoint (NaN). Raises
-    `study.remeasure.ScoreError` (a ValueError) for a missing file or function."""
-    from study.remeasure import load_function, score_runs
+    name) of the user's measure ``target`` (``PATH.py:FUNCTION``), computed as ``executor``
+    (a `study.executor.Executor`; None: the default, local Ray) says; also run_id → reason of
+    each NaN it gave, and the run ids without a checkpoint (NaN). Raises
+    `study.jobs.score.ScoreError` (a ValueError) for a missing file or function."""
+    from study.executor import Executor
+    from study.jobs.score import load_function, score_runs
 
     fn = load_function(target)
     name = name or getattr(fn, "__name__", None) or target.rpartition(":")[2]
     df = load_runs(runs, include_unconverged=True, include_failed=True)
     out, study = study_location(runs)
-    values, reasons, no_net = score_runs(out, study, target, serial=serial, address=address,
-                                         progress=progress)
-    for rid in no_net:
-        reasons[rid] = "no checkpoint (stored with keep_networks = false)"
+    s = score_runs(out, study, target, executor or Executor())
+    reasons = {**s.reasons, **{rid: "no checkpoint (stored with keep_networks = false)" for rid in s.no_checkpoint}}
     col = measure_col(name)
     ids = df["run_id"].to_list()
-    df = df.with_columns(pl.Series(col, [values.get(i, math.nan) for i in ids], dtype=pl.Float64))
-    return df, reasons, no_net
+    df = df.with_columns(pl.Series(col, [s.values.get(i, math.nan) for i in ids], dtype=pl.Float64))
+    return df, reasons, s.no_checkpoint

@@ -41,7 +41,16 @@ import polars as pl
 
 from study.schema import REPEATS, name_of, sd_col
 
-from .load import RunsError, axis_columns, check_settings, measure_columns, population, sort_ranking, split_datasets
+from .load import (
+    RunsError,
+    axis_columns,
+    check_settings,
+    checked,
+    measure_columns,
+    population,
+    sort_ranking,
+    split_datasets,
+)
 from .stats._ranks import rank_inputs
 from .stats.bootstrap import bootstrap_plans
 from .stats.cmi import CMIPlan
@@ -189,15 +198,9 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
     :class:`~analysis.load.RunsError` on input that cannot be ranked
     (:class:`~analysis.load.MixedSettingsError` on mixed settings).
     """
-    if df.height == 0:
-        raise RunsError("the runs table has no rows")
     if max_cond < 0:
         raise RunsError(f"max_cond must be 0 or more, got {max_cond}")
-    if n_boot < 0:
-        raise RunsError(f"the bootstrap count must be 0 or more, got {n_boot}")
-    if "gap" not in df.columns:
-        raise RunsError("the runs table has no gap column (train_acc − test_acc)")
-    pop = population(df, include_unconverged, include_failed)
+    pop = population(checked(df, n_boot), include_unconverged, include_failed)
     if pop.height == 0:
         raise RunsError(f"none of the {df.height} runs is ok and converged "
                         "(admit unconverged runs with include_unconverged / --include-unconverged)")
@@ -206,8 +209,6 @@ def rank_table(df: pl.DataFrame, *, include_unconverged: bool = False, include_f
     measures = measure_columns(pop)
     if not measures:
         raise RunsError("the runs table has no measure.* columns")
-    if "run_id" in pop.columns:  # a canonical order: the bootstrap resamples by position
-        pop = pop.sort("run_id", nulls_last=True, maintain_order=True)
     finite = pop["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).is_finite()
     if not finite.all():
         warnings.warn(f"{int((~finite).sum())} run(s) with a missing or non-finite gap are left out", stacklevel=2)

@@ -137,13 +137,13 @@ def main() -> None:
     study = load_study(args.study)
     specs = [s for s in study.runs() if s.seed == study.seeds[0]]
     specs = specs[:args.limit] if args.limit else specs
-    jobs = [(str(s.hp), s.dataset, s.data, s.model, s.model_options, s.train, s.seed,
-             s.measures["knobs"]) for s in specs]
+    jobs = [(str(s.hp), s.dataset, s.data.model_dump(), s.model, s.model_options.model_dump(exclude_unset=True),
+             s.train.model_dump(), s.seed, s.measures.knobs) for s in specs]
     if args.width:
         s = specs[0]
-        opts = {**s.model_options, "width": args.width, "depth": args.depth}
-        jobs.append((f"mlp width {args.width} depth {args.depth}", s.dataset, s.data, "mlp", opts,
-                     s.train, s.seed, s.measures["knobs"]))
+        opts = {**s.model_options.model_dump(exclude_unset=True), "width": args.width, "depth": args.depth}
+        jobs.append((f"mlp width {args.width} depth {args.depth}", s.dataset, s.data.model_dump(), "mlp", opts,
+                     s.train.model_dump(), s.seed, s.measures.knobs))
     knobs_extra = {"memory_mb": args.memory_mb} if args.memory_mb else {}
     tot = {"fisher": [0.0, 0.0], "keskar": [0.0, 0.0]}
     worst = {"fisher": 0.0, "keskar": 0.0}

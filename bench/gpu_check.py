@@ -115,7 +115,7 @@ SIZES = {
     "tiny": {"n": 96, "nets": [(1, 8)], "subset": None, "threads": 1,
              "train": {"optimizer": "momentum", "lr": 0.05, "batch_size": 32,
                        "target_loss": 0.05, "max_epochs": 100},
-             "knobs": {}},
+             "knobs": {"pacbayes_optimized_steps": 200, "pacbayes_optimized_draws": 50}},
     "full": {"n": 4096, "nets": [(2, 32), (3, 48)], "subset": 512, "threads": 0,
              "train": {"lr": 0.05, "batch_size": 128, "target_loss": 0.01, "max_epochs": 100},
              "knobs": {}},
@@ -165,7 +165,8 @@ def check_network(depth: int, width: int, cfg: dict, device: torch.device, seed:
     train_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     init = {k: v.detach().cpu().clone() for k, v in res.init_state.items()}
     cpu_model = copy.deepcopy(model).cpu()
-    kw = dict(init=init, train_log=res.log, seed=seed, knobs=cfg["knobs"], subset=cfg["subset"])
+    kw = dict(init=init, train_log=res.log, seed=seed, knobs=cfg["knobs"], subset=cfg["subset"],
+              names=tuple(REGISTRY))  # every registered measure, by_name ones too
     ref = measure_full(cpu_model, (x, y), device="cpu", **kw)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

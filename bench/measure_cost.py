@@ -25,9 +25,9 @@ import torch
 from study.data import load_dataset
 from study.measures import KNOBS, MeasureContext, compute, select, stable_seed
 from study.measures.sharpness import FS_RADIUS, LS_POINTS, loss_surface
-from study.models import build_model
+from study.models import MLPOptions, family
 from study.spec import load_study
-from study.train import TrainOptions, train
+from study.train import train
 
 
 def train_and_measure(spec, max_epochs=None):
@@ -35,18 +35,18 @@ def train_and_measure(spec, max_epochs=None):
     artifact (the 2-D loss surface) are left at their defaults for the measure set; the
     surface, where the study asks for it, is timed on its own right after. Returns (training
     result, measure result, measure seconds, examples, (surface N, its seconds))."""
-    d = load_dataset(spec.dataset, **spec.data)
+    d = load_dataset(spec.dataset, spec.data, root=spec.data_source.root, download=spec.data_source.download)
     torch.manual_seed(stable_seed(spec.seed, "init"))
-    model = build_model(spec.model, d.input_shape, d.num_classes, **spec.model_options)
-    options = TrainOptions(**{**spec.train, "max_epochs": max_epochs or spec.train["max_epochs"]})
+    model = family(spec.model).build(d.input_shape, d.num_classes, spec.model_options)
+    options = spec.train.model_copy(update={"max_epochs": max_epochs or spec.train.max_epochs})
     res = train(model, d.x_train, d.y_train, options, seed=spec.seed)
-    knobs = {k: v for k, v in spec.measures["knobs"].items() if not KNOBS[k].artifact}
+    knobs = {k: v for k, v in spec.measures.knobs.items() if not KNOBS[k].artifact}
     ctx = MeasureContext(model, d.x_train, d.y_train, init_state=res.init_state,
                          train_log=res.log, seed=spec.seed, knobs=knobs)
     t0 = time.perf_counter()
-    out = compute(ctx, select(spec.measures["include"], spec.measures["exclude"]))
+    out = compute(ctx, select(spec.measures.include, spec.measures.exclude))
     measure_s = time.perf_counter() - t0
-    n = int(spec.measures["knobs"].get(LS_POINTS, 0))
+    n = int(spec.measures.knobs.get(LS_POINTS, 0))
     t0 = time.perf_counter()
     if n:
         loss_surface(ctx, n, float(ctx.knob(FS_RADIUS)))
@@ -73,9 +73,7 @@ def main() -> None:
         return sweep(specs[0], [int(w) for w in args.widths.split(",")], args.depth)
     if args.width:
         s = specs[0]
-        specs = [dataclasses.replace(s, model="mlp", model_options={
-            **s.model_options, "width": args.width, "depth": args.depth},
-            hp={**s.hp, "width": args.width, "depth": args.depth})]
+        specs = [as_mlp(s, args.width, args.depth)]
     train_and_measure(specs[0], max_epochs=1)  # warm-up: one-off imports and compilation
     train_s = measure_s = 0.0
     epochs = 0
@@ -108,9 +106,9 @@ def main() -> None:
 
 def as_mlp(spec, width, depth):
     """The study point ``spec`` as an MLP of that width and depth."""
-    return dataclasses.replace(spec, model="mlp", model_options={
-        **spec.model_options, "width": width, "depth": depth},
-        hp={**spec.hp, "width": width, "depth": depth})
+    given = spec.model_options.model_dump(exclude_unset=True)
+    return dataclasses.replace(spec, model="mlp", model_options=MLPOptions(**{**given, "width": width, "depth": depth}),
+                               hp={**spec.hp, "width": width, "depth": depth})
 
 
 def sweep(spec, widths, depth) -> None:

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from study.fanout import run_study  # noqa: E402
-from study.remeasure import Want, measure_study  # noqa: E402
+from study.executor import Executor  # noqa: E402
+from study.jobs.measure import Want, measure_study  # noqa: E402
+from study.jobs.run import run_study  # noqa: E402
 from study.spec import load_study  # noqa: E402
 from study.storage import Store  # noqa: E402
 
@@ -44,14 +45,14 @@ def main() -> None:
     store = Store(out, study.name)
 
     t0 = time.perf_counter()
-    run = run_study(study, progress=False)
+    run = run_study(study, Executor(progress=False))
     run_wall = time.perf_counter() - t0
     n, measure_before, train = _sums(store)
     print(f"{study.name}: {n} ok networks in {out} (ran {run.ran} now in {run_wall:.0f} s wall; "
           f"training {train:.0f} s summed)")
 
     t0 = time.perf_counter()
-    s = measure_study(study, Want(("all",), force=True), progress=False)
+    s = measure_study(study, Want(("all",), force=True), Executor(progress=False))
     wall = time.perf_counter() - t0
     _, measure_after, _ = _sums(store)
     ratio = s.task_seconds / measure_before

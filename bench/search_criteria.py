@@ -28,12 +28,12 @@ import time
 
 import torch
 
-from study.measures import MeasureContext, core, flatness
+from study.measures import MeasureContext, core, flatness, measure_set
 from study.measures.context import stable_seed
 from study.measures.registry import Undefined
-from study.runner import build_network, load_data, measure_set
+from study.runner import build_network, load_data
 from study.spec import load_study
-from study.train import TrainOptions, train
+from study.train import train
 
 DELTA = flatness.DELTA
 EPS = flatness.EPS
@@ -70,7 +70,7 @@ def wc_check(ctx: MeasureContext, what: str, s: float, steps: int, restarts: int
     the box of scale ``s`` (the search's update rule, fresh starts, no early stop)."""
     w = core.flat(ctx)
     wrong0, n = flatness.err0(ctx)
-    x, y = flatness.measure_set(ctx)
+    x, y = flatness.search_set(ctx)
     b = torch.full_like(w, s) if what == "alpha" else s * (w.abs() + EPS)
     gen = torch.Generator().manual_seed(stable_seed(ctx.seed, "bench.search_criteria", what))
     step = 2.5 / max(steps, 1)
@@ -113,11 +113,11 @@ def main() -> None:
     for i, spec in enumerate(specs):
         data = load_data(spec, device)
         model = build_network(spec, data, device)
-        res = train(model, data.x_train, data.y_train, TrainOptions(**spec.train),
+        res = train(model, data.x_train, data.y_train, spec.train,
                     seed=stable_seed(spec.seed, "order"))
-        mx, my = measure_set(spec, data, device)
+        mx, my = measure_set(data.x_train, data.y_train, spec.measures.subset, spec.seed)
         ctx = MeasureContext(model, mx, my, init_state=res.init_state, train_log=res.log,
-                             seed=spec.seed, knobs=spec.measures["knobs"],
+                             seed=spec.seed, knobs=spec.measures.knobs,
                              n_train=len(data.x_train), device=device)
         knobs_used = knobs_used or {k: ctx.knob(k) for k in ("flat_samples", "flat_steps",
                                                              "flat_restarts", "flat_subset", "flat_confidence")}

@@ -13,7 +13,8 @@ import os
 import tempfile
 import time
 
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.spec import load_study
 
 
@@ -26,7 +27,7 @@ def main() -> None:
     for mode in ("serial", "ray"):
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            s = run_study(study.with_out(out), serial=mode == "serial", progress=False)
+            s = run_study(study.with_out(out), Executor(serial=mode == "serial", progress=False))
             wall = time.perf_counter() - t0
             rate[mode] = s.ran / wall * 60
             print(f"{mode:>6}: {s.ran} runs in {wall:6.1f} s = {rate[mode]:6.2f} runs/min "

@@ -4,7 +4,7 @@
 
 ``ray submit`` copies this file to the head and runs it there with the
 arguments after ``--``. It connects to the cluster (``--address auto``),
-runs every network of the study that is not yet stored (`study.fanout`),
+runs every network of the study that is not yet stored (`study.jobs.run`),
 then prints the study's status, and with ``--consolidate`` writes
 ``OUT/<study>/runs.parquet`` once every run is stored.
 

@@ -1,13 +1,15 @@
-"""Command line: ``python -m study run|status|consolidate|migrate|measure STUDY.toml``."""
+"""Command line: ``python -m study run|status|consolidate|migrate|measure STUDY.toml``.
+
+Each command parses its flags, builds what the job needs (the `Study`, an `executor.Executor`
+for those that fan out), calls the job (`study.jobs`) and prints its summary; errors of the
+study file, the output or the cluster are one line ``error: …`` and exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
-from collections import Counter
 
 from . import MAX_POINTS
 from .storage import StorageError, Store
@@ -41,7 +43,10 @@ def seconds(text: str) -> float:
     return s
 
 
-def _cluster_flags(p: argparse.ArgumentParser) -> None:
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `executor.Executor` (`_executor`), for each command that fans out."""
+    p.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
+    p.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
     p.add_argument("--max-in-flight", type=at_least_one, default=None,
                    help="Ray tasks in flight at once (≥ 1; default: automatic)")
     p.add_argument("--autoscaler", action="store_true", default=None,
@@ -50,7 +55,8 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
                         "`ray up` head)")
     p.add_argument("--node-wait", type=seconds, default=None,
                    help="with an autoscaler: seconds to wait for such a node (default 600: "
-                        "fanout.NODE_WAIT_S)")
+                        "executor.NODE_WAIT_S)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,47 +68,33 @@ def _parser() -> argparse.ArgumentParser:
                            help="run, status, consolidate, migrate or measure")
     # on a subcommand, -q/-v add to those given before it (SUPPRESS: absent unless given)
     common = _verbosity(argparse.SUPPRESS)
-    out_help = "output path or URI (overrides [study] out)"
-    r = sub.add_parser("run", parents=[common], help="run every network of the study not yet stored")
-    r.add_argument("study", help="the study file (TOML)")
-    r.add_argument("--out", help=out_help)
-    r.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
-    r.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
-    r.add_argument("--serial", action="store_true", help="run in this process, one at a time (debugging)")
-    _cluster_flags(r)
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s = sub.add_parser("status", parents=[common],
-                       help="done / failed / left, per axis value; stale and missing measures; exit "
-                            "status 0 complete, 3 incomplete, 4 with failed runs")
-    s.add_argument("study", help="the study file (TOML)")
-    s.add_argument("--out", help=out_help)
-    s.add_argument("--json", action="store_true",
-                   help="print one JSON object (counts, per-axis table, unreadable files, stale and "
-                        "missing measures) instead of the tables")
-    c = sub.add_parser("consolidate", parents=[common], help="merge the run files into <study>/runs.parquet")
-    c.add_argument("study", help="the study file (TOML)")
-    c.add_argument("--out", help=out_help)
-    c.add_argument("--skip-corrupt", action="store_true",
-                   help="leave unreadable run files out (listed) instead of failing")
-    m = sub.add_parser("migrate", parents=[common], help="rewrite rows of an older run-id schema under their new ids")
-    m.add_argument("study", help="the study file (TOML)")
-    m.add_argument("--out", help=out_help)
-    e = sub.add_parser("measure", parents=[common], help="(re)compute measures of the stored networks from "
-                                                         "their checkpoints, without training")
-    e.add_argument("study", help="the study file (TOML)")
+
+    def command(name: str, what: str, fans_out: bool = False) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, parents=[common], help=what)
+        c.add_argument("study", help="the study file (TOML)")
+        c.add_argument("--out", help="output path or URI (overrides [study] out)")
+        c.add_argument("--allow-large-grid", action="store_true",
+                       help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
+        if fans_out:
+            _executor_flags(c)
+        return c
+    command("run", "run every network of the study not yet stored", fans_out=True).add_argument(
+        "--retry-failed", action="store_true", help="run failed and diverged runs again")
+    command("status", "done / failed / left, per axis value; stale and missing measures; exit status 0 "
+                      "complete, 3 incomplete, 4 with failed runs").add_argument(
+        "--json", action="store_true", help="print one JSON object (counts, per-axis table, unreadable "
+                                            "files, stale and missing measures) instead of the tables")
+    command("consolidate", "merge the run files into <study>/runs.parquet").add_argument(
+        "--skip-corrupt", action="store_true", help="leave unreadable run files out (listed) instead of failing")
+    command("migrate", "rewrite rows of an older run-id schema under their new ids, and time columns "
+                       "stored as text as timestamps")
+    e = command("measure", "(re)compute measures of the stored networks from their checkpoints, without "
+                           "training", fans_out=True)
     e.add_argument("--measures", help="comma-separated measure or family names ('all': every "
                                       "registered measure); default: the study file's selection")
     e.add_argument("--stale", action="store_true", help="the measures held under other settings")
     e.add_argument("--missing", action="store_true", help="the measures not computed")
     e.add_argument("--force", action="store_true", help="recompute even what is up to date")
-    e.add_argument("--out", help=out_help)
-    e.add_argument("--address", help="Ray cluster address ('auto' on a cluster node); default: local Ray")
-    e.add_argument("--serial", action="store_true", help="run in this process, one at a time")
-    _cluster_flags(e)
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for sp in (r, s, c, m, e):
-        sp.add_argument("--allow-large-grid", action="store_true",
-                        help=f"allow a grid above [study] max_points runs (default {MAX_POINTS:,})")
     return p
 
 
@@ -114,21 +106,22 @@ def _load(args):
     return study
 
 
-def _local(args) -> bool:
-    """Whether the runs read their data on this machine (serial, or a local Ray)."""
-    return args.serial or not (args.address or os.environ.get("RAY_ADDRESS"))
+def _executor(args):
+    """How the job fans out, from the command line's flags (`executor.Executor`)."""
+    from .executor import Executor
+    return Executor(address=args.address, serial=args.serial, max_in_flight=args.max_in_flight,
+                    autoscaler=args.autoscaler, node_wait_s=args.node_wait,
+                    progress=not (args.no_progress or args.quiet), announce=not args.quiet)
 
 
 def cmd_run(args) -> int:
     """`study run`: train and measure every run not yet stored."""
-    from .fanout import run_study
+    from .jobs.run import run_study
     from .spec import check_data_present
-    study = _load(args)
-    if _local(args):
+    study, executor = _load(args), _executor(args)
+    if executor.local:
         check_data_present(study)
-    s = run_study(study, address=args.address, retry_failed=args.retry_failed, serial=args.serial,
-                  max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
-                  autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
+    s = run_study(study, executor, retry_failed=args.retry_failed)
     if s.ran == 0 and not s.interrupted and not s.stopped:
         print(f"{study.name}: all {s.total} runs already stored in {s.runs_dir}; nothing to do")
         print(next_command(study))
@@ -150,14 +143,16 @@ def cmd_run(args) -> int:
               "run the same command again to continue")
         return 3
     if s.interrupted:
-        print(f"{_interrupted(s.signal)}: {s.left} runs left; run the same command again to continue")
-        return 143 if s.signal == "SIGTERM" else 130
+        return _interrupted(s, f"{s.left} runs")
     print(next_command(study))
     return 1 if s.failed else 0
 
 
-def _interrupted(sig: str) -> str:
-    return "stopped by SIGTERM" if sig == "SIGTERM" else "interrupted"
+def _interrupted(ended, left: str) -> int:
+    """Say how a job was interrupted and what is left; its exit status (130 Ctrl-C, 143 SIGTERM)."""
+    print(f"{'stopped by SIGTERM' if ended.signal == 'SIGTERM' else 'interrupted'}: {left} left; run the "
+          "same command again to continue")
+    return 143 if ended.signal == "SIGTERM" else 130
 
 
 def next_command(study) -> str:
@@ -166,67 +161,19 @@ def next_command(study) -> str:
     return f"next: analysis report {where} --out {where}/report.html"
 
 
-COMPLETE, INCOMPLETE, HAS_FAILURES = 0, 3, 4  # `study status` exit codes (README, "Commands")
-OUTCOME_KEYS = ("ok", "unconverged", "failed", "diverged", "left", "unreadable")
-
-
-def status_report(study, store: Store) -> dict:
-    """What `study status` says, as data: per outcome counts (``ok``: done and converged;
-    ``unconverged``; ``failed``; ``diverged``; ``left``; ``unreadable``), the same per axis value,
-    the unreadable run files, stored runs outside the grid, the stale and missing measures, and
-    the exit code (`status_code`). One streamed pass over the grid: no list of the runs."""
-    stored, unreadable = store.scan(outcomes=True)
-    for path in unreadable:  # named <run_id>.parquet: its run is neither done nor left
-        stored.setdefault(path.rsplit("/", 1)[-1].removesuffix(".parquet"), "unreadable")
-    count = Counter()
-    by_value = {a: {i: Counter() for i in range(len(v))} for a, v in study.grid.items()}
-    # the hp values are the grid's own objects: found by identity (values need not hash)
-    index = {a: {id(v): i for i, v in enumerate(vals)} for a, vals in study.grid.items()}
-    mine = 0
-    for s in study.runs():
-        status = stored.get(s.run_id, "left")
-        count[status] += 1
-        mine += status != "left"
-        for a, v in s.hp.items():
-            i = index[a].get(id(v))
-            by_value[a][i if i is not None else study.grid[a].index(v)][status] += 1
-    axes = {axis: [{"value": v, **{k: by_value[axis][i][k] for k in OUTCOME_KEYS}}
-                   for i, v in enumerate(values)]
-            for axis, values in study.grid.items()}
-    report = {"study": study.name, "runs_dir": store.uri(store.runs_dir), "total": study.size,
-              "counts": {k: count[k] for k in OUTCOME_KEYS}, "axes": axes,
-              "unreadable": [store.uri(p) for p in unreadable],
-              "not_in_grid": len(stored) - mine,
-              "measures": _stale(study, store) if stored else None}
-    report["exit_code"] = status_code(report["counts"])
-    report["complete"] = report["exit_code"] == COMPLETE
-    return report
-
-
-def status_code(counts: dict) -> int:
-    """4 when a run failed (`HAS_FAILURES`), else 3 when runs are left or unreadable
-    (`INCOMPLETE`), else 0 (`COMPLETE`: every run stored, ok, not converged or diverged)."""
-    if counts.get("failed"):
-        return HAS_FAILURES
-    if counts.get("left") or counts.get("unreadable"):
-        return INCOMPLETE
-    return COMPLETE
-
-
 def cmd_status(args) -> int:
     """`study status`: done (ok and converged) / not converged / failed / diverged / left, per
     axis value; then the stale and missing measures. ``--json``: the same as one JSON object.
-    Exit status: `status_code`."""
+    Exit status: `jobs.status.status_code`."""
+    from .jobs.status import status
     study = _load(args)
-    store = Store(study.out, study.name)
-    store.check_schema(args.study)
-    rep = status_report(study, store)
+    rep = status(study, args.study)
     if args.json:
-        print(json.dumps(rep, indent=1, default=str))
-        return rep["exit_code"]
-    count, unreadable = rep["counts"], rep["unreadable"]
+        print(json.dumps(rep.as_json(), indent=1, default=str))
+        return rep.exit_code
+    count, unreadable = rep.counts, rep.unreadable
     unconverged = f", {count['unconverged']} not converged" if count["unconverged"] else ""
-    print(f"{study.name} in {rep['runs_dir']}: {rep['total']} runs: {count['ok']} done"
+    print(f"{study.name} in {rep.runs_dir}: {rep.total} runs: {count['ok']} done"
           f"{unconverged}, {count['failed']} failed, {count['diverged']} diverged, {count['left']} left"
           + (f", {count['unreadable']} unreadable" if count["unreadable"] else ""))
     if unreadable:
@@ -238,7 +185,7 @@ def cmd_status(args) -> int:
             print(f"    … {len(unreadable) - 20} more")
     width = max((len(f"{a} = {v!r}") for a in study.grid for v in study.grid[a]), default=10)
     print(f"  {'axis value':<{width}}  {'done':>5} {'unconv':>6} {'failed':>6} {'diverged':>8} {'left':>5}")
-    for axis, rows in rep["axes"].items():
+    for axis, rows in rep.axes.items():
         for c in rows:
             label = f"{axis} = {c['value']!r}"
             print(f"  {label:<{width}}  {c['ok']:>5} {c['unconverged']:>6} "
@@ -246,32 +193,11 @@ def cmd_status(args) -> int:
     if count["unconverged"]:
         print("  (not converged: max_epochs ran out before target_loss; stored, but analysis "
               "leaves them out unless --include-unconverged)")
-    if rep["not_in_grid"]:
-        print(f"  ({rep['not_in_grid']} stored runs are not in this study file's grid)")
-    if rep["measures"] is not None:
-        _print_stale(study, rep["measures"])
-    return rep["exit_code"]
-
-
-def _stale(study, store: Store) -> dict:
-    """Per measure of the study file, how many stored ok rows (all of them: analysis ranks every
-    stored row) hold it under other settings (stale) or not at all (missing)."""
-    from .measures.registry import expected_settings, outdated, select
-    from .schema import stored_settings
-
-    m = study.measures
-    expected = expected_settings(select(m["include"], m["exclude"]), m["knobs"], m["subset"],
-                                 m.get("repeats", 1))
-    rows = [r for r in store.read_all(skip_corrupt=True).to_pylist() if r.get("status") == "ok"]
-    stale, missing = Counter(), Counter()
-    for r in rows:
-        s, miss = outdated(stored_settings(r), expected)
-        stale.update(s)
-        missing.update(miss)
-    return {"expected": len(expected), "ok_rows": len(rows),
-            "outdated": [n for n in expected if stale[n] or missing[n]],  # in the study file's order
-            "stale": {n: stale[n] for n in expected if stale[n]},
-            "missing": {n: missing[n] for n in expected if missing[n]}}
+    if rep.not_in_grid:
+        print(f"  ({rep.not_in_grid} stored runs are not in this study file's grid)")
+    if rep.measures is not None:
+        _print_stale(study, rep.measures)
+    return rep.exit_code
 
 
 def _print_stale(study, m: dict) -> None:
@@ -301,23 +227,21 @@ def cmd_consolidate(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    """`study migrate`: old-schema rows rewritten under their new ids (study.migrate)."""
+    """`study migrate`: old-schema rows rewritten under their new ids (`jobs.migrate`)."""
     from . import SCHEMA_VERSION
-    from .lease import Lease
-    from .migrate import migrate
+    from .jobs.migrate import migrate_study
     study = _load(args)
-    store = Store(study.out, study.name)
-    with Lease(store, "study migrate"):  # no study run or measure meanwhile
-        r = migrate(store)
-    where = store.uri(store.runs_dir)
+    r = migrate_study(study)
+    if r.retyped:
+        print(f"{study.name}: {r.retyped} rows in {r.runs_dir} rewritten with their time columns "
+              "(started_at, finished_at, remeasured_at) as timestamps")
     if not r.old_rows:
-        print(f"{study.name}: no rows of an older run-id schema in {where}; nothing to do")
+        print(f"{study.name}: no rows of an older run-id schema in {r.runs_dir}"
+              + ("" if r.retyped else "; nothing to do"))
     else:
-        stored = store.statuses()
-        mine = sum(1 for s in study.runs() if s.run_id in stored)
-        print(f"{study.name}: {r.old_rows} old-schema rows in {where} migrated to schema {SCHEMA_VERSION}: "
+        print(f"{study.name}: {r.old_rows} old-schema rows in {r.runs_dir} migrated to schema {SCHEMA_VERSION}: "
               f"{r.written} rows written ({r.merged} merged from rows of the same network), "
-              f"{r.deleted} old files deleted; {mine} of this study file's {study.size} runs are stored")
+              f"{r.deleted} old files deleted; {r.stored} of this study file's {study.size} runs are stored")
     for s in r.skipped:
         print(f"  not migrated: {s}")
     return 1 if r.skipped else 0
@@ -325,18 +249,15 @@ def cmd_migrate(args) -> int:
 
 def cmd_measure(args) -> int:
     """`study measure`: measures of the stored networks computed from their checkpoints."""
-    from .remeasure import Want, measure_study
+    from .jobs.measure import Want, measure_study
     from .spec import StudyError, check_data_present
-    study = _load(args)
-    if _local(args):
+    study, executor = _load(args), _executor(args)
+    if executor.local:
         check_data_present(study)
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
-    want = Want(names, args.stale, args.missing, args.force)
-    s = measure_study(study, want, address=args.address, serial=args.serial,
-                      max_in_flight=args.max_in_flight, progress=not (args.no_progress or args.quiet),
-                      autoscaler=args.autoscaler, node_wait_s=args.node_wait, announce=not args.quiet)
+    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
@@ -353,9 +274,7 @@ def cmd_measure(args) -> int:
     for f in s.failures[:10]:
         print(f"  failed {f}")
     if s.interrupted:
-        print(f"{_interrupted(s.signal)}: {s.todo - s.done} networks left; run the same command "
-              "again to continue")
-        return 143 if s.signal == "SIGTERM" else 130
+        return _interrupted(s, f"{s.todo - s.done} networks")
     return 1 if s.failures else 0
 
 
@@ -369,7 +288,7 @@ def main(argv=None) -> int:
     try:
         return {"run": cmd_run, "status": cmd_status, "consolidate": cmd_consolidate,
                 "migrate": cmd_migrate, "measure": cmd_measure}[args.cmd](args)
-    except (StudyError, StorageError) as e:  # fanout.ClusterError is a StudyError
+    except (StudyError, StorageError) as e:  # executor.ClusterError is a StudyError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback

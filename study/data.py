@@ -112,6 +112,13 @@ class DataOptions(Options):
     test_size: int | None = Field(None, ge=1)     # xor: test points (None: the dataset's default)
 
 
+class DataSource(Options):
+    """Where the data is read from (in no run id): the data folder (`data_root`) and whether a
+    missing dataset may be downloaded."""
+    root: str | None = Field(None, description="a path")
+    download: bool = True
+
+
 #: The options of `DataOptions` that only some datasets take (`DatasetKind.takes`).
 SPECIFIC_OPTIONS = ("binary", "dim", "boolean", "test_size")
 
@@ -268,21 +275,22 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "study" / "data"
 
 
-def load_dataset(name: str, *, root: str | None = None, download: bool = True, **options) -> Dataset:
-    """Load a dataset of the study with its `DataOptions` (``train_size``, ``label_noise``,
-    ``data_seed``, ``binary``, …) applied (see the module docstring).
-
-    Raises ``ValueError`` for bad options and :class:`DatasetUnavailable` when the
-    data is absent and ``download`` is false or the download fails.
-    """
+def load_dataset(name: str, options: DataOptions | None = None, *, root: str | os.PathLike | None = None,
+                 download: bool = True, **given) -> Dataset:
+    """Load a dataset of the study with its options applied (see the module docstring): the
+    typed ``options``, else the keywords ``given`` (``train_size``, ``label_noise``, …), from the
+    data folder ``root`` (`data_root`). Raises ``ValueError`` for bad options and
+    :class:`DatasetUnavailable` when the data is absent and ``download`` is false or fails."""
+    o = options if options is not None else parse(DataOptions, given)
     kind = dataset_kind(name)
-    o = parse(DataOptions, options)
-    kind.check_options({k for k, v in options.items() if v != DataOptions.model_fields[k].default})
+    kind.check_options({k for k in SPECIFIC_OPTIONS if getattr(o, k) != DataOptions.model_fields[k].default})
     kind.check(o.train_size)
     folder = data_root(root).resolve()
-    args = {"root": folder, "download": bool(download), **o.model_dump()}
+    known = {"root": folder, "download": bool(download)}
     wants = inspect.signature(type(kind).raw).parameters
-    x_train, y_train, x_test, y_test = _raw(type(kind), tuple((k, v) for k, v in args.items() if k in wants))
+    args = tuple((k, known[k] if k in known else getattr(o, k)) for k in wants
+                 if k in known or k in DataOptions.model_fields)
+    x_train, y_train, x_test, y_test = _raw(type(kind), args)
     if o.train_size is not None and kind.train_count is not None:
         if o.train_size > len(y_train):
             raise ValueError(f"train_size={o.train_size} is above the {len(y_train)} training "

@@ -32,9 +32,10 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from .schema import write_atomic
+from .schema import now, write_atomic
 from .storage import StorageError, Store
 
 log = logging.getLogger("study.lease")
@@ -77,7 +78,7 @@ class Lease:
         self.path = f"{store.base}/lease.json"
         self.command = command
         self.token = uuid.uuid4().hex
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = now().isoformat()
         self.lost: str | None = None  # set when another driver took the lease over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,3 +160,13 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def held(store: Store, command: str) -> Iterator[Lease]:
+    """A job's hold on its study: the output checked writable, the lease taken (`LeaseHeld`
+    naming another driver that holds it), temporary files older than `LEASE_TIMEOUT_S` removed."""
+    store.check_writable()
+    with Lease(store, command) as lease:
+        store.clean_tmp(LEASE_TIMEOUT_S)
+        yield lease

@@ -23,13 +23,20 @@ class Options(BaseModel):
     #: away from its default, so adding an option keeps the ids of the runs already stored.
     ID_ALWAYS: ClassVar[tuple[str, ...] | None] = None
 
-    @classmethod
-    def id_part(cls, values: dict) -> dict:
-        """The part of ``values`` (a dump of this type) that names the run (`ID_ALWAYS`)."""
-        if cls.ID_ALWAYS is None:
-            return dict(values)
+    def as_dict(self, *, given: bool = False, drop_none: bool = False) -> dict:
+        """The options as plain values: every field (``given``: only those given; ``drop_none``:
+        without the fields that are None). The one place options become a dict: a run's id and
+        its row's ``config`` (`spec.RunSpec`); everything else reads the typed fields."""
+        return self.model_dump(exclude_unset=given, exclude_none=drop_none)
+
+    def id_part(self) -> dict:
+        """The fields that name the run (`ID_ALWAYS`, the others where away from their default),
+        None-valued ones left out."""
+        values = self.as_dict(drop_none=True)
+        if self.ID_ALWAYS is None:
+            return values
         return {k: v for k, v in values.items()
-                if k in cls.ID_ALWAYS or v != cls.model_fields[k].default}
+                if k in self.ID_ALWAYS or v != type(self).model_fields[k].default}
 
 
 def check_keys(given: dict, allowed, what: str = "unknown key(s)") -> None:

@@ -1,4 +1,5 @@
-"""One run: data → model → training → measures → one row (a dict in the row schema).
+"""One network's work: data → model → training → measures → one row (a dict in the row
+schema); and a stored network rebuilt from its checkpoint and measured again.
 
 `execute` never raises for a failure of the run itself (only `WriteError`, for a
 checkpoint the output refused): a failed run gives
@@ -18,54 +19,27 @@ import logging
 import math
 import os
 import platform
-import re
 import socket
 import sys
 import time
-import traceback
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 
 import torch
 
 from . import SCHEMA_VERSION, __version__
 from .data import Dataset, load_dataset
-from .measures import MeasureContext, select, stable_seed
+from .errors import error_text
+from .measures import MeasureContext, measure_set, select, stable_seed
 from .measures.compute import compute_repeated
 from .measures.registry import settings_hash
-from .models import build_model
-from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, sd_col, seconds_col
+from .models import family
+from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, now, sd_col, seconds_col
 from .spec import RunSpec
 from .storage import Store, WriteError
-from .train import TrainLog, TrainOptions, evaluate, train
+from .train import TrainLog, evaluate, train
 from .version import git_commit
 
 log = logging.getLogger("study.runner")
-
-
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
-
-
-def plain(text: str) -> str:
-    """``text`` without ANSI escape sequences (colours, cursor moves)."""
-    return _ANSI.sub("", text)
-
-
-def error_text(e: BaseException) -> str:
-    """A failure as a row stores it: plain text, the cause's type and message on the first line,
-    then the traceback. A Ray task error is unwrapped to the exception the task raised."""
-    import traceback as tb
-    cause = getattr(e, "cause", None)
-    inner = cause if isinstance(cause, BaseException) else e
-    head = f"{type(inner).__name__}: {inner}".replace("\n", " ").strip()
-    trace = (str(e) if inner is not e  # a RayTaskError's text is the remote traceback
-             else "".join(tb.format_exception(type(e), e, e.__traceback__, limit=8)))
-    return plain(f"{head}\n{trace}").rstrip()
-
-
-def _now() -> datetime:
-    """Now, in UTC, to the second: stored as timestamp[us, UTC] (`schema.TIMES`)."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def pick_device(num_gpus: float = 0) -> torch.device:
@@ -121,12 +95,19 @@ def device_name(device: torch.device) -> str:
 
 
 def base_row(spec: RunSpec) -> dict:
-    """The identity columns and grid point of a run."""
+    """The identity columns and grid point of a run, the ``hp.*`` columns in the order of their
+    names (the analysis names axes and conditioning sets in column order)."""
     row = {"run_id": spec.run_id, "study": spec.study, "dataset": spec.dataset,
            "model": spec.model, "seed": spec.seed}
-    for axis, value in spec.hp.items():
+    for axis, value in sorted(spec.hp.items()):
         row[hp_col(axis)] = value
     return row
+
+
+def failed_row(spec: RunSpec, error: str) -> dict:
+    """The row of a run that failed before it could say so itself (its task lost beyond Ray's
+    retries): identity, grid point, ``failed`` and the error text."""
+    return {**base_row(spec), "status": "failed", "error": error, "config": spec.to_json()}
 
 
 def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
@@ -137,7 +118,7 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     row = base_row(spec)
     row.update({"status": "ok", "error": "", "config": spec.to_json(),
                 "versions": json.dumps(versions()), "device": device_name(device),
-                "host": socket.gethostname(), "started_at": _now()})
+                "host": socket.gethostname(), "started_at": now()})
     try:
         _train_and_measure(spec, device, row, progress, store)
     except WriteError:  # the output failing is no failure of the run: the driver stops
@@ -145,20 +126,20 @@ def execute(spec: RunSpec, device: torch.device | None = None, progress=None,
     except Exception as e:  # the row records the failure; nothing is lost
         log.exception("run %s failed", spec.run_id)
         row["status"] = "failed"
-        row["error"] = plain(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}")
-    row["finished_at"] = _now()
+        row["error"] = error_text(e)
+    row["finished_at"] = now()
     return row
 
 
 def build_network(spec: RunSpec, data: Dataset, device: torch.device) -> torch.nn.Module:
     """The run's network at its seeded initialisation, on ``device``."""
     torch.manual_seed(stable_seed(spec.seed, "init"))
-    return build_model(spec.model, data.input_shape, data.num_classes, **spec.model_options).to(device)
+    return family(spec.model).build(data.input_shape, data.num_classes, spec.model_options).to(device)
 
 
 def load_data(spec: RunSpec, device: torch.device) -> Dataset:
     """The run's dataset with its tensors on ``device``."""
-    data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+    data = load_dataset(spec.dataset, spec.data, root=spec.data_source.root, download=spec.data_source.download)
     return replace(data, x_train=data.x_train.to(device), y_train=data.y_train.to(device),
                    x_test=data.x_test.to(device), y_test=data.y_test.to(device))
 
@@ -169,7 +150,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
     xtr, ytr = data.x_train, data.y_train
     row.update(n_train=len(xtr), n_test=len(data.x_test))
     model = build_network(spec, data, device)
-    res = train(model, xtr, ytr, TrainOptions(**spec.train), seed=stable_seed(spec.seed, "order"))
+    res = train(model, xtr, ytr, spec.train, seed=stable_seed(spec.seed, "order"))
     row.update(converged=res.converged, diverged=res.diverged, steps=res.log.steps,
                epochs=res.log.epochs, train_seconds=res.seconds,
                final_lr=math.nan if res.log.final_lr is None else float(res.log.final_lr))
@@ -180,7 +161,7 @@ def _train_and_measure(spec: RunSpec, device: torch.device, row: dict, progress,
                         "a smaller lr may train")
         for k in OUTCOMES:
             row[k] = math.nan
-        for m in select(spec.measures["include"], spec.measures["exclude"]):
+        for m in select(spec.measures.include, spec.measures.exclude):
             row[measure_col(m.name)] = math.nan
         return
     final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -209,24 +190,22 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     measure set is the training set, or its seeded ``subset``, as in the run itself, the same
     for every repeat. ``hashes``: the measures' settings hashes when the caller has them
     (`registry.expected_settings`), else computed."""
-    measures = (select(names) if names is not None
-                else select(spec.measures["include"], spec.measures["exclude"]))
-    mx, my = measure_set(spec, data, device)
-    subset = spec.measures["subset"]
-    repeats = int(spec.measures.get("repeats", 1))  # absent in rows written before repeats
+    m = spec.measures
+    measures = select(names) if names is not None else select(m.include, m.exclude)
+    mx, my = measure_set(data.x_train, data.y_train, m.subset, spec.seed)
 
     def make_ctx(seed: int) -> MeasureContext:
         return MeasureContext(model, mx, my, init_state=init_state, train_log=train_log, seed=seed,
-                              knobs=spec.measures["knobs"], n_train=len(data.x_train), device=device,
+                              knobs=m.knobs, n_train=len(data.x_train), device=device,
                               held_out=(data.x_test, data.y_test))
 
     t0 = time.perf_counter()
-    result = compute_repeated(make_ctx, measures, spec.seed, repeats, progress=progress)
+    result = compute_repeated(make_ctx, measures, spec.seed, m.repeats, progress=progress)
     cols = {"measure_seconds": time.perf_counter() - t0}
     for name, v in result.values.items():
         cols[measure_col(name)] = v
         cols[cfg_col(name)] = ((hashes or {}).get(name)
-                               or settings_hash(name, spec.measures["knobs"], subset, repeats))
+                               or settings_hash(name, m.knobs, m.subset, m.repeats))
     for name, sd in result.sds.items():
         cols[sd_col(name)] = sd
     for name, s in result.seconds.items():
@@ -239,16 +218,13 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     return cols
 
 
-def measure_set(spec: RunSpec, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) the measures see: the training set, or its ``[measures] subset`` drawn with a
-    generator seeded by the run's seed, on ``device``."""
-    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
-    subset = spec.measures["subset"]
-    if subset and subset < len(xtr):
-        g = torch.Generator().manual_seed(stable_seed(spec.seed, "measure_set"))
-        idx = torch.randperm(len(xtr), generator=g)[:subset].to(device)
-        return xtr[idx], ytr[idx]
-    return xtr, ytr
+def stored_network(store: Store, spec: RunSpec, num_gpus: float = 0):
+    """The stored network of ``spec`` on the device its task was given (`pick_device`), with
+    its data: (model, initial state dict, training log, data, device)."""
+    device = pick_device(num_gpus)
+    data = load_data(spec, device)
+    model, init, log = load_network(store, spec, device, data)
+    return model, init, log, data, device
 
 
 def load_network(store: Store, spec: RunSpec, device: torch.device,
@@ -258,7 +234,7 @@ def load_network(store: Store, spec: RunSpec, device: torch.device,
     `measure_network` takes. ``data`` (for the input shape and classes): loaded if None."""
     init_state, final_state, meta = store.read_net(spec.run_id)
     if data is None:
-        data = load_dataset(spec.dataset, **spec.data, **spec.data_source)
+        data = load_data(spec, device)
     model = build_network(spec, data, device)
     model.load_state_dict(final_state)
     model.eval()

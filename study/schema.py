@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pyarrow as pa
 
@@ -53,10 +53,17 @@ REPEATS = "measure_repeats"  # JSON {measure: R}: the draws averaged in measure.
 MEASURING = ("measure_seconds", "nan_reasons", "measure_methods", REPEATS, REMEASURED)
 STATUS = ("status", "error")  # ok / failed / diverged, and the error text
 PROVENANCE = ("config", "versions", "device", "host", "started_at", "finished_at")
-# when a run started and finished: timestamp[us, UTC]; rows written before this were ISO 8601
-# strings ("2026-01-02T03:04:05+00:00"), which `normalize_times` casts when tables are combined
-TIMES = ("started_at", "finished_at")
+# when a run started and finished, and when `study measure` last rewrote it: timestamp[us, UTC];
+# rows written before each was a timestamp hold ISO 8601 strings ("2026-01-02T03:04:05+00:00"),
+# which `normalize_times` casts (on reading, and `study migrate` rewrites such rows)
+TIMES = ("started_at", "finished_at", REMEASURED)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def now() -> datetime:
+    """Now, in UTC, to the second: a time column's value (stored as `TIMESTAMP`)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
 FIXED = IDENTITY + OUTCOMES + TRAINING + MEASURING + STATUS + PROVENANCE
 
 
@@ -96,7 +103,7 @@ def arrow_type(col: str, value) -> pa.DataType:
 def normalize_times(table: pa.Table) -> pa.Table:
     """``table`` with its `TIMES` columns as `TIMESTAMP`: a row written before they were
     timestamps holds ISO 8601 strings, cast here (an unparsable string becomes null), so that
-    old and new rows stack."""
+    old and new rows stack. ``table`` itself when every time column already is one."""
     import pyarrow.compute as pc
 
     for col in TIMES:

@@ -34,14 +34,14 @@ import json
 import math
 import tomllib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from . import MAX_POINTS, SCHEMA_VERSION
-from .data import DataOptions, data_root, dataset_kind
+from .data import DataOptions, DataSource, data_root, dataset_kind
 from .models import MAX_PARAMETERS, MODELS, family
 from .options import Options, check_keys, did_you_mean, parse
 from .train import TrainOptions
@@ -78,12 +78,6 @@ class StudyHead(Options):
         return seeds
 
 
-class DataSource(Options):
-    """Where the data is read from (in no run id)."""
-    root: str | None = Field(None, description="a path")
-    download: bool = True
-
-
 class MeasureSettings(Options):
     include: list[str] = Field(["all"], description="a list of measure or family names")
     exclude: list[str] = Field([], description="a list of measure or family names")
@@ -110,9 +104,10 @@ class Resources(Options):
 SECTIONS = ("study", "data", "model", "train", "grid", "measures", "resources")
 
 
-def _section_of(axis: str) -> str:
-    return ("data" if axis in DataOptions.model_fields
-            else "train" if axis in TrainOptions.model_fields else "model")
+def _section_of(axis: str) -> type[Options] | None:
+    """The options type of a grid axis: `DataOptions`, `TrainOptions`, else None (the model's)."""
+    return (DataOptions if axis in DataOptions.model_fields
+            else TrainOptions if axis in TrainOptions.model_fields else None)
 
 
 def _canonical(obj: Any) -> str:
@@ -139,58 +134,65 @@ _SEED_MARK = -918273645546372819
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the study: the network (`identity`) and the measures computed on it."""
+    """One run of the study: the network (`identity`) and the measures computed on it, each
+    part its typed options."""
     study: str
     dataset: str
-    data: dict            # train_size, label_noise, data_seed (root/download excluded)
+    data: DataOptions
     model: str
-    model_options: dict
-    train: dict           # optimizer, lr, batch_size, weight_decay, target_loss, max_epochs
+    model_options: Options  # the family's; the fields given (file or grid) name the network
+    train: TrainOptions
     seed: int
     hp: dict              # the grid point: axis -> value
-    measures: dict        # include, exclude, subset, repeats (absent in old rows: 1), knobs
-    data_source: dict = field(default_factory=dict, compare=False)  # root, download
+    measures: MeasureSettings
+    data_source: DataSource = field(default_factory=DataSource, compare=False)
 
     def identity(self) -> dict:
-        """What fixes the trained weights, and the schema version: hashed into `run_id`."""
-        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": DataOptions.id_part(self.data),
-                "model": self.model, "model_options": self.model_options,
-                "train": TrainOptions.id_part(self.train), "seed": self.seed}
+        """What fixes the trained weights, and the schema version: hashed into `run_id`. Each
+        options type names the run by its `Options.id_part`; the model by the options given."""
+        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "data": self.data.id_part(),
+                "model": self.model, "model_options": self.model_options.as_dict(given=True),
+                "train": self.train.id_part(), "seed": self.seed}
 
     @functools.cached_property
     def run_id(self) -> str:
         return _hash_id(_canonical(self.identity()))
 
     def to_json(self) -> str:
-        return json.dumps({**self.identity(), "train": self.train, "study": self.study, "hp": self.hp,
-                           "measures": self.measures, "data_source": self.data_source}, sort_keys=True)
+        """The row's ``config``: the identity, every training option, the study, the grid point,
+        the measures and the data source."""
+        return json.dumps({**self.identity(), "train": self.train.as_dict(), "study": self.study,
+                           "hp": self.hp, "measures": self.measures.as_dict(),
+                           "data_source": self.data_source.as_dict()}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
-        """The spec of a row's ``config``, of this schema or an older one (whose identity
-        also held the measures: the same fields)."""
+        """The spec of a row's ``config``, of this schema or an older one (whose identity also
+        held the measures: the same fields; a part an older row lacks takes its defaults)."""
         d = json.loads(text)
-        d.pop("schema")
-        return cls(**d)
+        return cls(d["study"], d["dataset"], parse(DataOptions, d["data"]), d["model"],
+                   parse(family(d["model"]).options, d["model_options"]), parse(TrainOptions, d["train"]),
+                   d["seed"], d["hp"], parse(MeasureSettings, d["measures"]),
+                   parse(DataSource, d.get("data_source") or {}))
 
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study file. What fixes the networks: name, dataset, model, seeds, data,
-    model_options, train, grid; what is computed on them: measures; where and how it runs:
-    out, keep_networks, data_source, resources."""
+    """A validated study file, each section its typed options. What fixes the networks: name,
+    dataset, model, seeds, data, model_options, train, grid; what is computed on them: measures;
+    where and how it runs: out, keep_networks, data_source, resources."""
     name: str
     dataset: str
     model: str
     seeds: tuple[int, ...]
     out: str
-    data: dict
-    data_source: dict
-    model_options: dict
-    train: dict
+    data: DataOptions
+    data_source: DataSource
+    model_options: Options
+    train: TrainOptions
     grid: dict            # axis -> tuple of values, in file order
-    measures: dict
-    resources: dict
+    measures: MeasureSettings
+    resources: Resources
     path: str = ""
     keep_networks: bool = True
 
@@ -207,15 +209,16 @@ class Study:
 
     def _spec(self, values: tuple, seed: int) -> RunSpec:
         point = dict(zip(self.grid, values))
-        sections = {"data": dict(self.data), "model": dict(self.model_options),
-                    "train": dict(self.train)}
-        for axis, v in point.items():
-            sections[_section_of(axis)][axis] = v
-        return RunSpec(self.name, self.dataset, sections["data"], self.model, sections["model"],
-                       sections["train"], seed, point, self.measures, self.data_source)
+
+        def at(options: Options, section: type[Options] | None) -> Options:  # with its axes set
+            mine = {a: v for a, v in point.items() if _section_of(a) is section}
+            return options.model_copy(update=mine) if mine else options
+        return RunSpec(self.name, self.dataset, at(self.data, DataOptions), self.model,
+                       at(self.model_options, None), at(self.train, TrainOptions), seed, point,
+                       self.measures, self.data_source)
 
     def with_out(self, out: str) -> "Study":
-        return Study(**{**self.__dict__, "out": out})
+        return replace(self, out=out)
 
 
 def check_target(target_loss: float, kind, classes: int | None = None) -> None:
@@ -362,13 +365,11 @@ def parse_study(doc: dict, path: str = "<study>", allow_large_grid: bool = False
         if not select(m.include, m.exclude):
             raise ValueError("the selection is empty after exclude")
         check_knobs(m.knobs)
-    measures = {"include": sorted(m.include), "exclude": sorted(m.exclude), "subset": m.subset,
-                "repeats": m.repeats, "knobs": dict(sorted(m.knobs.items()))}
+    measures = m.model_copy(update={"include": sorted(m.include), "exclude": sorted(m.exclude),
+                                    "knobs": dict(sorted(m.knobs.items()))})
     resources, = typed("resources", Resources)
-    study = Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out,
-                  DataOptions.id_part(data.model_dump(exclude_none=True)), source.model_dump(),
-                  model.model_dump(exclude_unset=True), train.model_dump(), grid, measures,
-                  resources.model_dump(), path, keep_networks=head.keep_networks)
+    study = Study(head.name, head.dataset, head.model, tuple(head.seeds), head.out, data, source, model,
+                  train, grid, measures, resources, path, keep_networks=head.keep_networks)
     check_size(study, head.max_points, allow_large_grid)
     with at("model"):
         check_networks(study)
@@ -383,31 +384,28 @@ def check_networks(study: Study) -> None:
     initialisation (on meta tensors some of PyTorch's init kernels import torch._dynamo: seconds)."""
     import torch
 
-    from .models import build_model
-    kind = dataset_kind(study.dataset)
-    smallest: dict[str, tuple[int, dict, dict]] = {}  # model options → least batch, its run's parts
+    kind, build = dataset_kind(study.dataset), family(study.model).build
+    smallest: dict = {}  # (model options, shape, classes) → least batch, its options, n, batch_size
     for values in itertools.product(*study.grid.values()):  # one run per grid point: the seed
         r = study._spec(values, study.seeds[0])              # changes none of this (no run id)
-        n = kind.train_examples(r.data.get("train_size"))
-        b = min(r.train["batch_size"], n)
+        n = kind.train_examples(r.data.train_size)
+        b = min(r.train.batch_size, n)
         least = min(b, n % b or b)
-        o = DataOptions(**r.data)
-        shape, classes = kind.shape(o), kind.classes(o)
-        key = _canonical([r.model_options, shape, classes])
+        shape, classes = kind.shape(r.data), kind.classes(r.data)
+        key = (r.model_options, shape, classes)
         if key not in smallest or least < smallest[key][0]:
-            smallest[key] = (least, r.model_options, {"n": n, "batch_size": r.train["batch_size"],
-                                                      "shape": shape, "classes": classes})
-    for least, options, run in smallest.values():
-        if run["shape"] is None:  # a dataset class that does not declare its input shape
+            smallest[key] = (least, r.model_options, n, r.train.batch_size)
+    for (_, shape, classes), (least, options, n, batch_size) in smallest.items():
+        if shape is None:  # a dataset class that does not declare its input shape
             continue
-        given = ", ".join(f"{k} = {v!r}" for k, v in sorted(options.items()))
+        given = ", ".join(f"{k} = {getattr(options, k)!r}" for k in sorted(options.model_fields_set))
         what = f"model {study.model!r}" + (f" with {given}" if given else "")
         try:
             with torch.device("meta"), _no_init():
-                net = build_model(study.model, run["shape"], run["classes"], **options)
+                net = build(shape, classes, options)
         except ValueError as e:
             raise ValueError(f"{what} cannot be built for dataset {study.dataset!r} "
-                             f"(inputs of shape {run['shape']}): {e}") from None
+                             f"(inputs of shape {shape}): {e}") from None
         except Exception:  # a builder that cannot run on the meta device: not checked here
             continue
         size = sum(p.numel() for p in net.parameters())
@@ -417,10 +415,10 @@ def check_networks(study: Study) -> None:
                              "give a smaller width or depth")
         if least == 1:
             try:
-                net.train()(torch.empty((1, *run["shape"]), device="meta"))
+                net.train()(torch.empty((1, *shape), device="meta"))
             except ValueError as e:
-                raise ValueError(f"{what} fails on a training batch of one example ({run['n']} "
-                                 f"training examples, batch_size = {run['batch_size']}): {e}. "
+                raise ValueError(f"{what} fails on a training batch of one example ({n} "
+                                 f"training examples, batch_size = {batch_size}): {e}. "
                                  "Change batch_size or train_size") from None
             except Exception:  # noqa: BLE001 - only what the forward pass says of batches is checked
                 pass
@@ -445,10 +443,10 @@ def check_data_present(study: Study) -> None:
     """Raise StudyError if the study's data files are absent and ``[data] download = false``
     (with true, a missing dataset is fetched). It looks on this machine: `study run` checks
     where the runs read their data here (serial or local Ray), not on a cluster's nodes."""
-    if study.data_source.get("download", True):
+    if study.data_source.download:
         return
     kind = dataset_kind(study.dataset)
-    root = data_root(study.data_source.get("root")).resolve()
+    root = data_root(study.data_source.root).resolve()
     if not kind.present(root):
         raise StudyError(f"{study.path or '<study>'} [data]: "
                          + kind.how_to_get(root, "download = false").replace("download=True", "download = true"))

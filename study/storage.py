@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION
+from .errors import error_line
 from .schema import TMP_PREFIX, arrow_type, is_artifact, normalize_times, write_atomic
 
 
@@ -39,7 +40,7 @@ class StorageError(RuntimeError):
 
 class WriteError(StorageError):
     """Writing to the output failed mid-study (read-only, full, credentials expired): the
-    driver stops submitting (`fanout.run_study`)."""
+    driver stops submitting (`jobs.run`)."""
 
 
 class OldSchemaError(StorageError):
@@ -264,6 +265,15 @@ class Store:
                 continue
         return out
 
+    def ok_rows(self, study_file: str = "STUDY.toml") -> list[dict]:
+        """Every stored row whose run is ok, as dicts; OldSchemaError for rows of an older run-id
+        schema, StorageError when nothing is stored (``study_file`` names the fix)."""
+        self.check_schema(study_file)
+        if not self.run_files():
+            raise StorageError(f"no stored runs in {self.uri(self.runs_dir)}: nothing to measure "
+                               f"(train them first with `study run {study_file}`)")
+        return [r for r in self.read_all().to_pylist() if r.get("status") == "ok"]
+
     def read_all(self, skip_corrupt: bool = False) -> pa.Table:
         """Every run row, with differing column sets unified (missing → null). An unreadable run
         file is a StorageError naming it, unless ``skip_corrupt`` (then it is left out, and
@@ -275,7 +285,7 @@ class Store:
             except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
                 if not _is_corrupt(e):
                     raise
-                self.skipped.append(f"{self.uri(f.path)}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                self.skipped.append(f"{self.uri(f.path)}: {error_line(e)}")
         if self.skipped and not skip_corrupt:
             more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
             raise StorageError(f"cannot read {len(self.skipped)} run file(s): {'; '.join(self.skipped[:5])}{more}. "

@@ -79,14 +79,12 @@ class TrainOptions(Options):
     lr_min: float = Field(0.0, ge=0, lt=1)      # cosine_restarts, triangular: lowest rate / lr
     sam_rho: float = Field(0.05, gt=0)          # sam: the radius ρ of the ascent step
 
-    @classmethod
-    def id_part(cls, values: dict) -> dict:
+    def id_part(self) -> dict:
         """As `Options.id_part`, less the options that the schedule or the optimizer does not
         use (they change nothing: a constant schedule with ``lr_decay`` set, or SGD with
         ``sam_rho`` set, names the same network)."""
-        part = super().id_part(values)
-        used = (SCHEDULE_OPTIONS[values.get("lr_schedule", "constant")]
-                + OPTIMIZER_OPTIONS.get(values.get("optimizer", "sgd"), ()))
+        part = super().id_part()
+        used = SCHEDULE_OPTIONS[self.lr_schedule] + OPTIMIZER_OPTIONS.get(self.optimizer, ())
         unused = {k for group in (*SCHEDULE_OPTIONS.values(), *OPTIMIZER_OPTIONS.values()) for k in group}
         return {k: v for k, v in part.items() if k not in unused or k in used}
 

@@ -58,12 +58,13 @@ def mini_runs(tmp_path_factory) -> Path:
 
     Returns the study's folder (holding runs/). The report and notebook tests read it.
     """
-    from study.fanout import run_study
+    from study.executor import Executor
+    from study.jobs.run import run_study
     from study.spec import load_study
     d = tmp_path_factory.mktemp("mini_runs")
     p = d / "minitest.toml"
     p.write_text(MINI_RUNS_STUDY.format(out=d / "out"))
-    s = run_study(load_study(p), serial=True, progress=False)
+    s = run_study(load_study(p), Executor(serial=True, progress=False))
     assert s.failed == 0 and s.ran == 16, s
     return d / "out" / "minitest"
 

@@ -9,7 +9,8 @@ import math
 import polars as pl
 import torch
 
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.runner import load_data, load_network, measure_network
 from study.spec import RunSpec, load_study
 from study.storage import Store
@@ -39,7 +40,7 @@ def test_a_checkpoint_round_trips_to_identical_measures(tmp_path):
         batchnorm = true
         """)
     study = load_study(p)
-    assert run_study(study, serial=True, progress=False).ok == 1
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 1
     store = Store(study.out, study.name)
     row = pl.read_parquet(store.run_path(study.runs()[0].run_id)).to_dicts()[0]
     spec = RunSpec.from_json(row["config"])
@@ -84,12 +85,12 @@ def test_keep_networks_false_and_diverged_runs_store_no_checkpoint(tmp_path):
     p = write_study(tmp_path, name="off", grid=ONE, include='["size"]')
     p.write_text(p.read_text().replace("[study]\n", "[study]\nkeep_networks = false\n", 1))
     off = load_study(p)
-    assert run_study(off, serial=True, progress=False).ok == 1
+    assert run_study(off, Executor(serial=True, progress=False)).ok == 1
     assert not (tmp_path / "out" / "off" / "nets").exists()
     on = load_study(write_study(tmp_path, name="on", grid=ONE, include='["size"]'))
     assert off.runs()[0].run_id == on.runs()[0].run_id  # keep_networks is in no run id
     diverged = load_study(write_study(tmp_path, name="div", include='["size"]',
                                       grid="width = [16]\nlr = [10000.0]\nbatch_size = [64]"))
-    assert run_study(diverged, serial=True, progress=False).diverged == 1
+    assert run_study(diverged, Executor(serial=True, progress=False)).diverged == 1
     assert not list((tmp_path / "out" / "div").glob("nets/*"))
 

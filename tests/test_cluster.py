@@ -40,7 +40,8 @@ import pytest
 import yaml
 
 from study.cli import main as study_main
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.spec import load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -237,7 +238,7 @@ def test_a_worker_node_lost_mid_study(cluster, tmp_path):
     study = load_study(write_study(tmp_path / "a.toml", "a", str(tmp_path / "out")))
     runs_dir = tmp_path / "out" / "a" / "runs"
     result = {}
-    driver = threading.Thread(target=lambda: result.update(s=run_study(study, progress=False)))
+    driver = threading.Thread(target=lambda: result.update(s=run_study(study, Executor(progress=False))))
     driver.start()
     victim, survivor = cluster.workers
     watched = [victim, survivor]
@@ -316,7 +317,7 @@ def test_c_study_on_s3(cluster, s3, tmp_path, capsys):
         objs = client.list_objects_v2(Bucket="studies", Prefix="lab/c/runs/").get("Contents", [])
         return {o["Key"]: o["ETag"] for o in objs if o["Key"].endswith(".parquet")}
 
-    s = run_study(load_study(toml), progress=False)
+    s = run_study(load_study(toml), Executor(progress=False))
     assert (s.ran, s.unconverged) == (4, 4)
     assert sorted(keys()) == sorted(f"lab/c/runs/{i}.parquet" for i in ids)
     nets = client.list_objects_v2(Bucket="studies", Prefix="lab/c/nets/").get("Contents", [])
@@ -326,7 +327,7 @@ def test_c_study_on_s3(cluster, s3, tmp_path, capsys):
     client.delete_object(Bucket="studies", Key=lost)
     kept = {k: v for k, v in keys().items()}
     capsys.readouterr()
-    assert study_main(["status", str(toml)]) == 3  # incomplete (study.cli.status_code)
+    assert study_main(["status", str(toml)]) == 3  # incomplete (study.jobs.status.status_code)
     assert "4 runs: 0 done, 3 not converged, 0 failed, 0 diverged, 1 left" in capsys.readouterr().out
     assert study_main(["run", str(toml), "--address", cluster.address, "--no-progress"]) == 0
     assert "ran 1 (0 ok, 1 not converged" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def test_a_toy_dataset_and_model_family_run_one_study_point(toys):
     assert toys((2,), 3, hidden=5)[1].out_features == 5  # the builder also takes keywords
     study = parse_study(doc(hidden=[16], scale=[0.5], train_size=[90], lr=[0.2]), "toy.toml")
     (spec,) = study.runs()
-    assert spec.model_options == {"hidden": 16, "scale": 0.5} and spec.data["train_size"] == 90
+    assert spec.identity()["model_options"] == {"hidden": 16, "scale": 0.5} and spec.data.train_size == 90
     row = execute(spec)
     assert row["status"] == "ok", row["error"]
     assert row["n_train"] == 90 and row["n_test"] == 60 and row["converged"]
@@ -80,10 +80,10 @@ def test_a_new_training_option_keeps_the_stored_run_ids():
     class WithClip(TrainOptions):  # TrainOptions with one option added
         grad_clip: float = Field(0.0, ge=0)
 
-    old = TrainOptions.id_part(TrainOptions().model_dump())   # what today's run ids hash
+    old = TrainOptions().id_part()   # what today's run ids hash
     assert set(old) == set(TrainOptions.ID_ALWAYS)            # later options at their defaults: out
-    assert WithClip.id_part(WithClip().model_dump()) == old
-    assert WithClip.id_part(WithClip(grad_clip=1.0).model_dump()) == {**old, "grad_clip": 1.0}
+    assert WithClip().id_part() == old
+    assert WithClip(grad_clip=1.0).id_part() == {**old, "grad_clip": 1.0}
     spec = parse_study({**doc(lr=[0.1]), "study": {"name": "t", "dataset": "digits", "model": "mlp"},
                         "data": {"train_size": 100}}, "t.toml").runs()[0]
     back = RunSpec.from_json(spec.to_json())

@@ -52,13 +52,14 @@ if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
 elif __name__ == "__main__" and sys.argv[1:] == ["--write-ranking"]:
     import tempfile
 
-    from study.fanout import run_study
+    from study.executor import Executor
+    from study.jobs.run import run_study
     from study.spec import load_study
     sys.path.insert(0, str(REPO))
     from tests.conftest import MINI_RUNS_STUDY
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "minitest.toml"
         p.write_text(MINI_RUNS_STUDY.format(out=Path(d) / "out"))
-        run_study(load_study(p), serial=True, progress=False)
+        run_study(load_study(p), Executor(serial=True, progress=False))
         rows = ranking_rows(Path(d) / "out" / "minitest")
     (GOLDEN / "minitest_ranking.json").write_text(json.dumps(rows, indent=0) + "\n")

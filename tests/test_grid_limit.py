@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from study.cli import main as study_main
-from study.spec import MAX_POINTS, StudyError, _canonical, _hash_id, load_study, parse_study
+from study.spec import MAX_POINTS, Resources, StudyError, _canonical, _hash_id, load_study, parse_study
 from tests.studyfiles import write_study
 
 # 20 × 10 × 10 × 10 points × 10 seeds = 200,000 runs; × 5 more seeds: 1,000,000
@@ -87,7 +87,7 @@ def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkey
     import sys
     import types
 
-    from study import fanout
+    from study import executor
 
     taken, in_flight = [], []
 
@@ -120,7 +120,7 @@ def test_fan_out_takes_a_generator_lazily_with_a_bounded_number_in_flight(monkey
             yield i
 
     got = []
-    fanout.fan_out(items(), lambda i: 2 * i, lambda i: (i,),
-                   {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 3}, got.append)
+    executor.fan_out(items(), lambda i: 2 * i, lambda i: (i,),
+                   Resources(max_in_flight=3), got.append)
     assert sorted(got) == [2 * i for i in range(10)] and taken == list(range(10))
     assert max(in_flight) == 3

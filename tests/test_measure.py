@@ -17,10 +17,11 @@ from safetensors.torch import load_file
 
 from analysis.cli import main as analysis_main
 from study.cli import main as study_main
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.measure import Want, measure_study
+from study.jobs.run import run_study
 from study.measures import KNOBS
 from study.measures.registry import Knob, expected_settings, select
-from study.remeasure import Want, measure_study
 from study.spec import load_study
 from study.storage import Store
 from tests.studyfiles import write_study
@@ -40,7 +41,7 @@ def same(a, b) -> bool:
 
 def test_an_added_measure_keeps_the_ids_and_missing_computes_exactly_its_column(tmp_path):
     old = load_study(write_study(tmp_path, grid=TWO, include='["params", "path_norm"]'))
-    assert run_study(old, serial=True, progress=False).ok == 2
+    assert run_study(old, Executor(serial=True, progress=False)).ok == 2
     before = rows(tmp_path / "out")
     nets = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "tiny" / "nets").iterdir()}
     p = write_study(tmp_path, grid=TWO, include=f'["params", "path_norm", "{M}"]')
@@ -65,7 +66,7 @@ def test_an_added_measure_keeps_the_ids_and_missing_computes_exactly_its_column(
 
     # the same measure in a fresh run of a copy of the study: the same value
     copy = load_study(write_study(tmp_path, name="copy", grid=TWO, include=f'["params", "path_norm", "{M}"]'))
-    run_study(copy, serial=True, progress=False)
+    run_study(copy, Executor(serial=True, progress=False))
     fresh = rows(tmp_path / "out", "copy")
     assert sorted(fresh) == sorted(after)
     for rid in after:
@@ -77,12 +78,12 @@ def test_an_added_measure_keeps_the_ids_and_missing_computes_exactly_its_column(
 
 def test_a_changed_knob_default_marks_rows_stale_and_stale_recomputes_exactly_those(tmp_path, monkeypatch):
     study = load_study(write_study(tmp_path, grid=TWO, include=f'["{M}", "params"]'))
-    assert run_study(study, serial=True, progress=False).ok == 2
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 2
     before = rows(tmp_path / "out")
     k = KNOBS["spec_op_rtol"]
     monkeypatch.setitem(KNOBS, k.name, Knob(k.name, k.default * 100, k.doc))
-    assert measure_study(study, Want(missing=True), serial=True, progress=False).todo == 0
-    s = measure_study(study, Want(stale=True), serial=True, progress=False)
+    assert measure_study(study, Want(missing=True), Executor(serial=True, progress=False)).todo == 0
+    s = measure_study(study, Want(stale=True), Executor(serial=True, progress=False))
     assert (s.rows, s.todo, s.pairs, s.computed, s.failures) == (2, 2, 2, 2, [])
     after = rows(tmp_path / "out")
     want = expected_settings(select([M]), {}, 0)[M]
@@ -92,16 +93,16 @@ def test_a_changed_knob_default_marks_rows_stale_and_stale_recomputes_exactly_th
         changed = {c for c in b if not same(a[c], b[c])}
         assert changed <= {f"measure.{M}", f"measure_cfg.{M}", f"seconds.{M}", "measure_seconds"}
         assert f"measure_cfg.{M}" in changed and a["remeasured_at"]
-    assert measure_study(study, Want(stale=True), serial=True, progress=False).todo == 0
+    assert measure_study(study, Want(stale=True), Executor(serial=True, progress=False)).todo == 0
     # named and up to date: skipped unless forced
-    assert measure_study(study, Want((M,)), serial=True, progress=False).todo == 0
-    assert measure_study(study, Want((M,), force=True), serial=True, progress=False).computed == 2
+    assert measure_study(study, Want((M,)), Executor(serial=True, progress=False)).todo == 0
+    assert measure_study(study, Want((M,), force=True), Executor(serial=True, progress=False)).computed == 2
 
 
 def test_sigkill_mid_measure_loses_nothing_and_a_rerun_finishes(tmp_path):
     grid = "width = [16, 24, 32, 40]\nlr = [0.1]\nbatch_size = [64]"
     study = load_study(write_study(tmp_path, grid=grid, include='["params"]'))
-    assert run_study(study, serial=True, progress=False).ok == 4
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 4
     p = write_study(tmp_path, grid=grid, include='["params", "flatness"]')
     cmd = [sys.executable, "-m", "study", "measure", str(p), "--missing", "--serial", "--no-progress"]
     runs = tmp_path / "out" / "tiny" / "runs"
@@ -149,7 +150,7 @@ def test_clear_errors_and_networks_without_a_checkpoint(tmp_path, capsys):
     assert "study migrate" in capsys.readouterr().err
     off = write_study(tmp_path, name="off", grid=TWO, include='["params"]')
     off.write_text(off.read_text().replace("[study]\n", "[study]\nkeep_networks = false\n", 1))
-    assert run_study(load_study(off), serial=True, progress=False).ok == 2
+    assert run_study(load_study(off), Executor(serial=True, progress=False)).ok == 2
     off.write_text(off.read_text().replace('["params"]', '["params", "path_norm"]'))
     assert study_main(["measure", str(off), "--serial", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -174,7 +175,7 @@ def fails_on_wide(model, data, init):
 
 def test_a_user_measure_is_scored_and_ranked(tmp_path, capsys):
     study = load_study(write_study(tmp_path, include='["params", "path_norm"]'))  # 4 networks
-    assert run_study(study, serial=True, progress=False).ok == 4
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 4
     user = tmp_path / "mine.py"
     user.write_text(USER)
     runs = tmp_path / "out" / "tiny" / "runs"
@@ -188,7 +189,7 @@ def test_a_user_measure_is_scored_and_ranked(tmp_path, capsys):
     assert "final_sq_norm" in report.read_text()
 
     from analysis.score import score
-    df, reasons, no_net = score(f"{user}:final_sq_norm", str(runs), serial=True, progress=False)
+    df, reasons, no_net = score(f"{user}:final_sq_norm", str(runs), executor=Executor(serial=True, progress=False))
     assert not reasons and not no_net
     for rid, v in zip(df["run_id"], df["measure.final_sq_norm"]):
         final = {k[len("final/"):]: t for k, t in load_file(runs.parent / "nets" / f"{rid}.safetensors").items()
@@ -196,7 +197,7 @@ def test_a_user_measure_is_scored_and_ranked(tmp_path, capsys):
         assert v == pytest.approx(sum(float((t.double() ** 2).sum()) for t in final.values()), rel=1e-12)
 
     # a failing function: NaN with the reason on those networks, not a crash
-    df, reasons, _ = score(f"{user}:fails_on_wide", str(runs), name="w", serial=True, progress=False)
+    df, reasons, _ = score(f"{user}:fails_on_wide", str(runs), name="w", executor=Executor(serial=True, progress=False))
     wide = {r["run_id"] for r in df.to_dicts() if r["hp.width"] == 32}
     assert set(reasons) == wide and all("too wide" in r for r in reasons.values())
     assert all(math.isnan(v) == (rid in wide) for rid, v in zip(df["run_id"], df["measure.w"]))
@@ -210,7 +211,7 @@ def test_a_user_measure_is_scored_and_ranked(tmp_path, capsys):
 
 def test_measure_backfills_the_training_curve_of_rows_written_before_it(tmp_path):
     study = load_study(write_study(tmp_path, grid=TWO, include=f'["{M}", "params"]'))
-    assert run_study(study, serial=True, progress=False).ok == 2
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 2
     curve = "artifact.train_loss_curve"
     runs = tmp_path / "out" / "tiny" / "runs"
     written = {}
@@ -219,6 +220,6 @@ def test_measure_backfills_the_training_curve_of_rows_written_before_it(tmp_path
         written[f.stem] = t.column(curve).to_pylist()[0]
         pq.write_table(t.drop_columns([curve]), f)
     assert all(len(v) >= 1 for v in written.values())
-    assert measure_study(study, Want((M,), force=True), serial=True, progress=False).computed == 2
+    assert measure_study(study, Want((M,), force=True), Executor(serial=True, progress=False)).computed == 2
     after = rows(tmp_path / "out")
     assert {rid: r[curve] for rid, r in after.items()} == written  # from the checkpoint's training log

@@ -13,7 +13,8 @@ import pytest
 from analysis.cli import main as analysis_main
 from analysis.load import UNKNOWN, MixedSettingsError, check_settings, mixed_settings, settings_counts
 from study.cli import main as study_main
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.measures import KNOBS, REGISTRY, measure_full, select
 from study.measures.registry import Knob, expected_settings, outdated, settings, settings_hash
 from study.schema import stored_settings
@@ -51,7 +52,7 @@ def test_batching_knobs_do_not_change_any_value():
     same (to rounding) under any batching: every measure, squeezed to tiny batches."""
     from tests.cases import CASES, make
     c = make(CASES[0])
-    kw = dict(init=c.init, train_log=c.train_log, seed=c.seed)
+    kw = dict(init=c.init, train_log=c.train_log, seed=c.seed, names=tuple(REGISTRY))  # by_name ones too
     a = measure_full(c.model, (c.x, c.y), **kw).values
     b = measure_full(c.model, (c.x, c.y), knobs={"memory_mb": 0.001, "eval_batch": 5}, **kw).values
     assert set(a) == set(REGISTRY)
@@ -100,7 +101,7 @@ def test_tiny_study_writes_hashes_status_lists_stale_and_rank_refuses_mixed(tmp_
     include = f'["{M}", "params"]'
     path = write_study(tmp_path, include=include)
     study = load_study(path)
-    assert run_study(study, serial=True, progress=False).ok == 4
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 4
     runs = tmp_path / "out" / "tiny" / "runs"
     df = pl.read_parquet(runs / "*.parquet")
     want = expected_settings(select([M, "params"]), {}, 0)

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from analysis.cli import main
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.measures.registry import settings_hash
 from study.spec import load_study
 from tests.studyfiles import write_study
@@ -20,8 +21,8 @@ NAMES = ("expected_sharpness", "grad_variance", "param_norm")
 
 def test_repeats_write_sd_and_rank_shows_reliability(tmp_path, capsys):
     study = load_study(write_study(tmp_path, include=json.dumps(list(NAMES)), extra="repeats = 3\n"))
-    assert study.measures["repeats"] == 3
-    s = run_study(study, serial=True, progress=False)
+    assert study.measures.repeats == 3
+    s = run_study(study, Executor(serial=True, progress=False))
     assert s.ok == 4
     df = pl.read_parquet(tmp_path / "out" / "tiny" / "runs" / "*.parquet")
     for n in ("expected_sharpness", "grad_variance"):

@@ -514,3 +514,16 @@ def test_report_shows_the_cost_of_each_family(tmp_path, monkeypatch):
     # per run: a = 1 + (1, 2, 3, 4) → median 3.5, share of all 14/40; b = (4, 4, 2, 2) → 3, 12/40; other 0.5
     assert rows == [(a, "2", "3.5", "35.0 %", "35.0 %"), (b, "1", "3", "30.0 %", "30.0 %"),
                     ("other", "1", "0.5", "5.0 %", "5.0 %")]
+
+
+def test_the_legend_is_computed_from_the_rows_shown():
+    """The ranking's legend names the measures of this table whose one draw is less reliable
+    than 0.9, from its reliability column; without one it says nothing of reliability figures."""
+    from analysis.report import _legend
+    t = pl.DataFrame({"measure": ["measure.a", "measure.b", "measure.c"], "reliability": [0.5, 0.95, None]})
+    text = _legend(t)
+    assert "Here 1 of the 2 measures with a reliability stay below 0.9 for one draw: a 0.50;" in text
+    assert "b 0.95" not in text and "commit" not in text and "mini study" not in text
+    none = _legend(t.with_columns(pl.lit(None, pl.Float64).alias("reliability")))
+    assert "Here" not in none and "Kendall" in none
+    assert "Here all 2 measures" in _legend(t.with_columns(pl.Series("reliability", [0.91, 0.99, None])))

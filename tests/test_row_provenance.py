@@ -15,8 +15,8 @@ import torch
 
 from analysis.claims import setting
 from analysis.load import load_runs, read_runs
-from study.runner import _now, device_name, versions
-from study.schema import TIMESTAMP
+from study.runner import device_name, versions
+from study.schema import TIMESTAMP, now
 from study.storage import Store, row_table
 from study.version import NOT_GIT, git_commit
 
@@ -61,7 +61,7 @@ def row(run_id: str, started, dataset="digits", status="ok", **extra) -> dict:
 
 
 def test_times_are_timestamps_and_old_string_rows_still_read(tmp_path):
-    new = row_table(row("new", _now()))
+    new = row_table(row("new", now()))
     assert new.schema.field("started_at").type == TIMESTAMP
     store = Store(str(tmp_path), "s")
     store.write_row_table(new)
@@ -79,8 +79,8 @@ def test_times_are_timestamps_and_old_string_rows_still_read(tmp_path):
 
 def test_load_runs_decodes_categories_and_json(tmp_path):
     store = Store(str(tmp_path), "s")
-    store.write_row(row("r1", _now()))
-    store.write_row(row("r2", _now(), dataset="mnist", config=json.dumps({"data": {"momentum": 0.5}}),
+    store.write_row(row("r1", now()))
+    store.write_row(row("r2", now(), dataset="mnist", config=json.dumps({"data": {"momentum": 0.5}}),
                         nan_reasons="{}"))
     df = load_runs(tmp_path / "s")
     for c in ("dataset", "model", "status"):

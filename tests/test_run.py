@@ -13,7 +13,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from study.fanout import run_study
+from study.executor import Executor
+from study.jobs.run import run_study
 from study.spec import load_study
 from study.storage import Store
 from tests.studyfiles import write_study
@@ -25,7 +26,7 @@ def run_files(out: Path, name="tiny") -> list[Path]:
 
 def test_serial_study_writes_one_whole_row_per_run(tmp_path):
     study = load_study(write_study(tmp_path))
-    s = run_study(study, serial=True, progress=False)
+    s = run_study(study, Executor(serial=True, progress=False))
     assert (s.ran, s.ok, s.failed) == (4, 4, 0)
     files = run_files(tmp_path / "out")
     assert sorted(f.stem for f in files) == sorted(r.run_id for r in study.runs())
@@ -44,7 +45,7 @@ def test_serial_study_writes_one_whole_row_per_run(tmp_path):
     assert len(conv) >= 3
     assert (conv["train_loss"] <= 0.05).all() and (conv["train_loss"] >= 0.05 * 0.8).all()
     # a rerun trains nothing
-    again = run_study(study, serial=True, progress=False)
+    again = run_study(study, Executor(serial=True, progress=False))
     assert again.ran == 0 and again.stored_before == 4
 
 
@@ -53,7 +54,7 @@ def test_same_seed_same_result_on_cpu(tmp_path):
     for i in range(2):
         study = load_study(write_study(tmp_path, name=f"rep{i}",
                                        grid="width = [16]\nlr = [0.1]\nbatch_size = [64]"))
-        run_study(study, serial=True, progress=False)
+        run_study(study, Executor(serial=True, progress=False))
         rows.append(pl.read_parquet(tmp_path / "out" / f"rep{i}" / "runs" / "*.parquet"))
     cols = [c for c in rows[0].columns if c.startswith("measure.")] + ["train_loss", "test_acc", "steps"]
     a, b = rows[0].select(cols).row(0), rows[1].select(cols).row(0)
@@ -63,20 +64,20 @@ def test_same_seed_same_result_on_cpu(tmp_path):
 def test_failed_and_diverged_runs_write_their_row(tmp_path):
     # lr 1e4 diverges
     study = load_study(write_study(tmp_path, grid="width = [16]\nlr = [10000.0]\nbatch_size = [64]"))
-    s = run_study(study, serial=True, progress=False)
+    s = run_study(study, Executor(serial=True, progress=False))
     assert s.diverged == 1
     row = pl.read_parquet(run_files(tmp_path / "out")[0])
     assert row["status"][0] == "diverged" and "NaN or infinite" in row["error"][0]
     assert math.isnan(row["measure.params"][0])
     # a rerun leaves it alone; --retry-failed runs it again
-    assert run_study(study, serial=True, progress=False).ran == 0
-    assert run_study(study, serial=True, progress=False, retry_failed=True).ran == 1
+    assert run_study(study, Executor(serial=True, progress=False)).ran == 0
+    assert run_study(study, Executor(serial=True, progress=False), retry_failed=True).ran == 1
     assert len(run_files(tmp_path / "out")) == 1
     # a dataset that is absent on the worker fails the run, and the row says how to get it
     p = write_study(tmp_path, name="absent", grid="width = [16]\nlr = [0.1]\nbatch_size = [64]")
     p.write_text(p.read_text().replace('"digits"', '"mnist"').replace(
         "[data]", f"[data]\nroot = \"{tmp_path / 'nodata'}\"\ndownload = false"))
-    s = run_study(load_study(p), serial=True, progress=False)
+    s = run_study(load_study(p), Executor(serial=True, progress=False))
     assert s.failed == 1 and "mnist" in s.failures[0]
     row = pl.read_parquet(run_files(tmp_path / "out", "absent")[0])
     assert row["status"][0] == "failed" and "DatasetUnavailable" in row["error"][0]

@@ -30,7 +30,7 @@ def test_grid_is_the_cartesian_product_times_seeds():
     points = {(r.hp["lr"], r.hp["depth"], r.hp["width"], r.seed) for r in runs}
     assert points == {(lr, d, 8, s) for lr in (0.1, 0.01) for d in (1, 2) for s in (0, 1)}
     r = runs[0]
-    assert r.train["lr"] == r.hp["lr"] and r.model_options["depth"] == r.hp["depth"]
+    assert r.train.lr == r.hp["lr"] and r.model_options.depth == r.hp["depth"]
 
 
 def test_run_id_names_the_network_only():
@@ -195,4 +195,4 @@ def test_binary_data_bounds_the_target_by_ln_2_and_the_model_sees_two_classes():
     with pytest.raises(StudyError, match=r"\[data\]: dim is an option of xor, not of digits"):
         parse_study({**doc, "data": {"dim": 3}, "train": {}})
     spec = parse_study({**doc, "train": {"target_loss": 0.1}}).runs()[0]
-    assert spec.data == {"label_noise": 0.0, "data_seed": 0, "binary": True}
+    assert spec.identity()["data"] == {"label_noise": 0.0, "data_seed": 0, "binary": True}

@@ -91,7 +91,7 @@ def _run_first_network(path) -> None:
     """The study's first network, one epoch: its row must not be a failure (a run that meets
     its target at initialisation is the one designed failure)."""
     spec = next(iter(load_study(path).runs()))
-    spec = dataclasses.replace(spec, train={**spec.train, "max_epochs": 1})
+    spec = dataclasses.replace(spec, train=spec.train.model_copy(update={"max_epochs": 1}))
     row = execute(spec)
     assert row["status"] in ("ok", "diverged") or row["error"].startswith("TargetMetAtInit"), row["error"]
     _ran.append(row["status"])

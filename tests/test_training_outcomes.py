@@ -13,9 +13,8 @@ import torch
 import study.train as training
 from study.cli import main as study_main
 from study.data import load_dataset
-from study.fanout import _failed_row
 from study.models import build_model
-from study.runner import execute
+from study.runner import execute, failed_row
 from study.spec import load_study, parse_study
 from study.storage import Store
 from tests.studyfiles import write_study
@@ -26,7 +25,7 @@ def spec_of(**train):
            "model": {"depth": 3}, "train": {"target_loss": 0.05, "max_epochs": 15},
            "grid": {"width": [64]}, "measures": {"include": ["params"]}}
     spec = parse_study(doc).runs()[0]
-    return replace(spec, train={**spec.train, **train})
+    return replace(spec, train=spec.train.model_copy(update=train))
 
 
 def test_a_target_met_at_initialisation_fails_the_run():
@@ -58,7 +57,7 @@ def test_weights_that_blow_up_with_a_finite_loss_mark_the_run_diverged(monkeypat
     from study.runner import build_network, load_data
     data = load_data(spec, torch.device("cpu"))
     model = build_network(spec, data, torch.device("cpu"))
-    res = training.train(model, data.x_train, data.y_train, training.TrainOptions(**spec.train),
+    res = training.train(model, data.x_train, data.y_train, spec.train,
                          seed=stable_seed(spec.seed, "order"))
     assert not res.diverged and math.isfinite(res.final_train_loss)
     assert all(math.isfinite(v) for v in res.log.epoch_losses)
@@ -84,7 +83,7 @@ def test_unconverged_runs_are_reported_as_not_converged(tmp_path, capsys):
     # outcomes reads rows of other columns too: a failed row has no `converged`
     store = Store(str(tmp_path / "out"), "tiny")
     other = load_study(write_study(tmp_path, name="other", grid="width = [8]\nlr = [0.3]"))
-    store.write_row(_failed_row(other.runs()[0], "lost"))
+    store.write_row(failed_row(other.runs()[0], "lost"))
     got = store.outcomes()
     assert sorted(got.values()) == ["diverged", "diverged", "failed", "ok", "unconverged"]
     assert got[other.runs()[0].run_id] == "failed"

@@ -25,9 +25,10 @@ import pytest
 
 import study
 from study.cli import main as study_main
-from study.fanout import ClusterError, check_feasible, fan_out, infeasible, run_study
+from study.executor import ClusterError, Executor, check_feasible, fan_out, infeasible
+from study.jobs.run import run_study
 from study.lease import LEASE_TIMEOUT_S, Lease, LeaseHeld
-from study.spec import load_study
+from study.spec import Resources, load_study
 from study.storage import Store
 from tests.studyfiles import write_study
 
@@ -128,8 +129,7 @@ def test_max_in_flight_below_one_is_refused(tmp_path, capsys, bad):
     assert e.value.code == 2
     assert "--max-in-flight" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 1"):
-        fan_out([1], abs, lambda i: (i,), {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 0},
-                print, serial=True, max_in_flight=-1)
+        fan_out([1], abs, lambda i: (i,), Resources(), print, Executor(serial=True, max_in_flight=-1))
 
 
 @deadline(240)
@@ -143,11 +143,11 @@ def test_with_an_autoscaler_a_warning_then_a_wait_for_a_node(env, caplog):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         ray.init(address=c.address, log_to_driver=False)
-        res = {"num_cpus": 3, "num_gpus": 0, "max_in_flight": 0}
+        res = Resources(num_cpus=3)
         with pytest.raises(ClusterError, match="does not grow"):  # no autoscaler: at once
             check_feasible(ray, res, autoscaler=False)
         t0 = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="study.fanout"), \
+        with caplog.at_level(logging.WARNING, logger="study.executor"), \
                 pytest.raises(ClusterError, match="added no node that can within 2 s"):
             check_feasible(ray, res, autoscaler=True, wait_s=2)
         assert time.monotonic() - t0 >= 2
@@ -202,7 +202,7 @@ def test_local_ray_listens_on_loopback_only(env):
                                  for c in psutil.net_connections("inet")
                                  if c.status == psutil.CONN_LISTEN and c.pid in ours})
 
-    fan_out([0], where, lambda i: (i,), {"num_cpus": 1, "num_gpus": 0, "max_in_flight": 0}, record)
+    fan_out([0], where, lambda i: (i,), Resources(), record)
     assert not ray.is_initialized()
     print(seen)
     assert seen["file"] == study.__file__ == str(REPO / "study" / "__init__.py")  # this tree
@@ -326,10 +326,10 @@ def test_a_stale_lease_is_taken_over(tmp_path, caplog):
     base = tmp_path / "out" / "tiny"
     write_lease(base)  # live, on another host
     with pytest.raises(LeaseHeld, match="held by study run on host gone-host, pid 4242"):
-        run_study(load_study(p), serial=True, progress=False)
+        run_study(load_study(p), Executor(serial=True, progress=False))
     write_lease(base, heartbeat=time.time() - LEASE_TIMEOUT_S - 5)
     with caplog.at_level(logging.WARNING, logger="study.lease"):
-        s = run_study(load_study(p), serial=True, progress=False)
+        s = run_study(load_study(p), Executor(serial=True, progress=False))
     assert s.ran == 1
     assert "taking over the stale lease" in caplog.text and "gone-host, pid 4242" in caplog.text
     assert not (base / "lease.json").exists()
@@ -400,9 +400,9 @@ def test_one_driver_per_study_on_an_object_store(monkeypatch):
 
 def test_a_corrupt_row_is_run_again(tmp_path):
     p = write_study(tmp_path, grid=ONE)
-    assert run_study(load_study(p), serial=True, progress=False).ran == 1
+    assert run_study(load_study(p), Executor(serial=True, progress=False)).ran == 1
     (row,) = parquet_files(tmp_path / "out" / "tiny" / "runs")
     row.write_bytes(row.read_bytes()[:100])  # truncated: unreadable
-    s = run_study(load_study(p), serial=True, progress=False)
+    s = run_study(load_study(p), Executor(serial=True, progress=False))
     assert (s.stored_before, s.ran, s.ok) == (0, 1, 1)
     assert assert_only_whole_rows(tmp_path / "out" / "tiny" / "runs") == 1

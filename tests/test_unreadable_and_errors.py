@@ -44,7 +44,7 @@ def test_consolidate_names_unreadable_files_and_skips_them_on_request(tmp_path, 
 
 def test_status_lists_unreadable_files_instead_of_counting_them_left(tmp_path, capsys):
     p, store, bad = _stored(tmp_path)
-    assert main(["status", str(p)]) == 4  # has failed runs (study.cli.status_code)
+    assert main(["status", str(p)]) == 4  # has failed runs (study.jobs.status.status_code)
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 2 failed, 0 diverged, 1 left, 1 unreadable" in out
     assert "1 unreadable run file(s)" in out and bad[0] in out
@@ -128,7 +128,7 @@ class _FakeRay:
 def test_error_text_is_plain_with_type_message_and_traceback():
     import ray.exceptions
 
-    from study.runner import error_text
+    from study.errors import error_text
     text = error_text(ray.exceptions.RayTaskError("run_one", ANSI_TRACE, ValueError("the data is bad\nsecond"),
                                                            proctitle="ray::run_one", pid=1, ip="127.0.0.1"))
     assert "\x1b" not in text
@@ -139,10 +139,11 @@ def test_error_text_is_plain_with_type_message_and_traceback():
 def test_lost_run_row_keeps_the_whole_plain_error(tmp_path, monkeypatch):
     import sys
 
-    from study.fanout import run_study
+    from study.executor import Executor
+    from study.jobs.run import run_study
     monkeypatch.setitem(sys.modules, "ray", _FakeRay())
     study = load_study(write_study(tmp_path, grid="width = [16]\nlr = [0.1]"))
-    s = run_study(study, progress=False)
+    s = run_study(study, Executor(progress=False))
     assert s.failed == 1 and s.failures == [f"{study.runs()[0].run_id}: ValueError: the data is bad second line "
                                             "of the message"]
     row = pq.read_table(Store(study.out, study.name).run_path(study.runs()[0].run_id)).to_pylist()[0]

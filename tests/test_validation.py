@@ -80,7 +80,7 @@ def test_present_data_with_download_false_runs_the_check_only_locally(tmp_path, 
     _edit(p, "train_size = 300", f"train_size = 300\nroot = {str(tmp_path / 'nodata')!r}\ndownload = false")
     _edit(p, 'dataset = "digits"', 'dataset = "mnist"')
     seen = []
-    monkeypatch.setattr("study.fanout.run_study", lambda study, **kw: seen.append(study) or _Done())
+    monkeypatch.setattr("study.jobs.run.run_study", lambda study, *a, **kw: seen.append(study) or _Done())
     assert cli.main(["run", str(p), "--address", "ray://head:10001", "--no-progress"]) == 0
     assert seen
     assert cli.main(["run", str(p), "--no-progress"]) == 2

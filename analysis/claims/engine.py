@@ -77,7 +77,8 @@ import polars as pl
 from study.schema import measure_col, name_of, sd_col
 
 from ..floor import noise_floor
-from ..load import RunsError, check_settings, measure_columns, population
+from ..load import RunsError, check_settings, checked, measure_columns, population
+from ..output import num
 from ..stats import claims_stats as cs
 from ..stats._ranks import row_codes
 from ..stats.inference import binomial_p, bootstrap_p, clopper_pearson, holm
@@ -161,12 +162,8 @@ class Options:
     min_ess: float
 
 
-def fmt(v: float | None, sign: bool = True) -> str:
-    """A number as the table prints it (3 significant digits; – for none)."""
-    if v is None or not np.isfinite(v):
-        return "–"
-    v = 0.0 if abs(v) < 1e-12 else v
-    return f"{v:+.3g}" if sign else f"{v:.3g}"
+TINY = 1e-12  # a figure of smaller magnitude reads as 0 in the tables (`output.num`)
+SIGNED, PLAIN = "+.3g", ".3g"  # the tables' figures: 3 significant digits, an estimate signed
 
 
 def side_text(side: str | None, threshold: float) -> str:
@@ -226,7 +223,7 @@ def _robust(a: np.ndarray, b: np.ndarray, ax: np.ndarray, names: list[str], src:
         return None, {}, (f"robust sign-error: no environment reaches {min_ess:g} effective samples "
                           "(its samples are the seed pairings of two configurations)")
     per = {n: rr.per_axis[0][k][2] for k, n in enumerate(names) if rr.per_axis[0][k][3]}
-    return rr.overall[0][2], per, f"robust sign-error {fmt(rr.overall[0][2], False)} over {rr.overall[0][3]} environments"
+    return rr.overall[0][2], per, f"robust sign-error {num(rr.overall[0][2], PLAIN, tiny=TINY)} over {rr.overall[0][3]} environments"
 
 
 def _compute(stat: Stat, df: pl.DataFrame, rows_all: pl.DataFrame, opts: Options, q=None) -> Row:
@@ -288,8 +285,8 @@ def _compute(stat: Stat, df: pl.DataFrame, rows_all: pl.DataFrame, opts: Options
             else:
                 note = "robust sign-error: not defined for a difference"
             row.per_axis = "; ".join(
-                f"{n} {fmt(p.estimate)} [{fmt(p.lo)}, {fmt(p.hi)}]" + (" (constant)" if p.constant else "")
-                + (f", robust {fmt(robust[n], False)}" if n in robust else "") for n, p in row.parts) + f"; {note}"
+                f"{n} {num(p.estimate, SIGNED, tiny=TINY)} [{num(p.lo, SIGNED, tiny=TINY)}, {num(p.hi, SIGNED, tiny=TINY)}]" + (" (constant)" if p.constant else "")
+                + (f", robust {num(robust[n], PLAIN, tiny=TINY)}" if n in robust else "") for n, p in row.parts) + f"; {note}"
     elif stat.kind == "pair":
         need_axes(src, stat.axes)
         at_p, at_q, group = _pair_groups(src, stat, q)
@@ -331,7 +328,7 @@ def _median_at_text(stat: Stat, df: pl.DataFrame, q) -> str:
     out = []
     for v, at in ((stat.p, at_p), (q, at_q)):
         sel = at & both & np.isfinite(x)
-        out.append(f"{v} median {fmt(float(np.median(x[sel])), False)} ({int(sel.sum())} runs)" if sel.any()
+        out.append(f"{v} median {num(float(np.median(x[sel])), PLAIN, tiny=TINY)} ({int(sel.sum())} runs)" if sel.any()
                    else f"{v} not recorded")
     return f"{stat.label}: " + ", ".join(out)
 
@@ -345,9 +342,9 @@ def _also_text(stat: Stat, df, rows_all, opts: Options, q=None) -> str:
         r = _compute(stat, df, rows_all, opts, q)
     except NotTestable as err:
         return f"{label}: not computed ({err})"
-    ci = f" [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if r.ci_low is not None and np.isfinite(r.ci_low) else ""
+    ci = f" [{num(r.ci_low, SIGNED, tiny=TINY)}, {num(r.ci_high, SIGNED, tiny=TINY)}]" if r.ci_low is not None and np.isfinite(r.ci_low) else ""
     groups = f", {r.n_groups} groups" if r.n_groups is not None else ""
-    return f"{label} = {fmt(r.estimate)}{ci} ({r.n_runs} runs{groups})"
+    return f"{label} = {num(r.estimate, SIGNED, tiny=TINY)}{ci} ({r.n_runs} runs{groups})"
 
 
 def _reliability_text(df: pl.DataFrame, stat: Stat) -> str:
@@ -360,7 +357,7 @@ def _reliability_text(df: pl.DataFrame, stat: Stat) -> str:
     g = df["gap"].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy() if "gap" in df.columns \
         else np.zeros(df.height)
     rel = reliability_of(df, cols, np.where(np.isfinite(g), g, 0.0))
-    return "; ".join(f"{name_of(c)} {fmt(float(r), sign=False)}" for c, r in zip(cols, rel.of_mean))
+    return "; ".join(f"{name_of(c)} {num(float(r), PLAIN, tiny=TINY)}" for c, r in zip(cols, rel.of_mean))
 
 
 # ------------------------------------------------------------ one claim on one study
@@ -463,7 +460,7 @@ def _per_measure(claim: Claim, df, rows_all, opts: Options, base: dict) -> list[
         check.estimate = max(v for _, v in exact)
         check.n_runs = df.height
         check.reason = (f"ψ is exactly 0 in every group for {', '.join(present)}" if not bad else
-                        "not exactly 0 for " + ", ".join(f"{m} (largest |τ| in a group {fmt(v, False)})"
+                        "not exactly 0 for " + ", ".join(f"{m} (largest |τ| in a group {num(v, PLAIN, tiny=TINY)})"
                                                          for m, v in bad))
     rows.sort(key=lambda r: (r.estimate is None or not np.isfinite(r.estimate),
                              -(r.estimate if r.estimate is not None and np.isfinite(r.estimate) else 0.0)))
@@ -513,13 +510,13 @@ def _decide(r: Row) -> None:
     if r.share is not None:
         k, n = r.share
         if r.ci_low >= t:
-            r.verdict, r.reason = "supported", f"{k} of {n}: exact lower bound {fmt(r.ci_low, False)} ≥ {t:g}"
+            r.verdict, r.reason = "supported", f"{k} of {n}: exact lower bound {num(r.ci_low, PLAIN, tiny=TINY)} ≥ {t:g}"
         elif r.ci_high < t:
-            r.verdict, r.reason = "contradicted", f"{k} of {n}: exact upper bound {fmt(r.ci_high, False)} < {t:g}"
+            r.verdict, r.reason = "contradicted", f"{k} of {n}: exact upper bound {num(r.ci_high, PLAIN, tiny=TINY)} < {t:g}"
         else:
             fewest = int(np.ceil(np.log(1 - LEVEL) / np.log(t))) if 0 < t < 1 else None
             r.verdict = "undecided"
-            r.reason = (f"{k} of {n}: exact bounds [{fmt(r.ci_low, False)}, {fmt(r.ci_high, False)}] contain {t:g}"
+            r.reason = (f"{k} of {n}: exact bounds [{num(r.ci_low, PLAIN, tiny=TINY)}, {num(r.ci_high, PLAIN, tiny=TINY)}] contain {t:g}"
                         + (f" ({fewest} of {fewest} is the fewest that can show ≥ {t:g})" if fewest else ""))
         return
     if r.estimate is None or not np.isfinite(r.estimate):
@@ -531,8 +528,8 @@ def _decide(r: Row) -> None:
     ptext = f"adjusted p {r.p_holm:.3g}"
     if r.min_effect is not None and not (abs(r.estimate) > r.min_effect):
         r.verdict = "undecided"
-        r.reason = (f"the effect {fmt(r.estimate)} does not exceed 2 binomial SE of test accuracy "
-                    f"({fmt(r.min_effect, False)})" if np.isfinite(r.min_effect)
+        r.reason = (f"the effect {num(r.estimate, SIGNED, tiny=TINY)} does not exceed 2 binomial SE of test accuracy "
+                    f"({num(r.min_effect, PLAIN, tiny=TINY)})" if np.isfinite(r.min_effect)
                     else "the binomial SE of test accuracy is unknown (needs test_acc and n_test)")
         return
     if r.p_holm < ALPHA and _on(side, t, r.estimate):
@@ -607,16 +604,12 @@ def needed_measures(claims: list[Claim], df: pl.DataFrame) -> list[str]:
     return cols
 
 
-def _prepare(runs: pl.DataFrame) -> pl.DataFrame:
-    if runs.height == 0:
-        raise RunsError("the runs table has no rows")
-    if "gap" not in runs.columns:
-        raise RunsError("the runs table has no gap column (train_acc − test_acc)")
-    for col, default in (("study", "unknown"), ("dataset", "unknown")):
+def _prepare(runs: pl.DataFrame, n_boot: int = 0) -> pl.DataFrame:
+    """`load.checked` runs, with a study and a dataset column ("unknown" where absent)."""
+    runs = checked(runs, n_boot)
+    for col in ("study", "dataset"):
         if col not in runs.columns:
-            runs = runs.with_columns(pl.lit(default).alias(col))
-    if "run_id" in runs.columns:  # a canonical order: the bootstrap resamples by position
-        runs = runs.sort("run_id", nulls_last=True, maintain_order=True)
+            runs = runs.with_columns(pl.lit("unknown").alias(col))
     return runs
 
 
@@ -648,9 +641,7 @@ def evaluate_claims(runs: pl.DataFrame, claim_ids: list[str] | None = None, *, n
     and (:class:`~analysis.load.MixedSettingsError`) when a measure the claims read mixes
     settings hashes, unless ``allow_mixed``."""
     claims = select_claims(claim_ids)
-    if n_boot < 0:
-        raise RunsError(f"the bootstrap count must be 0 or more, got {n_boot}")
-    runs = _prepare(runs)
+    runs = _prepare(runs, n_boot)
     pop = population(runs, include_unconverged)
     check_settings(pop, needed_measures(claims, pop), allow_mixed=allow_mixed)
     opts = Options(n_boot, boot_seed, min_ess)

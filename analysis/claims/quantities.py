@@ -62,7 +62,7 @@ def setting(df: pl.DataFrame, name: str) -> list:
     return out
 
 
-def _num(vals: list) -> np.ndarray:
+def _floats(vals: list) -> np.ndarray:
     out = np.full(len(vals), np.nan)
     for i, v in enumerate(vals):
         if isinstance(v, (bool, int, float, np.integer, np.floating)):
@@ -82,7 +82,7 @@ def measure(df: pl.DataFrame, name: str) -> np.ndarray:
 
 
 def _setting_num(df: pl.DataFrame, name: str) -> np.ndarray:
-    x = _num(setting(df, name))
+    x = _floats(setting(df, name))
     if not np.isfinite(x).any():
         raise NotTestable(f"needs the setting {name} of the runs")
     return x

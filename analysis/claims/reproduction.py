@@ -19,7 +19,7 @@ import polars as pl
 
 from study.schema import ARTIFACTS, artifact_col, measure_col
 
-from ..markup import esc
+from ..output import esc, num
 
 PARTS = ARTIFACTS["pacbayes_optimized_parts"]
 BOUND = measure_col("pacbayes_optimized_bound")
@@ -77,12 +77,12 @@ def reproduction_table(runs: pl.DataFrame) -> pl.DataFrame:
     return out.sort(["study", "label_noise", "architecture", "seed"])
 
 
-def _num(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) >= 100):
-        return f"{int(v):,}"
-    return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
+def _spec(v) -> str:
+    """The format of one figure of the table: thousands separated for counts and large values,
+    3 significant digits below 0.001, else 3 decimals."""
+    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and np.isfinite(v) and abs(v) >= 100):
+        return ",.0f"
+    return ".3g" if isinstance(v, float) and 0 < abs(v) < 1e-3 else ".3f"
 
 
 _HEAD = ["labels", "network", "params", "n", "train err", "test err", "Q train err ê_m", "Q test err", "KL", "λ",
@@ -91,10 +91,11 @@ _HEAD = ["labels", "network", "params", "n", "train err", "test err", "Q train e
 
 def _cells(r: dict) -> list[str]:
     labels = "random" if r["label_noise"] == 1 else "true" if r["label_noise"] == 0 else f"noise {r['label_noise']:g}"
-    return [labels, f"{r['architecture']} (seed {r['seed']})", _num(r["params"]), _num(r["n_train"]),
-            _num(r["train_error"]), _num(r["test_error"]), _num(r["q_train_error"]), _num(r["q_test_error"]),
-            _num(r["kl"], 0) if r["kl"] is not None and r["kl"] >= 100 else _num(r["kl"]), _num(r["lambda"]),
-            f"{_num(r['e_plus'])} (m = {_num(r['m'])})", _num(r["bound"]), _num(r["pacbayes_bound"])]
+    figures = [num(r[k], _spec(r[k])) for k in ("params", "n_train", "train_error", "test_error", "q_train_error",
+                                                "q_test_error", "kl", "lambda")]
+    e_plus = num(r["e_plus"], _spec(r["e_plus"])) + ("" if r["m"] is None else f" (m = {num(r['m'], ',.0f')})")
+    return [labels, f"{r['architecture']} (seed {r['seed']})", *figures, e_plus,
+            num(r["bound"], _spec(r["bound"])), num(r["pacbayes_bound"], _spec(r["pacbayes_bound"]))]
 
 
 def summary(table: pl.DataFrame) -> str:

@@ -7,18 +7,15 @@ hold the table alone.
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import polars as pl
 
-from study.schema import write_atomic
-
 from ..load import RunsError
-from ..markup import esc
+from ..output import MISSING, TABLE_FORMATS, esc, interval, num, page, write, write_table
 from .catalogue import CLAIMS
-from .engine import ALPHA, CHECKS, VERDICTS, fmt
+from .engine import ALPHA, CHECKS, PLAIN, SIGNED, TINY, VERDICTS
 
 CLAIM_FORMATS = (".csv", ".parquet", ".md", ".html")
 NOISE_COLUMNS = ["study", "dataset", "n_runs", "n_test", "test_acc", "test_acc_se", "configs", "gap_sd",
@@ -26,11 +23,11 @@ NOISE_COLUMNS = ["study", "dataset", "n_runs", "n_test", "test_acc", "test_acc_s
 
 
 def _ci(r: dict) -> str:
-    return f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]" if r["ci_low"] is not None else "–"
+    return interval(r["ci_low"], r["ci_high"], SIGNED, tiny=TINY)
 
 
 def _p(v: float | None) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
+    return num(v, ".2g" if v is not None and v < 0.01 else ".3f")
 
 
 def _study(r: dict) -> str:
@@ -38,7 +35,7 @@ def _study(r: dict) -> str:
 
 
 def _icc(r: dict) -> str:
-    return "–" if r["icc"] is None else f"{r['icc']:.2f}" + (" (low)" if r["low_icc"] else "")
+    return num(r["icc"], ".2f") + (" (low)" if r["low_icc"] else "")
 
 
 def family_size(table: pl.DataFrame) -> int:
@@ -61,8 +58,8 @@ def format_claims(table: pl.DataFrame, top: int = 60, noise: pl.DataFrame | None
             ("verdict", 12), ("n_runs", 6), ("ICC", 11)]
     lines.append("  ".join(f"{c:<{w}}" for c, w in cols))
     for r in table.head(top).iter_rows(named=True):
-        cells = [r["claim"], _study(r), r["statistic"], fmt(r["estimate"]), _ci(r), _p(r["p_holm"]), r["verdict"],
-                 "–" if r["n_runs"] is None else str(r["n_runs"]), _icc(r)]
+        cells = [r["claim"], _study(r), r["statistic"], num(r["estimate"], SIGNED, tiny=TINY), _ci(r), _p(r["p_holm"]), r["verdict"],
+                 num(r["n_runs"]), _icc(r)]
         lines.append("  ".join((s if len(s) <= w else s[: w - 1] + "…").ljust(w) for s, (_, w) in zip(cells, cols)))
         if r["verdict"] in ("not testable", "mixed", "broken"):
             lines.append(" " * 4 + r["reason"])
@@ -87,7 +84,7 @@ def _md_cell(col: str, v) -> str:
             return _p(v)
         if np.isfinite(v) and v == round(v) and abs(v) >= 100:
             return f"{v:.0f}"
-        return fmt(v, sign=col in _SIGNED)
+        return num(v, SIGNED if col in _SIGNED else PLAIN, tiny=TINY)
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
@@ -105,15 +102,6 @@ def claims_markdown(table: pl.DataFrame, noise: pl.DataFrame | None = None) -> s
     return out
 
 
-_VERDICT_CSS = """
-td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20}
-.mixed{background:#e4dcf3;color:#4a2a82}.contradicted{background:#f8d7d3;color:#8e1b10}
-.undecided{background:#fdf1c7;color:#6d5200}.not-testable{background:#eee;color:#555}
-.ok{background:#e3eef9;color:#174a7c}.broken{background:#f8d7d3;color:#8e1b10}
-td.low{background:#fff4df;color:#8a4b00;font-weight:600}
-td.t{text-align:left;white-space:normal;min-width:260px;max-width:420px}
-"""
-
 _LEFT = ("claim", "study", "statistic", "verdict", "per axis", "reliability", "reason", "also")
 
 
@@ -123,13 +111,13 @@ def _noise_html(noise: pl.DataFrame) -> str:
     body = []
     for r in noise.iter_rows(named=True):
         k = r["seeds_needed"]
-        seeds = "–" if k is None or not np.isfinite(k) else f"{max(1, int(np.ceil(k - 1e-9)))}"
+        seeds = MISSING if k is None or not np.isfinite(k) else f"{max(1, int(np.ceil(k - 1e-9)))}"
         if k is not None and k == np.inf:
             seeds = "none suffices"
         cells = [f'<td class="l">{esc(_study(r))}</td>', f"<td>{r['n_runs']}</td>",
-                 f"<td>{fmt(r['n_test'], False)}</td>", f"<td>{fmt(r['test_acc_se'], False)}</td>",
-                 f"<td>{fmt(r['gap_sd'], False)}</td>", f"<td>{fmt(r['gap_within_sd'], False)}</td>",
-                 f'<td class="{"low" if r["low_icc"] else ""}">{fmt(r["icc"], False)}</td>',
+                 f"<td>{num(r['n_test'], PLAIN, tiny=TINY)}</td>", f"<td>{num(r['test_acc_se'], PLAIN, tiny=TINY)}</td>",
+                 f"<td>{num(r['gap_sd'], PLAIN, tiny=TINY)}</td>", f"<td>{num(r['gap_within_sd'], PLAIN, tiny=TINY)}</td>",
+                 f'<td class="{"low" if r["low_icc"] else ""}">{num(r["icc"], PLAIN, tiny=TINY)}</td>',
                  f"<td>{r['configs']}</td>", f"<td>{seeds}</td>"]
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ('<h2 id="noise">Noise floor of the outcome</h2><table class="noise"><tr>'
@@ -145,10 +133,8 @@ def _noise_html(noise: pl.DataFrame) -> str:
 
 def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: str = "",
                 noise: pl.DataFrame | None = None, extra: str = "") -> str:
-    """One self-contained HTML page of the claims table (the report's style, no script, no link);
+    """One self-contained HTML page of the claims table (`output.page`: no script, no link);
     ``extra``: a further section (HTML) placed after the noise floor (the reproduction table)."""
-    from ..report import CSS
-
     counts = table["verdict"].value_counts()
     n = dict(zip(counts["verdict"].to_list(), counts["count"].to_list())) if table.height else {}
     kinds = [(v, v, v.replace(" ", "-")) for v in VERDICTS] + [(c, f"instrument check {c}", c) for c in CHECKS]
@@ -163,12 +149,11 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
         v = r["verdict"] or "listed"
         cells = [f'<td class="l"{tip}><code>{esc(r["claim"])}</code></td>', f'<td class="l">{esc(_study(r))}</td>',
                  f'<td class="t">{esc(r["statistic"])}</td>', f"<td>{esc(r['supported_when'])}</td>",
-                 f"<td>{fmt(r['estimate'])}</td>", f'<td class="ci">{_ci(r)}</td>', f"<td>{_p(r['p'])}</td>",
+                 f"<td>{num(r['estimate'], SIGNED, tiny=TINY)}</td>", f'<td class="ci">{_ci(r)}</td>', f"<td>{_p(r['p'])}</td>",
                  f"<td>{_p(r['p_holm'])}</td>",
-                 f'<td class="v {v.replace(" ", "-")}">{esc(r["verdict"] or "–")}</td>',
-                 f"<td>{'–' if r['n_runs'] is None else r['n_runs']}</td>",
-                 f"<td>{'–' if r['n_groups'] is None else r['n_groups']}</td>",
-                 f'<td class="t">{esc(r["per_axis"])}</td>', f"<td>{fmt(r['robust_max'], False)}</td>",
+                 f'<td class="v {v.replace(" ", "-")}">{esc(r["verdict"] or MISSING)}</td>',
+                 f"<td>{num(r['n_runs'])}</td>", f"<td>{num(r['n_groups'])}</td>",
+                 f'<td class="t">{esc(r["per_axis"])}</td>', f"<td>{num(r['robust_max'], PLAIN, tiny=TINY)}</td>",
                  f'<td class="{"low" if r["low_icc"] else ""}">{esc(_icc(r))}</td>',
                  f'<td class="t">{esc(r["reliability"])}</td>', f'<td class="t">{esc(r["reason"])}</td>',
                  f'<td class="t">{esc(r["also"])}</td>']
@@ -176,7 +161,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
     claims_list = "".join(f"<tr><td class=\"l\"><code>{esc(c.id)}</code></td><td class=\"l\">{esc(c.source)}</td>"
                           f"<td class=\"t\">{esc(c.statement)}</td></tr>" for c in CLAIMS
                           if c.id in set(table["claim"].to_list()))
-    page = [
+    sections = [
         f"<h1>{esc(title)}</h1>",
         f'<div class="meta">{esc(meta)}</div>' if meta else "",
         f'<p class="meta">{summary}</p>',
@@ -199,10 +184,7 @@ def claims_html(table: pl.DataFrame, *, title: str = "The seed's claims", meta: 
         '<h2>The claims</h2><table><tr><th class="l">id</th><th class="l">source</th>'
         '<th class="l">claim</th></tr>' + claims_list + "</table>",
     ]
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{CSS}{_VERDICT_CSS}</style></head>\n<body>\n"
-            + "\n".join(p for p in page if p) + "\n</body></html>\n")
+    return page(title, sections)
 
 
 def write_claims(table: pl.DataFrame, out: str, *, title: str = "The seed's claims", meta: str = "",
@@ -211,12 +193,8 @@ def write_claims(table: pl.DataFrame, out: str, *, title: str = "The seed's clai
     ext = os.path.splitext(out)[1].lower()
     if ext not in CLAIM_FORMATS:
         raise RunsError(f"--out {out}: the claims table is written as {', '.join(CLAIM_FORMATS)}; choose one")
-    if ext in (".csv", ".parquet"):
-        buf = io.BytesIO()
-        (table.write_csv if ext == ".csv" else table.write_parquet)(buf)
-        data = buf.getvalue()
-    elif ext == ".md":
-        data = claims_markdown(table, noise).encode("utf-8")
+    if ext in TABLE_FORMATS:
+        write_table(table, out)
     else:
-        data = claims_html(table, title=title, meta=meta, noise=noise, extra=extra_html).encode("utf-8")
-    write_atomic(out, data)
+        write(out, claims_markdown(table, noise) if ext == ".md" else
+              claims_html(table, title=title, meta=meta, noise=noise, extra=extra_html))

@@ -4,9 +4,9 @@
     values = measure(model, (x_train, y_train), init=initial_state_dict)
 
 `measure` returns ``{name: float}`` for the selected measures (all by
-default); NaN where a measure is undefined, the reason in the log. Names and
-definitions: ../shared/MEASURES.md. `measure_full` also returns the seconds
-each measure took and the NaN reasons.
+default); NaN where a measure is undefined, the reason in the log. Names,
+families, definitions and citations: `REGISTRY` (each measure's function says its
+formula). `measure_full` also returns the seconds each measure took and the NaN reasons.
 
 Requirements on the model: modules are registered in forward order (as in
 ``nn.Sequential``), each BatchNorm directly after the conv or linear layer
@@ -35,11 +35,12 @@ from torch import nn
 from ..train import TrainLog
 from . import curvature, flatness, norms, optimisation, pacbayes_optimized, sharpness, size  # noqa: F401
 from .compute import MeasureResult, compute
-from .context import MeasureContext, stable_seed
+from .context import MeasureContext, measure_set, stable_seed
 from .registry import FAMILIES, KNOBS, REGISTRY, Undefined, select
 
 __all__ = ["measure", "measure_full", "MeasureContext", "MeasureResult", "TrainLog",
-           "REGISTRY", "KNOBS", "FAMILIES", "Undefined", "select", "compute", "stable_seed"]
+           "REGISTRY", "KNOBS", "FAMILIES", "Undefined", "select", "compute", "stable_seed",
+           "measure_set"]
 
 
 def _as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +64,13 @@ def measure_full(model: nn.Module, data, *, init=None, names=("all",), exclude=(
     data: ``(x, y)`` tensors or a DataLoader. init: the initial weights (a
     state dict or a module of the same architecture), needed by the
     ``*_init`` measures. subset: measure on a seeded subset of this many
-    examples (``n_train`` defaults to the full set's size, used as ``m``).
+    examples (`context.measure_set`; ``n_train`` defaults to the full set's size, used as ``m``).
     held_out: ``(x, y)`` the network never trained on, for what a measure reports beside
     its value (`MeasureContext.held_out`); no value depends on it.
     """
     x, y = _as_tensors(data)
     m = n_train if n_train is not None else len(x)
-    if subset is not None and subset < len(x):
-        g = torch.Generator().manual_seed(stable_seed(seed, "measure_set"))
-        idx = torch.randperm(len(x), generator=g)[:subset]
-        x, y = x[idx], y[idx]
+    x, y = measure_set(x, y, subset, seed)
     if isinstance(init, nn.Module):
         init = init.state_dict()
     device = torch.device(device) if device is not None else next(model.parameters()).device

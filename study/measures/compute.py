@@ -9,9 +9,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-import torch
-
-from .context import MeasureContext, stable_seed
+from .context import MeasureContext, stable_seed, sync
 from .registry import Measure, Undefined
 
 log = logging.getLogger("study.measures")
@@ -30,11 +28,6 @@ class MeasureResult:
     # (0.0 for a deterministic one), and R for each stochastic one
     sds: dict[str, float] = field(default_factory=dict)
     repeats: dict[str, int] = field(default_factory=dict)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> MeasureResult:
@@ -65,7 +58,7 @@ def compute(ctx: MeasureContext, measures: list[Measure], progress=None) -> Meas
             except Exception as e:  # isolate: the run and the other measures go on
                 reason = f"{type(e).__name__}: {e}"
                 log.warning("measure %s failed", m.name, exc_info=True)
-        _sync(ctx.device)
+        sync(ctx.device)
         ctx.current = None
         # own time: the shared work computed meanwhile is charged below
         res.seconds[m.name] = time.perf_counter() - t0 - (sum(ctx.shared_seconds.values()) - shared0)

@@ -38,6 +38,24 @@ def stable_seed(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_set(x: torch.Tensor, y: torch.Tensor, subset: int | None, seed: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples the measures see: ``(x, y)``, or with ``subset`` = N (``[measures] subset``;
+    0 or None: all) N of them drawn by a CPU generator seeded with ``seed`` and "measure_set", the
+    same draw on every device."""
+    if subset and subset < len(x):
+        g = torch.Generator().manual_seed(stable_seed(seed, "measure_set"))
+        idx = torch.randperm(len(x), generator=g)[:subset].to(x.device)
+        return x[idx], y[idx]
+    return x, y
+
+
 class _Failed:
     """A cached computation that raised: the exception, raised again on each ask."""
     def __init__(self, error: Exception):
@@ -133,7 +151,7 @@ class MeasureContext:
         if self.current is not None and self.current not in users:
             users.append(self.current)
         if key not in self._cache:
-            self._sync()
+            sync(self.device)
             t0 = time.perf_counter()
             self._timing.append(0.0)
             try:
@@ -141,7 +159,7 @@ class MeasureContext:
             except Exception as e:
                 self._cache[key] = _Failed(e)
             finally:
-                self._sync()
+                sync(self.device)
                 took = time.perf_counter() - t0
                 nested = self._timing.pop()
                 self.shared_seconds[key] = took - nested
@@ -151,10 +169,6 @@ class MeasureContext:
         if isinstance(out, _Failed):
             raise out.error
         return out
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def generator(self, name: str) -> torch.Generator:
         """A CPU generator seeded from the run seed and ``name``."""

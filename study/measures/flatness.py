@@ -1,6 +1,6 @@
 """Flatness found by search (Jiang et al. 2020, §C "sharpness/PAC-Bayes"): the
 largest perturbation scale the network tolerates, and the bound-shaped
-numbers made from it. Definitions: ../shared/MEASURES.md.
+numbers made from it, each defined below.
 
 Four scales are searched, each once per context (``ctx.cached``) and shared
 by the measures that use it:
@@ -135,7 +135,7 @@ class Search:
 
 # -- shared pieces -------------------------------------------------------------
 
-def measure_set(ctx: MeasureContext) -> tuple[torch.Tensor, torch.Tensor]:
+def search_set(ctx: MeasureContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The examples the searches use: the measure set, or its seeded subset of
     ``flat_subset`` examples (generator ``flatness.subset``)."""
     def compute():
@@ -145,8 +145,8 @@ def measure_set(ctx: MeasureContext) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def measure_batches(ctx: MeasureContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`measure_set` in batches of ``eval_batch`` examples."""
-    x, y = measure_set(ctx)
+    """`search_set` in batches of ``eval_batch`` examples."""
+    x, y = search_set(ctx)
     b = int(ctx.knob("eval_batch"))
     return [(x[i:i + b], y[i:i + b]) for i in range(0, len(x), b)]
 
@@ -157,7 +157,7 @@ def err0(ctx: MeasureContext) -> tuple[int, int]:
         with torch.no_grad():
             n_wrong = sum(int(core.wrong(ctx.forward(ctx.params, xb), yb))
                           for xb, yb in measure_batches(ctx))
-        return n_wrong, len(measure_set(ctx)[1])
+        return n_wrong, len(search_set(ctx)[1])
     return ctx.cached("flatness.err0", compute)
 
 
@@ -282,7 +282,7 @@ def _worst_wrong(ctx: MeasureContext, b: torch.Tensor, gen_name: str, steps: int
     """
     gen = ctx.generator(gen_name)
     w = core.flat(ctx)
-    x, y = measure_set(ctx)
+    x, y = search_set(ctx)
     step = 2.5 / max(steps, 1)
     worst = 0
     for _ in range(restarts):

@@ -3,9 +3,9 @@
 A measure is a function of a `MeasureContext` that returns one float. It is
 registered with its family, its citation, the knobs it reads and what it
 needs beyond the trained network and its data (``"init"``: the initial
-weights; ``"train_log"``: the training log and hyperparameters). Names are
-exactly those of ../shared/MEASURES.md; the Parquet column is
-``measure.<name>``. The package ``__init__`` imports every family module, so
+weights; ``"train_log"``: the training log and hyperparameters). A name is the
+measure's column, ``measure.<name>``, and its definition the function's docstring (a
+test holds the names to the project's list of measures). The package ``__init__`` imports every family module, so
 the registry is full whenever any part of the package is imported.
 
 A measure that is undefined for a network raises `Undefined` with the

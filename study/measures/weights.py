@@ -24,10 +24,8 @@ from torch import nn
 
 from . import core
 from .context import MeasureContext
-from .core import CONV, LINEAR
+from .core import BATCHNORM, CONV, LINEAR
 from .registry import Undefined
-
-BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,9 @@ def percentile(value: float, others) -> float:
 
 
 def measure_positions(pop: pl.DataFrame, row: dict) -> pl.DataFrame:
-    """One row per outcome and measure of ``row``: its value, percentile among ``pop``'s other networks of its dataset, their count, median, min and max."""
+    """One row per outcome and measure of ``row``: its value, its percentile among ``pop``'s other networks of
+    its dataset and their count, and the median, min and max over those networks and ``row`` itself (so the
+    range holds the value)."""
     cols = [c for c in OUTCOMES if c in pop.columns] + sorted(c for c in pop.columns if is_measure(c))
     others = pop.filter(pl.col("run_id").cast(pl.String) != row["run_id"]) if "run_id" in pop.columns else pop
     if "dataset" in others.columns and row.get("dataset") is not None:
@@ -100,10 +102,11 @@ def measure_positions(pop: pl.DataFrame, row: dict) -> pl.DataFrame:
         v = float(v) if v is not None else math.nan
         x = others[c].cast(pl.Float64).to_numpy()
         x = x[np.isfinite(x)]
+        a = np.append(x, v) if math.isfinite(v) else x
         out.append({"quantity": name_of(c), "kind": "measure" if is_measure(c) else "outcome", "value": v,
                     "percentile": percentile(v, x), "n": int(x.size),
-                    "median": float(np.median(x)) if x.size else math.nan,
-                    "min": float(x.min()) if x.size else math.nan, "max": float(x.max()) if x.size else math.nan})
+                    "median": float(np.median(a)) if a.size else math.nan,
+                    "min": float(a.min()) if a.size else math.nan, "max": float(a.max()) if a.size else math.nan})
     schema = {"quantity": pl.String, "kind": pl.String, "value": pl.Float64, "percentile": pl.Float64,
               "n": pl.Int64, "median": pl.Float64, "min": pl.Float64, "max": pl.Float64}
     return pl.DataFrame(out, schema=schema)
@@ -285,6 +288,7 @@ def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = 
         "<h3>Its measures among the study's networks</h3>",
         _positions_table(measure_positions(pop, row)),
         '<p class="note">percentile: the share of the other analysed networks of its dataset with a smaller value, ties '
-        "counting half (0: the smallest, 100: the largest); study median and range over those networks.</p>",
+        "counting half (0: the smallest, 100: the largest); study median and range over those networks and this "
+        "one.</p>",
         _run_list(pop, run_id),
     ])

@@ -334,9 +334,12 @@ def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
     seeds = _column_values(runs, "seed")
     measures = [f"include {_show(_values(cfg, 'measures', 'include'), 'all')}",
                 f"exclude {_show(_values(cfg, 'measures', 'exclude'), 'none')}"]
-    for k in ("subset", "repeats"):
-        if _values(cfg, "measures", k):
-            measures.append(f"{k} {_show(_values(cfg, 'measures', k))}")
+    subsets = _values(cfg, "measures", "subset")
+    if subsets:
+        measures.append("on " + ", ".join("all examples" if v in (0, None) else f"a subset of {esc(num(v, 'g'))} examples"
+                                          for v in subsets))
+    if _values(cfg, "measures", "repeats"):
+        measures.append(f"repeats {_show(_values(cfg, 'measures', 'repeats'))}")
     lib = sorted({k for d in ver for k in d if k not in ("git", "study", "schema")})
     rows = [
         ("dataset", _show(_column_values(runs, "dataset") or _values(cfg, "dataset"))),

@@ -4,6 +4,7 @@
     python -m analysis report RUNS [--out report.html]   (default <study>/report.html)
     python -m analysis score PATH.py:FUNCTION RUNS [--out TABLE.csv] [--report report.html]
     python -m analysis claims RUNS [RUNS …] [--out claims.csv --out claims.md --out claims.html]
+    python -m analysis notebooks RUNS                  (Jupyter on analysis/notebooks, RUNS set)
 
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
@@ -50,9 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=version_line("analysis"),
                     help="print the version and git commit, then exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                            help="rank, report, score or claims")
+                            help="rank, report, score, claims or notebooks")
     common = _verbosity(argparse.SUPPRESS)  # after the subcommand too; absent unless given
     _claims_parser(sub, common)
+    nb = sub.add_parser("notebooks", parents=[common],
+                        help="open the notebooks (analysis/notebooks) in Jupyter on a study's runs")
+    nb.add_argument("runs", help="runs folder, study folder, consolidated runs.parquet, or a URI")
+    nb.add_argument("--classic", action="store_true", help="the classic notebook interface instead of JupyterLab")
     for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
                            ("report", "write the HTML report"),
                            ("score", "a measure of your own (PATH.py:FUNCTION) on every stored "
@@ -283,6 +288,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    """Jupyter on ``analysis/notebooks`` with ``RUNS`` (the notebooks' parameter) set to the runs given."""
+    import shutil
+    from pathlib import Path
+
+    jupyter = shutil.which("jupyter")
+    if jupyter is None:
+        raise RunsError("Jupyter is not installed: pip install -e '.[notebooks]' (from the checkout), then run "
+                        "this again")
+    runs = args.runs if "://" in args.runs else os.path.abspath(args.runs)
+    if "://" not in runs and not os.path.exists(runs):
+        raise RunsError(f"no such runs folder or file: {args.runs}")
+    folder = str(Path(__file__).resolve().parent / "notebooks")
+    print(f"notebooks in {folder}, RUNS={runs}", flush=True)
+    os.execve(jupyter, [jupyter, "notebook" if args.classic else "lab", folder], {**os.environ, "RUNS": runs})
+    return 0  # not reached
+
+
 def default_report_path(runs: str) -> str:
     """Where ``report`` writes without --out: ``<study>/report.html`` for a study folder, its ``runs``
     folder or its ``runs.parquet``; ``X.html`` beside any other consolidated file ``X.parquet``."""
@@ -312,7 +335,8 @@ def _main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore" if level >= logging.ERROR else "always")
         warnings.showwarning = _show_warning
         try:
-            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims}[args.command](args)
+            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims,
+                    "notebooks": _notebooks}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

@@ -119,3 +119,22 @@ def test_the_setup_says_all_examples_for_subset_0():
     cfg = json.dumps({"measures": {"include": ["all"], "subset": 500}})
     runs = runs.with_columns(config=pl.lit(cfg))
     assert "a subset of 500 examples" in _setup(runs, runs)
+
+
+def test_notebooks_open_in_jupyter_with_the_runs_as_parameter(tmp_path):
+    bin_dir, runs = tmp_path / "bin", tmp_path / "mini"
+    bin_dir.mkdir()
+    runs.mkdir()
+    fake = bin_dir / "jupyter"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\necho "$RUNS" > {tmp_path}/runs\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": str(bin_dir)}
+    p = subprocess.run([sys.executable, "-m", "analysis", "notebooks", "mini"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "args").read_text().split() == ["lab", str(ROOT / "analysis" / "notebooks")]
+    assert (tmp_path / "runs").read_text().strip() == str(runs)
+    fake.unlink()
+    p = subprocess.run([sys.executable, "-m", "analysis", "notebooks", "mini"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "pip install -e '.[notebooks]'" in p.stderr

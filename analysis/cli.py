@@ -38,6 +38,7 @@ import warnings
 import polars as pl
 
 from study.clikit import SuggestingParser, closed_pipe
+from study.schema import name_of
 from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
@@ -244,7 +245,7 @@ def _rank(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
     if scored and args.report:
         from .report import write_report
-        write_report(args.runs, args.report, runs=df, **opts)
+        write_report(args.runs, args.report, runs=df, scored=name_of(df.columns[-1]), **opts)
         print(f"wrote {args.report}")
     return 0
 

@@ -108,6 +108,16 @@ td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20
 .ok{background:#e3eef9;color:#174a7c}.broken{background:#f8d7d3;color:#8e1b10}
 td.low{background:#fff4df;color:#8a4b00;font-weight:600}
 td.t{text-align:left;white-space:normal;min-width:260px;max-width:420px}
+svg text.ax{font-size:11px;fill:#555}svg text.lab{font-size:11.5px;fill:#222}svg text.num{font-size:11px;fill:#333}
+svg tspan.fold,span.fold{fill:#777;color:#777;font-size:11px}.forest-row.scored text.lab{font-weight:700}
+tr.scored td{background:#fff1b8!important;font-weight:600}option.scored,th.scored,text.scored{font-weight:700}
+svg.scatter .pt{fill:#1f4e79;fill-opacity:.65;cursor:pointer}svg.scatter .pt:hover{fill:#c0392b;fill-opacity:1}
+svg.scatter .pt.out{display:none}svg.pcoords .pc-line{fill:none;stroke:#1f4e79;stroke-opacity:.35;stroke-width:1}
+svg.pcoords .pc-line.out{stroke:#ddd;stroke-opacity:.5}svg.pcoords .pc-hit{cursor:ns-resize}
+svg.pcoords .pc-brush{fill:#c0392b;fill-opacity:.18;stroke:#c0392b}svg.pcoords .pc-axis.scored text.pc-name{font-weight:700}
+.netlist{max-height:340px;overflow-y:auto}#net-table tr.net{cursor:pointer}#net-table tr.net:hover td{background:#eef2f8}
+#net-table tr.open td{background:#fff3c4}#net-view{border:1px solid #ccd;padding:4px 12px;margin:10px 0;background:#fdfdff}
+.net-panels{display:flex;flex-wrap:wrap;gap:8px}.net-panel{margin:4px 0}.net-panel figcaption{font-size:11.5px}
 """
 
 

@@ -253,7 +253,7 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
     if "run_id" not in pop.columns:
         return ""
     hp = [c for c in pop.columns if is_hp(c)]
-    cols = ["run_id", *hp] + (["gap"] if "gap" in pop.columns else [])
+    cols = ["run_id"] + (["seed"] if "seed" in pop.columns else []) + [*hp] + (["gap"] if "gap" in pop.columns else [])
     df = pop.select(cols).with_columns(pl.col("run_id").cast(pl.String))
     df = df.sort("gap", nulls_last=True) if "gap" in df.columns else df
     head = "".join(f"<th>{esc(name_of(c))}</th>" for c in cols)
@@ -262,8 +262,9 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
         + "".join(f"<td>{esc(num(r[c], '.4g') if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
         for r in df.iter_rows(named=True))
     return (f'<details class="runs"><summary>The {df.height} analysed networks, by gap (the one shown '
-            "highlighted)</summary><p>To see another: <code>analysis report RUNS --out report.html --run "
-            "RUN_ID</code> (a unique prefix of the id will do).</p>"
+            "highlighted)</summary><p>To see another: click its row, point or list entry under “Explore the "
+            "networks” above, or write the page with <code>analysis report RUNS --run RUN_ID</code> (a unique prefix "
+            "of the id will do).</p>"
             f'<div class="wrap"><table class="netruns"><tr>{head}</tr>{body}</table></div></details>')
 
 

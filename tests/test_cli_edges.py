@@ -138,3 +138,9 @@ def test_notebooks_open_in_jupyter_with_the_runs_as_parameter(tmp_path):
     p = subprocess.run([sys.executable, "-m", "analysis", "notebooks", "mini"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "pip install -e '.[notebooks]'" in p.stderr
+
+
+def test_the_one_network_list_has_a_seed_column():
+    pop = pl.DataFrame({"run_id": ["a", "b"], "seed": [0, 1], "hp.lr": [0.1, 0.2], "gap": [0.1, 0.2]})
+    text = network_view._run_list(pop, "a")
+    assert "<th>run_id</th><th>seed</th><th>lr</th><th>gap</th>" in text

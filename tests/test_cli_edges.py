@@ -144,3 +144,15 @@ def test_the_one_network_list_has_a_seed_column():
     pop = pl.DataFrame({"run_id": ["a", "b"], "seed": [0, 1], "hp.lr": [0.1, 0.2], "gap": [0.1, 0.2]})
     text = network_view._run_list(pop, "a")
     assert "<th>run_id</th><th>seed</th><th>lr</th><th>gap</th>" in text
+
+
+def test_score_hands_its_measure_to_the_report(monkeypatch, tmp_path):
+    from tests.test_report import study_frame
+    df = study_frame(artifacts=False).rename({"measure.m07": "measure.final_sq_norm"})
+    df = df.select([c for c in df.columns if c != "measure.final_sq_norm"] + ["measure.final_sq_norm"])
+    monkeypatch.setattr("analysis.cli._scored", lambda args: (df, "final_sq_norm: scored"))
+    got = {}
+    monkeypatch.setattr("analysis.report.write_report", lambda src, out, **kw: got.update(kw, out=out))
+    out = str(tmp_path / "r.html")
+    assert analysis_main(["score", "m.py:final_sq_norm", "runs", "--boots", "0", "--report", out]) == 0
+    assert got["scored"] == "final_sq_norm" and got["out"] == out

@@ -39,7 +39,7 @@ def forest_svg(table: pl.DataFrame, folded: dict[str, list[str]] | None = None, 
         out.append(f'<line x1="{x:.1f}" y1="{TOP - 4}" x2="{x:.1f}" y2="{height - 6}" '
                    f'stroke="{"#888" if v == 0 else "#e3e3e3"}" stroke-width="1"/>'
                    f'<text x="{x:.1f}" y="{TOP - 9}" text-anchor="middle" class="ax">{v:+g}</text>')
-    out.append(f'<text x="{LABEL + PLOT + 8}" y="{TOP - 9}" class="ax">τ [95 % CI] · Ψ'
+    out.append(f'<text x="{LABEL + PLOT + 20}" y="{TOP - 9}" class="ax">τ [95 % CI] · Ψ'
                + (" · reliability" if rel else "") + "</text>")
     for i, r in enumerate(rows):
         m, y = r["measure"], TOP + ROW * i + ROW / 2

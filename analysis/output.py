@@ -83,7 +83,7 @@ figcaption{color:#555;font-size:12.5px;max-width:900px}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
 .err{color:#a33}td.ci,th.ci{color:#777;font-size:11px}
 .warn{border:2px solid #c77700;background:#fff4df;padding:8px 12px;margin:14px 0;max-width:1000px}
-.headline{font-size:14.5px;max-width:1000px}.headline p{margin:4px 0}
+.headline{font-size:14.5px;max-width:1000px}.headline p,.headline .para{margin:4px 0}
 td.wide{color:#aaa!important;background:#f1f1f1!important}
 .rank-ctl{font-size:12.5px;margin:8px 0 2px;display:flex;gap:16px;align-items:center;flex-wrap:wrap}
 .rank-ctl[hidden]{display:none}.rank-ctl input[type=search]{width:200px}.rank-ctl .count{color:#666}
@@ -117,6 +117,7 @@ svg.pcoords .pc-line.out{stroke:#ddd;stroke-opacity:.5}svg.pcoords .pc-hit{curso
 svg.pcoords .pc-brush{fill:#c0392b;fill-opacity:.18;stroke:#c0392b}svg.pcoords .pc-axis.scored text.pc-name{font-weight:700}
 .netlist{max-height:340px;overflow-y:auto}#net-table tr.net{cursor:pointer}#net-table tr.net:hover td{background:#eef2f8}
 #net-table tr.open td{background:#fff3c4}#net-view{border:1px solid #ccd;padding:4px 12px;margin:10px 0;background:#fdfdff}
+details.inline{display:inline}details.inline summary{display:inline;cursor:pointer;color:#2a5db0}
 .net-panels{display:flex;flex-wrap:wrap;gap:8px}.net-panel{margin:4px 0}.net-panel figcaption{font-size:11.5px}
 """
 

@@ -472,10 +472,9 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
         parts.append(f"<p>Statistically indistinguishable from the best ({rule}): not defined, the ranking "
                      "has no bootstrap intervals (n_boot = 0).</p>")
     else:
-        parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
+        parts.append(f'<div class="para">Statistically indistinguishable from the best, defined as {rule} '
                      f"{interval(best['cmi_lo'], best['cmi_hi'], '.3f')}: "
-                     + (", ".join(esc(figures.short_name(m)) for m in tied) if tied else "none")
-                     + f" ({len(tied)} measures).</p>")
+                     + (_listed(tied) if tied else "none") + ("" if len(tied) > 8 else ".") + "</div>")
     neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
            and r["tau_hi"] < 0]
     no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())
@@ -485,6 +484,14 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
                               f"{interval(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
                     if neg else "none") + ".</p>")
     return '<div class="headline">' + "".join(parts) + "</div>"
+
+
+def _listed(ms: list[str], most: int = 8) -> str:
+    """Measure names, folded into a <details> when more than ``most`` (the conclusion comes first)."""
+    names = ", ".join(esc(figures.short_name(m)) for m in ms)
+    if len(ms) <= most:
+        return f"{names} ({len(ms)} measures)"
+    return f'<details class="inline"><summary>{len(ms)} measures</summary>{names}</details>'
 
 
 def _cost(runs: pl.DataFrame) -> str:

@@ -244,14 +244,16 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         out["rank"] += ('<p class="note" id="no-reliability">The reliability and τ ceiling columns are hidden: '
                         "they would be empty, since the runs stored one draw of each measure (they need "
                         "[measures] repeats &gt; 1, which stores the spread of the redraws).</p>")
-    out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}"), f"psi{key}",
+    out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}", highlight=scored), f"psi{key}",
                       "ψ per axis: how well the measure orders runs that differ only in that axis "
                       "(red: larger measure, larger gap; blue: the reverse).")
-    out["cmi"] = _png(figures.cmi_heatmap(table, title=f"CMI per conditioning set{tag}"), f"cmi{key}",
+    out["cmi"] = _png(figures.cmi_heatmap(table, title=f"CMI per conditioning set{tag}", highlight=scored), f"cmi{key}",
                       "Normalised CMI with the gap's order given the values of the axes in S; "
                       "the minimum (last column, set at the right) is the measure's score.")
     lead = figures.leading_measures(table.filter(~pl.col("measure").is_in(list(dups))), top)
-    fig = figures.measure_scatter(pop, lead, table)
+    if scored is not None and scored in table["measure"].to_list() and scored not in lead:
+        lead = [*lead[: max(top - 1, 0)], scored]  # the user's measure is always drawn
+    fig = figures.measure_scatter(pop, lead, table, highlight=scored)
     out["scatter"] = _png(fig, f"scatter{key}", f"The {len(lead)} leading measures (by CMI, then |τ|) against "
                           f"the gap{tag}; point at a run to see its id, hyper-parameters, gap and value.")
     if lead:

@@ -244,3 +244,14 @@ def test_a_thousand_networks_fit_in_10_mb_and_are_interactive_within_2_s(tmp_pat
     print(f"1,000 networks: {size / 1024 ** 2:.2f} MB, interactive at {times[-1]:.0f} ms "
           f"(first load {times[0]:.0f} ms), written in {written:.1f} s")
     assert min(times) <= 2000, times
+
+
+def test_the_scored_measure_is_marked_in_the_figures(runs, table):
+    from analysis import figures
+    pop = population(runs)
+    for fig in (figures.psi_heatmap(table, highlight="m03"), figures.cmi_heatmap(table, highlight="m03")):
+        bold = {t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_fontweight() == "bold"}
+        assert bold == {"m03"}
+    fig = figures.measure_scatter(pop, ["measure.m05", "measure.m03"], table, highlight="m03")
+    titles = [ax.title for ax in fig.axes if ax.get_visible() and ax.collections]
+    assert [t.get_fontweight() for t in titles] == ["normal", "bold"]

@@ -16,7 +16,7 @@ from study.cli import _parser as study_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "claims" / "README.md"]
-PAGES = ("study-file", "measures", "statistics", "cluster", "extending", "guarantees", "commands", "report")
+PAGES = ("study-file", "measures", "statistics", "cluster", "extending", "guarantees", "commands", "report", "rows")
 TOP = ("study", "analysis", "configs", "tests", "bench", "cluster", "docs", "results", ".ci")
 # flags of other programs the docs show (ray, pip, make, chromium)
 FOREIGN = {"--tmux", "--working-dir", "--generate", "--upgrade", "--headless", "--screenshot", "--window-size"}

@@ -455,12 +455,13 @@ SCRIPT = r"""
     if (notes.length) { html("p", {"class": "note"}, box, "Not shown: " + notes.join("; ") + "."); }
     var tbl = html("table", {"class": "netpos"}, html("div", {"class": "wrap"}, box));
     var hr = html("tr", {}, tbl);
-    ["quantity", "this network", "percentile", "study median", "study range", "networks"].forEach(function (c, j) {
+    ["quantity", "this network", "percentile", "study median", "study range", "other networks"].forEach(function (c, j) {
       html("th", {"class": j ? "" : "l"}, hr, c); });
     var rows = Object.keys(D.outcomes).map(function (o) { return {name: o, values: D.outcomes[o], kind: "outcome"}; })
       .concat(D.measures.map(function (m) { return {name: m.name, values: m.values, kind: "measure", folded: m.folded}; }));
     rows.forEach(function (q) {
-      var v = q.values[i], others = q.values.filter(function (x, j) { return j !== i && x !== null; });
+      var v = q.values[i], others = q.values.filter(function (x, j) {  // the other networks of its dataset
+        return j !== i && x !== null && (!D.dataset || D.dataset[j] === D.dataset[i]); });
       var all = v === null ? others : others.concat([v]), sorted = all.slice().sort(function (x, y) { return x - y; });
       var med = sorted.length ? (sorted.length % 2 ? sorted[(sorted.length - 1) / 2]
                 : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2) : null;

@@ -3,7 +3,7 @@ measure chosen from a list, parallel coordinates over the hyperparameters, the g
 (dragging along an axis brushes a range; the brushes filter the network list and the scatter), the
 list of analysed networks (with its seed), and every network's own view (training curve, Hessian
 spectrum, loss curves and surface, each measure's percentile among the others), opened by clicking
-a point, a row or a list entry.
+a point, a row of the list or an entry of the one-network section's list.
 
 The data is one ``<script type="application/json" id="linked-data">`` (`linked_data`: columns of the
 analysed rows, artifacts rounded to 4 significant digits); `SCRIPT` (written for this report, no library,
@@ -475,6 +475,12 @@ SCRIPT = r"""
     update();
     if (box.scrollIntoView) { box.scrollIntoView({block: "nearest"}); }
   }
+  document.querySelectorAll("table.netruns").forEach(function (t) {  // the one-network section's list
+    t.addEventListener("click", function (e) {
+      var tr = e.target.closest ? e.target.closest("tr[data-run]") : null;
+      if (tr) { window.openNetwork(tr.getAttribute("data-run")); }
+    });
+  });
   window.openNetwork = function (runId) { var i = D.runs.indexOf(runId); if (i >= 0) { openNetwork(i); } return i >= 0; };
 
   document.getElementById("linked").hidden = false;

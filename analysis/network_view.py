@@ -258,7 +258,8 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
     df = df.sort("gap", nulls_last=True) if "gap" in df.columns else df
     head = "".join(f"<th>{esc(name_of(c))}</th>" for c in cols)
     body = "".join(
-        ('<tr class="chosen">' if r["run_id"] == chosen else "<tr>")
+        (f'<tr class="chosen" data-run="{esc(r["run_id"])}">' if r["run_id"] == chosen
+         else f'<tr data-run="{esc(r["run_id"])}">')
         + "".join(f"<td>{esc(num(r[c], '.4g') if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
         for r in df.iter_rows(named=True))
     return (f'<details class="runs"><summary>The {df.height} analysed networks, by gap (the one shown '

@@ -101,7 +101,7 @@ figure.queryable .pts img{cursor:crosshair}
 .netfig{max-width:100%}.netpos td,.netruns td{font-variant-numeric:tabular-nums}
 .netpos tr.outcome td{font-weight:600}.pbar{display:inline-block;position:relative;width:90px;
 height:8px;background:#e8e8e8;border-radius:4px}.pbar span{position:absolute;top:-2px;width:4px;
-height:12px;margin-left:-2px;background:#c0392b}.netruns tr.chosen td{background:#fff3c4}
+height:12px;margin-left:-2px;background:#c0392b}.netruns tr.chosen td{background:#fff3c4}.netruns tr[data-run]{cursor:pointer}
 td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20}
 .mixed{background:#e4dcf3;color:#4a2a82}.contradicted{background:#f8d7d3;color:#8e1b10}
 .undecided{background:#fdf1c7;color:#6d5200}.not-testable{background:#eee;color:#555}

@@ -112,6 +112,9 @@ var data = JSON.parse(fig.querySelector("script.points").textContent), rect = im
 var p0 = data.panels[0], k = 0;
 ev(img, "click", rect.left + p0.x[k] * rect.width, rect.top + p0.y[k] * rect.height);
 r.fig_run = data.runs.run_id[p0.row[k]]; r.after_fig = view();
+var entry = document.querySelectorAll("table.netruns tr[data-run]")[2];
+entry.cells[0].dispatchEvent(new MouseEvent("click", {bubbles: true}));
+r.entry_run = entry.getAttribute("data-run"); r.after_entry = view();
 var sel = document.getElementById("scatter-measure");
 sel.value = "m01"; sel.dispatchEvent(new Event("change", {bubbles: true}));
 sc = document.querySelector("#scatter svg");
@@ -148,12 +151,13 @@ def driven(page, tmp_path_factory):
 
 
 @needs_chromium
-def test_clicking_a_point_a_row_or_the_figure_opens_that_network(driven):
+def test_clicking_a_point_a_row_an_entry_or_the_figure_opens_that_network(driven):
     out, _ = driven
     v = out["value"]
     assert v["after_point"] == v["point_run"] and v["point_run"] in v["view_title"]
     assert v["after_row"] == v["row_run"] != v["point_run"]
     assert v["after_fig"] == v["fig_run"]
+    assert v["after_entry"] == v["entry_run"]
     assert v["view_svgs"] >= 2 and v["view_rows"] > 5 and v["view_scored"] == 1
 
 

@@ -1,9 +1,10 @@
 """Command line of the analysis.
 
     python -m analysis rank RUNS --out TABLE.csv      (or TABLE.parquet)
-    python -m analysis report RUNS --out report.html
+    python -m analysis report RUNS [--out report.html]   (default <study>/report.html)
     python -m analysis score PATH.py:FUNCTION RUNS [--out TABLE.csv] [--report report.html]
     python -m analysis claims RUNS [RUNS …] [--out claims.csv --out claims.md --out claims.html]
+    python -m analysis notebooks RUNS                  (Jupyter on analysis/notebooks, RUNS set)
 
 RUNS is a runs folder, a study folder, a consolidated Parquet file or a URI
 (:mod:`analysis.load`). ``rank`` writes the ranking table
@@ -36,6 +37,8 @@ import warnings
 
 import polars as pl
 
+from study.clikit import SuggestingParser, closed_pipe
+from study.schema import name_of
 from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
@@ -44,14 +47,18 @@ from .output import MISSING, TABLE_FORMATS, num, write, write_table
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="analysis", description="Rank generalization measures from a study's runs.",
+    ap = SuggestingParser(prog="analysis", description="Rank generalization measures from a study's runs.",
                                  parents=[_verbosity()])
     ap.add_argument("--version", action="version", version=version_line("analysis"),
                     help="print the version and git commit, then exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                            help="rank, report, score or claims")
+                            help="rank, report, score, claims or notebooks")
     common = _verbosity(argparse.SUPPRESS)  # after the subcommand too; absent unless given
     _claims_parser(sub, common)
+    nb = sub.add_parser("notebooks", parents=[common],
+                        help="open the notebooks (analysis/notebooks) in Jupyter on a study's runs")
+    nb.add_argument("runs", help="runs folder, study folder, consolidated runs.parquet, or a URI")
+    nb.add_argument("--classic", action="store_true", help="the classic notebook interface instead of JupyterLab")
     for name, helptext in (("rank", "write the ranking table (CSV or Parquet)"),
                            ("report", "write the HTML report"),
                            ("score", "a measure of your own (PATH.py:FUNCTION) on every stored "
@@ -62,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="a function (model, (x, y), init) -> float in a Python file")
         p.add_argument("runs", help="runs folder, study folder, consolidated runs.parquet, "
                                     "or a URI (s3://, gs://, file://)")
-        p.add_argument("--out", required=(name == "report"),
-                       help="output file: .csv or .parquet for rank and score, .html for report")
+        p.add_argument("--out", help="output file: .csv or .parquet for rank and score; .html for report "
+                                     "(default <study>/report.html)")
         p.add_argument("--include-unconverged", action="store_true", default=None,
                        help="admit runs that did not reach the target loss")
         p.add_argument("--max-cond", type=int, default=None, help="largest CMI conditioning set (default 2)")
@@ -238,7 +245,7 @@ def _rank(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
     if scored and args.report:
         from .report import write_report
-        write_report(args.runs, args.report, runs=df, **opts)
+        write_report(args.runs, args.report, runs=df, scored=name_of(df.columns[-1]), **opts)
         print(f"wrote {args.report}")
     return 0
 
@@ -267,6 +274,9 @@ def _report(args: argparse.Namespace) -> int:
         from .report import write_report
     except ImportError as e:
         raise RunsError(f"the report module is not available: {e}") from None
+    out = args.out or default_report_path(args.runs)
+    if os.path.splitext(out)[1].lower() not in (".html", ".htm"):
+        raise RunsError(f"--out {out}: the report is one HTML page; give a file name ending in .html")
     opts = _options(args)
     if args.skip_corrupt:
         opts["on_corrupt"] = "skip"
@@ -274,13 +284,51 @@ def _report(args: argparse.Namespace) -> int:
         opts["top"] = args.top
     if args.run is not None:
         opts["run"] = args.run
-    write_report(args.runs, args.out, **opts)
-    print(f"wrote {args.out}")
+    write_report(args.runs, out, **opts)
+    print(f"wrote {out}")
     return 0
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    """Jupyter on ``analysis/notebooks`` with ``RUNS`` (the notebooks' parameter) set to the runs given."""
+    import shutil
+    from pathlib import Path
+
+    jupyter = shutil.which("jupyter")
+    if jupyter is None:
+        raise RunsError("Jupyter is not installed: pip install -e '.[notebooks]' (from the checkout), then run "
+                        "this again")
+    runs = args.runs if "://" in args.runs else os.path.abspath(args.runs)
+    if "://" not in runs and not os.path.exists(runs):
+        raise RunsError(f"no such runs folder or file: {args.runs}")
+    folder = str(Path(__file__).resolve().parent / "notebooks")
+    print(f"notebooks in {folder}, RUNS={runs}", flush=True)
+    os.execve(jupyter, [jupyter, "notebook" if args.classic else "lab", folder], {**os.environ, "RUNS": runs})
+    return 0  # not reached
+
+
+def default_report_path(runs: str) -> str:
+    """Where ``report`` writes without --out: ``<study>/report.html`` for a study folder, its ``runs``
+    folder or its ``runs.parquet``; ``X.html`` beside any other consolidated file ``X.parquet``."""
+    base = runs.rstrip("/") or runs
+    name = base.rsplit("/", 1)[-1]
+    if name.endswith(".parquet") and name != "runs.parquet":
+        return base[: -len(".parquet")] + ".html"
+    if name in ("runs", "runs.parquet"):
+        base = base.rsplit("/", 1)[0] if "/" in base else "."
+    return f"{base}/report.html"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m analysis`` and the ``analysis`` console script; returns the exit status."""
+    """Entry point of ``python -m analysis`` and the ``analysis`` console script; returns the exit status
+    (141, silently, when the reader of standard output went away, as for a Unix tool in ``… | head``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = log_level(args.quiet, args.verbose)
     logging.basicConfig(level=level, format=LOG_FORMAT)
@@ -288,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore" if level >= logging.ERROR else "always")
         warnings.showwarning = _show_warning
         try:
-            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims}[args.command](args)
+            return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims,
+                    "notebooks": _notebooks}[args.command](args)
         except (RunsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2

@@ -157,6 +157,14 @@ def _heatmap(ax, data: np.ndarray, norm, cmap: str, row_labels, col_labels, fmt:
     return im
 
 
+def mark_label(labels, name: str | None) -> None:
+    """Highlight the tick label (or title) that reads ``name`` (a user's scored measure): bold on yellow."""
+    for t in labels:
+        if name is not None and t.get_text().split("\n", 1)[0] == short_name(name):
+            t.set_fontweight("bold")
+            t.set_bbox({"facecolor": "#fff1b8", "edgecolor": "none", "pad": 1.5})
+
+
 def _measure_labels(table: pl.DataFrame) -> list[str]:
     return [short_name(m) for m in table["measure"].to_list()]
 
@@ -172,7 +180,7 @@ def _heat_size(row_labels: list[str], col_labels: list[str], cell_w: float, righ
     return max(width, 3.2), 0.45 + 0.24 * len(row_labels) + below + bottom, turn
 
 
-def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
+def psi_heatmap(table: pl.DataFrame, *, title: str | None = None, highlight: str | None = None) -> Figure:
     """Granulated τ: ψ per axis (columns) for each measure (rows), and their mean Ψ.
 
     The figure is sized to its cells (about 0.55 × 0.24 in each), whatever the number of rows."""
@@ -188,13 +196,14 @@ def psi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
         fig = _figure(width, height)
         ax = fig.add_subplot()
         im = _heatmap(ax, data, TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r", rows, labels, ".2f", turn)
+        mark_label(ax.get_yticklabels(), highlight)
         fig.colorbar(im, ax=ax, label="ψ (Kendall τ within groups)", location="bottom", aspect=25,
                      fraction=0.3 / height, pad=0.02)
         ax.set_title(title or "Granulated τ per axis")
     return fig
 
 
-def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
+def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None, highlight: str | None = None) -> Figure:
     """Normalised conditional mutual information per size of conditioning set.
 
     Columns: S = ∅ (``cmi_k0``), the minimum over |S| = 1 and |S| = 2, and
@@ -218,6 +227,7 @@ def cmi_heatmap(table: pl.DataFrame, *, title: str | None = None) -> Figure:
         fig = _figure(width, height)
         ax = fig.add_subplot()
         im = _heatmap(ax, data, Normalize(0.0, vmax), "Blues", rows, [lab for _, lab in spec], ".3f", turn)
+        mark_label(ax.get_yticklabels(), highlight)
         if sets:
             sec = ax.secondary_yaxis("right")
             sec.set_yticks(range(table.height), sets)
@@ -264,8 +274,8 @@ def colour_axis(df: pl.DataFrame, outcome: str = "gap") -> str | None:
 
 def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame | None = None,
                     *, outcome: str = "gap", colour_by: str | None = "auto",
-                    title: str | None = None) -> Figure:
-    """Each measure against ``outcome``, one panel per measure.
+                    title: str | None = None, highlight: str | None = None) -> Figure:
+    """Each measure against ``outcome``, one panel per measure (``highlight``: a measure whose title is marked).
 
     Points are coloured by ``colour_by`` (an ``hp.*`` column; ``"auto"``: the
     axis that explains the most variance of the gap; ``None``: one colour).
@@ -309,7 +319,7 @@ def measure_scatter(df: pl.DataFrame, measures: list[str], table: pl.DataFrame |
                     sub.append(f"CMI={s['cmi']:.3f}")
             if (~ok).sum():
                 sub.append(f"{int((~ok).sum())} non-finite left out")
-            ax.set_title(name + ("\n" + ", ".join(sub) if sub else ""), fontsize=9)
+            mark_label([ax.set_title(name + ("\n" + ", ".join(sub) if sub else ""), fontsize=9)], highlight)
             ax.set_xlabel(name)
             if k % cols == 0:
                 ax.set_ylabel(outcome)

@@ -8,7 +8,7 @@ a focused header) sorts by that column, numbers highest first and text A to
 Z, a second click reverses, empty cells stay last and ties keep the page's
 order; a family select and a text box filter the rows; a checkbox groups them
 by family (families in the order of their first row); the pointer over a
-scatter shows the nearest run. Without the script the page reads as before.
+scatter shows the nearest run, and a click opens its view (`analysis.linked`). Without the script the page reads as before.
 """
 from __future__ import annotations
 
@@ -256,6 +256,11 @@ SCRIPT = r"""
       tip.style.top = Math.max(0, y - tip.offsetHeight / 2) + "px";
     });
     box.addEventListener("mouseleave", function () { mark.hidden = tip.hidden = true; });
+    box.addEventListener("click", function (e) {  // open the run's own view (analysis.linked)
+      var rect = img.getBoundingClientRect();
+      var hit = nearest((e.clientX - rect.left) / rect.width, (e.clientY - rect.top) / rect.height, rect);
+      if (hit && window.openNetwork) { window.openNetwork(runs.run_id[hit[0].row[hit[1]]]); }
+    });
   }
 
   document.querySelectorAll(".rank-ctl").forEach(setupTable);
@@ -264,6 +269,7 @@ SCRIPT = r"""
 """
 
 
-def script() -> str:
-    """The page's one inline script (module docstring)."""
-    return "<script>" + SCRIPT.replace("__MISSING__", json.dumps(MISSING)) + "</script>"
+def script(*more: str) -> str:
+    """The page's one inline script (module docstring), with ``more`` code after it (the linked views'),
+    `MISSING` given to each as ``__MISSING__``."""
+    return "<script>" + "".join(s.replace("__MISSING__", json.dumps(MISSING)) for s in (SCRIPT, *more)) + "</script>"

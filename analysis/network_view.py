@@ -89,7 +89,9 @@ def percentile(value: float, others) -> float:
 
 
 def measure_positions(pop: pl.DataFrame, row: dict) -> pl.DataFrame:
-    """One row per outcome and measure of ``row``: its value, percentile among ``pop``'s other networks of its dataset, their count, median, min and max."""
+    """One row per outcome and measure of ``row``: its value, its percentile among ``pop``'s other networks of
+    its dataset and their count, and the median, min and max over those networks and ``row`` itself (so the
+    range holds the value)."""
     cols = [c for c in OUTCOMES if c in pop.columns] + sorted(c for c in pop.columns if is_measure(c))
     others = pop.filter(pl.col("run_id").cast(pl.String) != row["run_id"]) if "run_id" in pop.columns else pop
     if "dataset" in others.columns and row.get("dataset") is not None:
@@ -100,10 +102,11 @@ def measure_positions(pop: pl.DataFrame, row: dict) -> pl.DataFrame:
         v = float(v) if v is not None else math.nan
         x = others[c].cast(pl.Float64).to_numpy()
         x = x[np.isfinite(x)]
+        a = np.append(x, v) if math.isfinite(v) else x
         out.append({"quantity": name_of(c), "kind": "measure" if is_measure(c) else "outcome", "value": v,
                     "percentile": percentile(v, x), "n": int(x.size),
-                    "median": float(np.median(x)) if x.size else math.nan,
-                    "min": float(x.min()) if x.size else math.nan, "max": float(x.max()) if x.size else math.nan})
+                    "median": float(np.median(a)) if a.size else math.nan,
+                    "min": float(a.min()) if a.size else math.nan, "max": float(a.max()) if a.size else math.nan})
     schema = {"quantity": pl.String, "kind": pl.String, "value": pl.Float64, "percentile": pl.Float64,
               "n": pl.Int64, "median": pl.Float64, "min": pl.Float64, "max": pl.Float64}
     return pl.DataFrame(out, schema=schema)
@@ -250,17 +253,19 @@ def _run_list(pop: pl.DataFrame, chosen: str) -> str:
     if "run_id" not in pop.columns:
         return ""
     hp = [c for c in pop.columns if is_hp(c)]
-    cols = ["run_id", *hp] + (["gap"] if "gap" in pop.columns else [])
+    cols = ["run_id"] + (["seed"] if "seed" in pop.columns else []) + [*hp] + (["gap"] if "gap" in pop.columns else [])
     df = pop.select(cols).with_columns(pl.col("run_id").cast(pl.String))
     df = df.sort("gap", nulls_last=True) if "gap" in df.columns else df
     head = "".join(f"<th>{esc(name_of(c))}</th>" for c in cols)
     body = "".join(
-        ('<tr class="chosen">' if r["run_id"] == chosen else "<tr>")
+        (f'<tr class="chosen" data-run="{esc(r["run_id"])}">' if r["run_id"] == chosen
+         else f'<tr data-run="{esc(r["run_id"])}">')
         + "".join(f"<td>{esc(num(r[c], '.4g') if isinstance(r[c], float) else r[c])}</td>" for c in cols) + "</tr>"
         for r in df.iter_rows(named=True))
     return (f'<details class="runs"><summary>The {df.height} analysed networks, by gap (the one shown '
-            "highlighted)</summary><p>To see another: <code>analysis report RUNS --out report.html --run "
-            "RUN_ID</code> (a unique prefix of the id will do).</p>"
+            "highlighted)</summary><p>To see another: click its row, point or list entry under “Explore the "
+            "networks” above, or write the page with <code>analysis report RUNS --run RUN_ID</code> (a unique prefix "
+            "of the id will do).</p>"
             f'<div class="wrap"><table class="netruns"><tr>{head}</tr>{body}</table></div></details>')
 
 
@@ -285,6 +290,7 @@ def network_section(runs: pl.DataFrame, pop: pl.DataFrame, run_id: str | None = 
         "<h3>Its measures among the study's networks</h3>",
         _positions_table(measure_positions(pop, row)),
         '<p class="note">percentile: the share of the other analysed networks of its dataset with a smaller value, ties '
-        "counting half (0: the smallest, 100: the largest); study median and range over those networks.</p>",
+        "counting half (0: the smallest, 100: the largest); study median and range over those networks and this "
+        "one.</p>",
         _run_list(pop, run_id),
     ])

@@ -83,7 +83,7 @@ figcaption{color:#555;font-size:12.5px;max-width:900px}
 code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
 .err{color:#a33}td.ci,th.ci{color:#777;font-size:11px}
 .warn{border:2px solid #c77700;background:#fff4df;padding:8px 12px;margin:14px 0;max-width:1000px}
-.headline{font-size:14.5px;max-width:1000px}.headline p{margin:4px 0}
+.headline{font-size:14.5px;max-width:1000px}.headline p,.headline .para{margin:4px 0}
 td.wide{color:#aaa!important;background:#f1f1f1!important}
 .rank-ctl{font-size:12.5px;margin:8px 0 2px;display:flex;gap:16px;align-items:center;flex-wrap:wrap}
 .rank-ctl[hidden]{display:none}.rank-ctl input[type=search]{width:200px}.rank-ctl .count{color:#666}
@@ -101,13 +101,24 @@ figure.queryable .pts img{cursor:crosshair}
 .netfig{max-width:100%}.netpos td,.netruns td{font-variant-numeric:tabular-nums}
 .netpos tr.outcome td{font-weight:600}.pbar{display:inline-block;position:relative;width:90px;
 height:8px;background:#e8e8e8;border-radius:4px}.pbar span{position:absolute;top:-2px;width:4px;
-height:12px;margin-left:-2px;background:#c0392b}.netruns tr.chosen td{background:#fff3c4}
+height:12px;margin-left:-2px;background:#c0392b}.netruns tr.chosen td{background:#fff3c4}.netruns tr[data-run]{cursor:pointer}
 td.v{font-weight:600;text-align:left}.supported{background:#d9f0d3;color:#1b5e20}
 .mixed{background:#e4dcf3;color:#4a2a82}.contradicted{background:#f8d7d3;color:#8e1b10}
 .undecided{background:#fdf1c7;color:#6d5200}.not-testable{background:#eee;color:#555}
 .ok{background:#e3eef9;color:#174a7c}.broken{background:#f8d7d3;color:#8e1b10}
 td.low{background:#fff4df;color:#8a4b00;font-weight:600}
 td.t{text-align:left;white-space:normal;min-width:260px;max-width:420px}
+svg text.ax{font-size:11px;fill:#555}svg text.lab{font-size:11.5px;fill:#222}svg text.num{font-size:11px;fill:#333}
+svg tspan.fold,span.fold{fill:#777;color:#777;font-size:11px}.forest-row.scored text.lab{font-weight:700}
+tr.scored td{background:#fff1b8!important;font-weight:600}option.scored,th.scored,text.scored{font-weight:700}
+svg.scatter .pt{fill:#1f4e79;fill-opacity:.65;cursor:pointer}svg.scatter .pt:hover{fill:#c0392b;fill-opacity:1}
+svg.scatter .pt.out{display:none}svg.pcoords .pc-line{fill:none;stroke:#1f4e79;stroke-opacity:.35;stroke-width:1}
+svg.pcoords .pc-line.out{stroke:#ddd;stroke-opacity:.5}svg.pcoords .pc-hit{cursor:ns-resize}
+svg.pcoords .pc-brush{fill:#c0392b;fill-opacity:.18;stroke:#c0392b}svg.pcoords .pc-axis.scored text.pc-name{font-weight:700}
+.netlist{max-height:340px;overflow-y:auto}#net-table tr.net{cursor:pointer}#net-table tr.net:hover td{background:#eef2f8}
+#net-table tr.open td{background:#fff3c4}#net-view{border:1px solid #ccd;padding:4px 12px;margin:10px 0;background:#fdfdff}
+details.inline{display:inline}details.inline summary{display:inline;cursor:pointer;color:#2a5db0}
+.net-panels{display:flex;flex-wrap:wrap;gap:8px}.net-panel{margin:4px 0}.net-panel figcaption{font-size:11.5px}
 """
 
 

@@ -1,9 +1,9 @@
 """One self-contained HTML report of a study: the runs, the ranking of the measures, the figures.
 
-The page has no external resources: figures are embedded as base64 PNG, and
-its one inline script (``analysis.interactive``) sorts and filters the ranking
-table and names the run under the pointer in the scatter of the leading
-measures. Each section is a function of the rows shown (`_setup`, `_glance`, `_rank_html`, `_cost`,
+The page has no external resources: figures are embedded as base64 PNG or inline SVG (the forest
+plot, ``analysis.forest``), and its inline scripts sort and filter the ranking table and name the
+run under the pointer (``analysis.interactive``) and draw the linked views from the rows' data
+(``analysis.linked``). It leads with the conclusion, then the evidence. Each section is a function of the rows shown (`_setup`, `_glance`, `_rank_html`, `_cost`,
 `network_view.network_section`, …; `analysis.output` shows how one is written), and `write_report`
 puts them in the one page shell (`output.page`), written atomically.
 """
@@ -18,8 +18,10 @@ import numpy as np
 import polars as pl
 from matplotlib import colormaps
 
-from analysis import figures, interactive, measure_info, network_view
+from analysis import figures, interactive, linked, measure_info, network_view
 from analysis.floor import MIN_NETWORKS, SMALL_RULE, NoiseFloor, noise_floor, noise_reasons, small_study
+from analysis.folding import duplicates, folded_into
+from analysis.forest import forest_section
 from analysis.load import MixedSettingsError, RunsError, load_runs, population, sort_ranking
 from analysis.output import MISSING, esc, interval, num, page, png_uri, write
 from analysis.table import rank_table
@@ -166,9 +168,13 @@ _ROBUST = ("robust_max", "robust_mean", "robust_p90", "robust_envs")
 _RELIABILITY = ("reliability", "tau_ceiling")
 
 
-def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
+def _rank_html(table: pl.DataFrame, table_id: str = "rank", dups: dict[str, str] | None = None,
+               scored: str | None = None) -> str:
     """The ranking table with its sort keys (``data-v``), family column and the controls of
-    ``analysis.interactive``; the reliability and robust columns only where some measure has them."""
+    ``analysis.interactive``; the reliability and robust columns only where some measure has them.
+    ``dups``: a measure folded into another (`analysis.folding`) → that one, named in its cell;
+    ``scored``: the user's measure, highlighted."""
+    dups = dups or {}
     psi_axes = [c for c in table.columns if c.startswith("psi_")]
     cmi_max = max([v for v in table["cmi"].to_list() if v is not None and np.isfinite(v)] or [0.0]) \
         if "cmi" in table.columns else 0.0
@@ -187,7 +193,11 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
         tw = " wide" if _wide(g("tau_lo"), g("tau_hi"), "tau") else ""  # greyed out: the interval says little
         cw = " wide" if _wide(g("cmi_lo"), g("cmi_hi"), "cmi") else ""
         name = figures.short_name(r["measure"])
-        cells = [interactive.measure_cells(r["measure"], name), f"<td{v('n_models')}>{num(g('n_models'))}</td>",
+        first = interactive.measure_cells(r["measure"], name)
+        if r["measure"] in dups:
+            first = first.replace("</td>", f' <span class="fold">= {esc(figures.short_name(dups[r["measure"]]))}'
+                                  "</span></td>", 1)
+        cells = [first, f"<td{v('n_models')}>{num(g('n_models'))}</td>",
                  f"<td class='tau{tw}'{v('tau')}{_bg(g('tau'), 'RdBu_r', -1, 1)}>{num(g('tau'), '+.3f')}</td>",
                  f'<td class="ci{tw}"{v("tau_lo")}>{interval(g("tau_lo"), g("tau_hi"), "+.2f")}</td>']
         cells += [f"<td{v(c)}>{num(g(c), '.2f')}</td>" for c in _RELIABILITY if rel]
@@ -198,7 +208,9 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
                   f'<td class="ci{cw}"{v("cmi_lo")}>{interval(g("cmi_lo"), g("cmi_hi"), ".3f")}</td>',
                   f'<td class="l">{esc(cset) if cset else "∅" if cset is not None else MISSING}</td>']
         cells += [f"<td{v(c)}>{num(g(c))}</td>" for c in plain]
-        body.append(f'<tr data-measure="{esc(name)}" data-family="{esc(interactive.family(r["measure"]))}">'
+        extra = (f' data-folded-into="{esc(dups[r["measure"]])}"' if r["measure"] in dups else "") + (
+            ' class="scored"' if r["measure"] == scored else "")
+        body.append(f'<tr data-measure="{esc(name)}" data-family="{esc(interactive.family(r["measure"]))}"{extra}>'
                     + "".join(cells) + "</tr>")
     families = [interactive.family(m) for m in table["measure"].to_list()]
     return (interactive.controls(table_id, families)
@@ -207,7 +219,7 @@ def _rank_html(table: pl.DataFrame, table_id: str = "rank") -> str:
 
 
 def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | None,
-                      error: str | None, top: int) -> dict[str, str]:
+                      error: str | None, top: int, scored: str | None = None) -> dict[str, str]:
     tag = f" — {esc(ds)}" if ds is not None else ""
     key = f"-{ds}" if ds is not None else ""
     out = {}
@@ -216,10 +228,12 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
                       "boxes show quartiles, dots are runs.")
     if table is None:
         msg = f'<p class="err">No ranking{tag}: {esc(error)}</p>'
-        return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg}
+        return {**out, "headline": msg, "rank": msg, "psi": msg, "cmi": msg, "scatter": msg, "forest": msg}
     table = sort_ranking(table)
-    out["headline"] = _headline(table, noise_floor(pop), small_study(pop))
-    out["rank"] = _rank_html(table, f"rank{key}") + f'<p class="note">{_legend(table)}</p>'
+    dups = duplicates(pop, table["measure"].to_list())
+    out["headline"] = _headline(table.filter(~pl.col("measure").is_in(list(dups))), noise_floor(pop), small_study(pop))
+    out["forest"] = forest_section(table, folded_into(dups), set(dups), scored)
+    out["rank"] = _rank_html(table, f"rank{key}", dups, scored) + f'<p class="note">{_legend(table)}</p>'
     if "robust_envs" in table.columns and not interactive.has_robust(table):
         out["rank"] += ('<p class="note" id="no-robust">The robust sign-error columns are hidden: they would be '
                         "empty, since no environment (two grid points differing in one axis) reaches the "
@@ -230,14 +244,16 @@ def _dataset_sections(ds: str | None, pop: pl.DataFrame, table: pl.DataFrame | N
         out["rank"] += ('<p class="note" id="no-reliability">The reliability and τ ceiling columns are hidden: '
                         "they would be empty, since the runs stored one draw of each measure (they need "
                         "[measures] repeats &gt; 1, which stores the spread of the redraws).</p>")
-    out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}"), f"psi{key}",
+    out["psi"] = _png(figures.psi_heatmap(table, title=f"Granulated τ per axis{tag}", highlight=scored), f"psi{key}",
                       "ψ per axis: how well the measure orders runs that differ only in that axis "
                       "(red: larger measure, larger gap; blue: the reverse).")
-    out["cmi"] = _png(figures.cmi_heatmap(table, title=f"CMI per conditioning set{tag}"), f"cmi{key}",
+    out["cmi"] = _png(figures.cmi_heatmap(table, title=f"CMI per conditioning set{tag}", highlight=scored), f"cmi{key}",
                       "Normalised CMI with the gap's order given the values of the axes in S; "
                       "the minimum (last column, set at the right) is the measure's score.")
-    lead = figures.leading_measures(table, top)
-    fig = figures.measure_scatter(pop, lead, table)
+    lead = figures.leading_measures(table.filter(~pl.col("measure").is_in(list(dups))), top)
+    if scored is not None and scored in table["measure"].to_list() and scored not in lead:
+        lead = [*lead[: max(top - 1, 0)], scored]  # the user's measure is always drawn
+    fig = figures.measure_scatter(pop, lead, table, highlight=scored)
     out["scatter"] = _png(fig, f"scatter{key}", f"The {len(lead)} leading measures (by CMI, then |τ|) against "
                           f"the gap{tag}; point at a run to see its id, hyper-parameters, gap and value.")
     if lead:
@@ -334,9 +350,12 @@ def _setup(runs: pl.DataFrame, pop: pl.DataFrame) -> str:
     seeds = _column_values(runs, "seed")
     measures = [f"include {_show(_values(cfg, 'measures', 'include'), 'all')}",
                 f"exclude {_show(_values(cfg, 'measures', 'exclude'), 'none')}"]
-    for k in ("subset", "repeats"):
-        if _values(cfg, "measures", k):
-            measures.append(f"{k} {_show(_values(cfg, 'measures', k))}")
+    subsets = _values(cfg, "measures", "subset")
+    if subsets:
+        measures.append("on " + ", ".join("all examples" if v in (0, None) else f"a subset of {esc(num(v, 'g'))} examples"
+                                          for v in subsets))
+    if _values(cfg, "measures", "repeats"):
+        measures.append(f"repeats {_show(_values(cfg, 'measures', 'repeats'))}")
     lib = sorted({k for d in ver for k in d if k not in ("git", "study", "schema")})
     rows = [
         ("dataset", _show(_column_values(runs, "dataset") or _values(cfg, "dataset"))),
@@ -455,10 +474,9 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
         parts.append(f"<p>Statistically indistinguishable from the best ({rule}): not defined, the ranking "
                      "has no bootstrap intervals (n_boot = 0).</p>")
     else:
-        parts.append(f"<p>Statistically indistinguishable from the best, defined as {rule} "
+        parts.append(f'<div class="para">Statistically indistinguishable from the best, defined as {rule} '
                      f"{interval(best['cmi_lo'], best['cmi_hi'], '.3f')}: "
-                     + (", ".join(esc(figures.short_name(m)) for m in tied) if tied else "none")
-                     + f" ({len(tied)} measures).</p>")
+                     + (_listed(tied) if tied else "none") + ("" if len(tied) > 8 else ".") + "</div>")
     neg = [m for m, r in rows.items() if r.get("tau_hi") is not None and np.isfinite(r["tau_hi"])
            and r["tau_hi"] < 0]
     no_tau_ci = all(r.get("tau_hi") is None or not np.isfinite(r["tau_hi"]) for r in rows.values())
@@ -468,6 +486,14 @@ def _headline(table: pl.DataFrame, floor: NoiseFloor | None = None, small: list[
                               f"{interval(rows[m]['tau_lo'], rows[m]['tau_hi'], '+.2f')})" for m in neg)
                     if neg else "none") + ".</p>")
     return '<div class="headline">' + "".join(parts) + "</div>"
+
+
+def _listed(ms: list[str], most: int = 8) -> str:
+    """Measure names, folded into a <details> when more than ``most`` (the conclusion comes first)."""
+    names = ", ".join(esc(figures.short_name(m)) for m in ms)
+    if len(ms) <= most:
+        return f"{names} ({len(ms)} measures)"
+    return f'<details class="inline"><summary>{len(ms)} measures</summary>{names}</details>'
 
 
 def _cost(runs: pl.DataFrame) -> str:
@@ -527,7 +553,7 @@ def _family_cost(ok: pl.DataFrame, cols: list[str], total: pl.Series) -> str:
 
 def write_report(source, out_path, *, include_unconverged: bool = False, top: int = 6,
                  on_corrupt: str = "error", runs: pl.DataFrame | None = None, run: str | None = None,
-                 **rank_options) -> Path:
+                 scored: str | None = None, **rank_options) -> Path:
     """Write the HTML report of the runs at ``source`` to ``out_path``; return the path.
 
     ``source``: a runs folder, a study folder, a consolidated Parquet file or
@@ -535,7 +561,8 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
     ``top``: how many leading measures to plot against the gap. ``runs``: the runs already read
     (with columns added in memory, as `analysis score` does); ``source`` then only names them.
     ``run``: the run id (or a unique prefix) shown in depth (RunsError if none has it; None: the
-    median-gap network, `analysis.network_view`).
+    median-gap network, `analysis.network_view`). ``scored``: a measure of the user's (`analysis score`),
+    highlighted wherever it appears and shown first in the scatter.
     ``rank_options`` go to ``analysis.table.rank_table``; a measure column whose rows mix
     settings raises its :class:`~analysis.load.MixedSettingsError` (``allow_mixed=True`` ranks it).
     """
@@ -558,30 +585,34 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
             error = f"the ranking failed: {e}"
     names = table["dataset"].unique(maintain_order=True).to_list() if table is not None else datasets
     multi = len(names) > 1
-    secs: dict[str, list[str]] = {k: [] for k in ("gap", "headline", "rank", "psi", "cmi", "scatter")}
+    secs: dict[str, list[str]] = {k: [] for k in ("gap", "headline", "rank", "psi", "cmi", "scatter", "forest")}
     for ds in (names if multi else [None]):
         p = pop.filter(pl.col("dataset") == ds) if ds in datasets else pop
         t = table.filter(pl.col("dataset") == ds) if ds is not None and table is not None else table
-        for k, v in _dataset_sections(ds, p, t, error, top).items():
+        for k, v in _dataset_sections(ds, p, t, error, top, scored).items():
             secs[k].append((f"<h3>{esc(ds)}</h3>" if multi else "") + v)
 
+    views = _linked(pop, table, scored)
     studies = sorted(runs["study"].drop_nulls().unique().to_list()) if "study" in runs.columns else []
     title = "Generalization measures" + (f": {', '.join(map(str, studies))}" if studies else "")
     opts = {"include_unconverged": include_unconverged, "top": top, **rank_options}
-    toc = [("setup", "Setup"), ("headline", "Headline"), ("glance", "At a glance"), ("ranking", "Ranking"), ("psi", "ψ per axis"), ("cmi", "CMI"),
-           ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"), ("landscape", "Loss landscape"),
-           ("network", "One network")]
+    toc = [("headline", "Conclusion"), ("forest", "τ and Ψ"), ("ranking", "Ranking"), ("explore", "Explore"),
+           ("setup", "Setup"), ("glance", "At a glance"), ("psi", "ψ per axis"), ("cmi", "CMI"),
+           ("scatter", "Leading measures"), ("cost", "Cost"), ("hessian", "Hessian spectra"),
+           ("landscape", "Loss landscape"), ("network", "One network")]
     body = [
         f"<h1>{esc(title)}</h1>",
         f'<div class="meta">source <code>{esc(source)}</code> · written '
         f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · options '
         f'{esc(", ".join(f"{k}={v}" for k, v in opts.items()))}</div>',
         "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in toc) + "</nav>",
-        '<h2 id="setup">Setup</h2>', _setup(runs, pop), _warning(pop),
-        '<h2 id="headline">Headline</h2>', *secs["headline"],
+        _warning(pop), '<h2 id="headline">Conclusion</h2>', *secs["headline"],
+        '<h2 id="forest">How sure: τ and Ψ of every measure</h2>', *secs["forest"],
+        '<h2 id="ranking">Ranking of the measures</h2>', *secs["rank"],
+        '<h2 id="explore">Explore the networks</h2>', views,
+        '<h2 id="setup">Setup</h2>', _setup(runs, pop),
         '<h2 id="glance">At a glance</h2>', _glance(runs, pop, include_unconverged),
         "<h3>The gap per axis</h3>", *secs["gap"],
-        '<h2 id="ranking">Ranking of the measures</h2>', *secs["rank"],
         '<h2 id="psi">Granulated τ (ψ) per axis</h2>', *secs["psi"],
         '<h2 id="cmi">Conditional mutual information</h2>', *secs["cmi"],
         '<h2 id="scatter">Leading measures against the gap</h2>', *secs["scatter"],
@@ -590,5 +621,20 @@ def write_report(source, out_path, *, include_unconverged: bool = False, top: in
         '<h2 id="landscape">Loss landscape</h2>', _artifact_section(pop, "landscape"),
         '<h2 id="network">One network in depth</h2>', network,
     ]
-    write(out_path, page(title, body, interactive.script()))
+    write(out_path, page(title, body, interactive.script(linked.SCRIPT)))
     return Path(out_path)
+
+
+def _linked(pop: pl.DataFrame, table: pl.DataFrame | None, scored: str | None) -> str:
+    """The linked views (`analysis.linked`) over every analysed network, measures in ranking order."""
+    if pop.height == 0 or "gap" not in pop.columns:
+        return '<p class="note">No analysed network: nothing to explore.</p>'
+    if table is not None and table.height:
+        order = sort_ranking(table)["measure"].unique(maintain_order=True).to_list()
+    else:
+        order = []
+    order += sorted(name_of(c) for c in pop.columns if is_measure(c) and name_of(c) not in order)
+    dups = duplicates(pop, order)
+    lead = figures.leading_measures(table.filter(~pl.col("measure").is_in(list(dups))), 3) \
+        if table is not None and table.height else []
+    return linked.section(linked.linked_data(pop, order, dups, lead, scored))

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from . import MAX_POINTS
+from .clikit import SuggestingParser, closed_pipe
 from .storage import StorageError, Store
 from .verbosity import LOG_FORMAT, log_level, verbosity_flags
 from .version import version_line
@@ -60,7 +61,7 @@ def _executor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="study", description="Train a grid of networks and measure them.",
+    p = SuggestingParser(prog="study", description="Train a grid of networks and measure them.",
                                 parents=[_verbosity()])
     p.add_argument("--version", action="version", version=version_line("study"),
                    help="print the version and git commit, then exit")
@@ -279,7 +280,15 @@ def cmd_measure(args) -> int:
 
 
 def main(argv=None) -> int:
-    """The `study` command line; returns the exit status."""
+    """The `study` command line; returns the exit status (141, silently, when the reader of standard
+    output went away, as for a Unix tool in ``… | head``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return closed_pipe()
+
+
+def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=log_level(args.quiet, args.verbose), format=LOG_FORMAT)
     if args.cmd in ("run", "measure") and not (args.quiet or args.no_progress):  # before torch's import
@@ -291,6 +300,8 @@ def main(argv=None) -> int:
     except (StudyError, StorageError) as e:  # executor.ClusterError is a StudyError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise
     except OSError as e:  # an unreachable object store, an unreadable folder: one line, not a traceback
         line = (str(e).splitlines() or [type(e).__name__])[0]
         print(f"error: cannot reach the output {getattr(args, 'where', '')}: {line}", file=sys.stderr)

@@ -404,7 +404,7 @@ def test_mini_study_report_shows_its_setup_and_headline(mini_runs, tmp_path, mon
     text = out.read_text(encoding="utf-8")
     runs = load_runs(mini_runs, include_unconverged=True, include_failed=True)
     cfg, ver = runs["config"][0], runs["versions"][0]
-    setup = html.unescape(_between(text, 'id="setup"', 'id="headline"'))
+    setup = html.unescape(_between(text, 'id="setup"', 'id="glance"'))
     assert "<td>target loss</td><td>0.05</td>" in setup
     assert f"<td>optimizer</td><td>{cfg['train']['optimizer']}</td>" in setup
     assert len(ver["git"]) == 40 and ver["git"] in setup
@@ -413,7 +413,7 @@ def test_mini_study_report_shows_its_setup_and_headline(mini_runs, tmp_path, mon
     assert "16 stored" in setup and "seeds</td><td>2: 0, 1" in setup
     assert runs["device"][0] in setup
     lead = Page(text).rank_rows[1][0]  # the table's first row: the highest CMI
-    headline = html.unescape(_between(text, 'id="headline"', 'id="glance"'))
+    headline = html.unescape(_between(text, 'id="headline"', 'id="forest"'))
     assert f"Leading measures by CMI: <b>{lead}</b>" in headline
     assert "overlaps the best measure's interval" in headline and "too-small" in text  # 16 < 20 networks
     assert headline.index('id="conclusion"') < headline.index('id="noise-floor"') < headline.index("Leading")

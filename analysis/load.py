@@ -13,7 +13,12 @@ Choices:
 - In a runs folder only ``*.parquet`` files whose names do not start with
   ``.`` are rows (writers' temporary files are hidden).
 - Rows with differing column sets are stacked diagonally (a missing column
-  is null; numeric types are widened).
+  is null; numeric types are widened). A file with a column of a type the
+  others cannot hold (text where numbers are) is an error naming it, or left
+  out with ``on_corrupt="skip"``.
+- Within a study a run id counts once: identical copies (a copied file, the
+  same study given twice) are dropped with a warning naming the files; copies
+  with different values are an error naming them (`study.schema.unique_runs`).
 - A corrupt or truncated Parquet file is an error naming the file
   (:class:`RunsError`); ``on_corrupt="skip"`` leaves such files out with a
   warning that names each one. Never silently.
@@ -35,7 +40,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.schema import cfg_col, hp_col, is_hp, is_measure, name_of, normalize_times, ranking_order
+from study.schema import (
+    RowsError,
+    cfg_col,
+    hp_col,
+    is_hp,
+    is_measure,
+    name_of,
+    normalize_times,
+    ranking_order,
+    stack_rows,
+    unique_runs,
+)
 
 UNKNOWN = "unknown"  # the settings of a row written before measure_cfg.<name> existed
 
@@ -86,18 +102,31 @@ def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: st
             raise RunsError(f"cannot read {len(bad)} run file(s) under {name}: {listing}{more}. "
                             "Delete or rerun those runs, or skip them (on_corrupt='skip', --skip-corrupt)")
         warnings.warn(f"skipped {len(bad)} unreadable run file(s) under {name}: {listing}{more}", stacklevel=3)
-    tables = [r for r in results if not isinstance(r, Exception)]
-    if not tables:
+    good = [(p, r) for p, r in zip(paths, results) if not isinstance(r, Exception)]
+    if not good:
         raise RunsError(f"no readable run rows under {name}")
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        table, notes = stack_rows([r for _, r in good], [p for p, _ in good], skip=on_corrupt == "skip")
+    except RowsError as e:
+        raise RunsError(str(e)) from None
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return table
 
 
 def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
     try:
-        return _read_one(fs, path)
+        table = _read_one(fs, path)
     except Exception as e:  # noqa: BLE001
         raise RunsError(f"cannot read {name}: {type(e).__name__}: {e}. Consolidate the study again "
                         "or point at its runs/ folder") from None
+    try:
+        table, notes = unique_runs(table, [name] * table.num_rows)
+    except RowsError as e:
+        raise RunsError(str(e)) from None
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return table
 
 
 def read_runs(source: str | os.PathLike, *, on_corrupt: str = "error") -> pl.DataFrame:

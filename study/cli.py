@@ -273,6 +273,9 @@ def cmd_measure(args) -> int:
           f"{s.seconds:.0f} s, no training; {len(s.failures)} failed")
     for f in s.failures[:10]:
         print(f"  failed {f}")
+    if s.unverified:
+        print(f"  {s.unverified} checkpoint{'s' if s.unverified > 1 else ''} written before checkpoints "
+              "carried their run id and digest: checked by their config and weights only")
     if s.interrupted:
         return _interrupted(s, f"{s.todo - s.done} networks")
     return 1 if s.failures else 0

@@ -122,6 +122,7 @@ class Measured:
     computed: int = 0              # measures computed
     error: str = ""
     seconds: float = 0.0           # checkpoint, data and measures
+    unverified: bool = False       # its checkpoint carries no run id and digest (`runner.UNVERIFIED`)
 
 
 def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, want: Want,
@@ -137,7 +138,8 @@ def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, wa
         if not names:
             return Measured(run_id)
         spec = replace(RunSpec.from_json(row["config"]), measures=measures)
-        model, init, log, data, device = stored_network(store, spec, num_gpus)
+        notes: list[str] = []
+        model, init, log, data, device = stored_network(store, spec, num_gpus, notes)
         cols = measure_network(spec, model, init, log, data, device, names=names, hashes=expected)
         curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
         if row.get(curve) is None and log is not None and log.epoch_losses:
@@ -145,7 +147,7 @@ def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, wa
         store.write_row_table(merge_measures(table, cols, names, now()))
     except Exception as e:  # the row stays as it was; the summary names the failure
         return Measured(run_id, "failed", error=error_line(e))
-    return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0)
+    return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0, unverified=bool(notes))
 
 
 @dataclass(kw_only=True)
@@ -159,6 +161,7 @@ class MeasureSummary(Ended):
     computed: int = 0
     task_seconds: float = 0.0  # summed over the tasks that computed: checkpoint, data and measures
     failures: list[str] = field(default_factory=list)
+    unverified: int = 0        # measured from checkpoints without run id and digest (`runner.UNVERIFIED`)
     runs_dir: str = ""
 
 
@@ -190,6 +193,7 @@ def measure_study(study: Study, want: Want = Want(), executor: Executor = Execut
             s.done += 1
             s.computed += m.computed
             s.task_seconds += m.seconds
+            s.unverified += m.unverified
             if m.status != "ok":
                 s.failures.append(f"{m.run_id}: {m.error}")
             return {"failed": len(s.failures)}

@@ -1,0 +1,223 @@
+"""Every number from the network it names (issue 23, the second outside attack): checkpoints
+identified and verified on load, a run id counted once, a user's score function unable to
+change the next network's data, and the commands that read or rewrite rows failing cleanly.
+
+One tiny study (digits, MLP, seeds 0 and 1) is trained once for the module; each test works on
+its own copy of the output."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from study.executor import Executor
+from study.jobs.run import run_study
+from study.spec import load_study
+from study.storage import Store
+
+STUDY = """
+[study]
+name = "tiny"
+dataset = "digits"
+model = "mlp"
+seeds = [0, 1]
+out = "{out}"
+
+[train]
+target_loss = 0.3
+max_epochs = 15
+
+[grid]
+width = [16]
+lr = [0.1]
+batch_size = [64]
+
+[measures]
+include = ["params", "path_norm"]
+"""
+
+
+def write_study(folder, out):
+    """The study file (all of digits' training set: the data the cache holds)."""
+    p = folder / "tiny.toml"
+    p.write_text(STUDY.format(out=out))
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("trained")
+    study = load_study(write_study(base, base / "out"))
+    assert run_study(study, Executor(serial=True, progress=False)).ok == 2
+    return base / "out"
+
+
+@pytest.fixture
+def copy(trained, tmp_path):
+    """(study file, output) of a fresh copy of the trained study."""
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    return write_study(tmp_path, out), out
+
+
+def rows(out) -> dict[str, dict]:
+    df = pl.read_parquet(out / "tiny" / "runs" / "*.parquet")
+    return {r["run_id"]: r for r in df.to_dicts()}
+
+
+def by_seed(out) -> dict[int, str]:
+    return {r["seed"]: rid for rid, r in rows(out).items()}
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# --- 1. a checkpoint is the row's network, verified on load ---------------------------------
+
+def test_swapped_checkpoints_fail_their_rows_and_change_no_value(copy):
+    p, out = copy
+    ids = by_seed(out)
+    nets = out / "tiny" / "nets"
+    a, b = nets / f"{ids[0]}.safetensors", nets / f"{ids[1]}.safetensors"
+    tmp = nets / "swap"
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    before = rows(out)
+    r = cli("-m", "study", "measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.count("is not the checkpoint of") == 2, r.stdout
+    after = rows(out)
+    for rid in ids.values():  # the rows stay as they were: no value traded places
+        assert after[rid]["measure.path_norm"] == before[rid]["measure.path_norm"]
+    # analysis score: NaN on both, with the reason
+    fn = out.parent / "m.py"
+    fn.write_text("def w(model, data, init):\n    return float(sum(p.abs().sum() for p in model.parameters()))\n")
+    s = cli("-m", "analysis", "score", f"{fn}:w", str(out / "tiny"), "--serial", "--no-progress", "--boots", "0")
+    assert s.returncode != 0, s.stdout + s.stderr
+    assert "is not the checkpoint of" in s.stderr and "0 of 2 networks scored" in s.stdout, s.stdout + s.stderr
+
+
+def test_a_flipped_bit_or_blown_up_weight_in_a_checkpoint_fails_its_row(copy):
+    import torch
+    from safetensors.torch import load, save
+
+    p, out = copy
+    ids = by_seed(out)
+    f0 = out / "tiny" / "nets" / f"{ids[0]}.safetensors"
+    data = bytearray(f0.read_bytes())
+    data[-3] ^= 0x40  # an exponent bit of the last final weight
+    f0.write_bytes(bytes(data))
+    # seed 1: rewritten whole with its digest recomputed, one weight blown up (what training calls diverged)
+    store = Store(str(out), "tiny")
+    init, final, meta = store.read_net(ids[1], verify=False)
+    k = next(k for k in final if k.endswith("weight"))
+    final[k] = final[k].clone()
+    final[k].view(-1)[0] = 3e20
+    store.write_net(ids[1], init, final, {"config": meta["config"], "train_log": meta["train_log"]})
+    before = rows(out)
+    r = cli("-m", "study", "measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "digest" in r.stdout and "blew up" in r.stdout, r.stdout
+    after = rows(out)
+    for rid in ids.values():
+        assert after[rid]["measure.path_norm"] == before[rid]["measure.path_norm"]
+    del torch, load, save
+
+
+def test_a_checkpoint_without_identity_or_digest_still_loads_with_a_note(copy):
+    from safetensors.torch import load, save
+
+    p, out = copy
+    ids = by_seed(out)
+    f0 = out / "tiny" / "nets" / f"{ids[0]}.safetensors"
+    raw = f0.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    meta = json.loads(raw[8:8 + n])["__metadata__"]
+    f0.write_bytes(save(load(raw), metadata={"config": meta["config"], "train_log": meta["train_log"]}))
+    before = rows(out)
+    r = cli("-m", "study", "measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 checkpoint written before checkpoints carried their run id and digest" in r.stdout, r.stdout
+    after = rows(out)
+    assert after[ids[0]]["measure.path_norm"] == before[ids[0]]["measure.path_norm"]
+
+
+# --- 2. a run id counts once ------------------------------------------------------------------
+
+def test_duplicate_rows_count_once_and_conflicting_ones_are_refused(copy, tmp_path):
+    from analysis.cli import main as analysis_main
+
+    p, out = copy
+    dup = tmp_path / "dup"
+    shutil.copytree(out, dup)
+    claims = []
+    for srcs in ([out / "tiny"], [out / "tiny", dup / "tiny"]):
+        csv = tmp_path / f"c{len(srcs)}.csv"
+        r = cli("-m", "analysis", "claims", *map(str, srcs), "--boots", "50", "--out", str(csv))
+        assert r.returncode == 0, r.stderr[-2000:]
+        claims.append(pl.read_csv(csv))
+        if len(srcs) == 2:
+            assert "counted once" in r.stderr, r.stderr
+    assert claims[0].equals(claims[1])  # a plain copy of the study changes nothing
+
+    ranks = []
+    runs = out / "tiny" / "runs"
+    rid = by_seed(out)[0]
+    for stray in (False, True):
+        if stray:
+            shutil.copy(runs / f"{rid}.parquet", runs / f"{rid} (copy).parquet")
+        csv = tmp_path / f"r{stray}.csv"
+        assert analysis_main(["rank", str(runs), "--boots", "0", "--out", str(csv), "-q"]) == 0
+        ranks.append(pl.read_csv(csv))
+    assert ranks[0].equals(ranks[1])
+    r = cli("-m", "study", "consolidate", str(p))
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(out / "tiny" / "runs.parquet").num_rows == 2
+
+    t = pq.read_table(runs / f"{rid} (copy).parquet")
+    t = t.set_column(t.column_names.index("gap"), "gap", [[0.5]])
+    pq.write_table(t, runs / f"{rid} (copy).parquet")
+    for cmd in (["-m", "analysis", "rank", str(runs), "--boots", "0"], ["-m", "study", "consolidate", str(p)]):
+        r = cli(*cmd)
+        assert r.returncode == 2, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and "stored twice with different values" in err[0] and "(copy).parquet" in err[0], err
+
+
+# --- 3. a score function cannot change what the next network sees -------------------------------
+
+MUTATE = """
+def first_pixel_sum(model, data, init):
+    x, y = data
+    v = float(x.abs().sum()) + float(y.sum())
+    x.mul_(2)
+    y.zero_()
+    for t in init.values():
+        t.zero_()
+    return v
+"""
+
+
+@pytest.mark.parametrize("executor", [Executor(serial=True, progress=False),
+                                      Executor(max_in_flight=1, progress=False, announce=False)],
+                         ids=["serial", "ray"])
+def test_a_score_function_that_edits_its_inputs_changes_no_later_network(copy, executor):
+    from analysis.score import score
+
+    p, out = copy
+    fn = out.parent / "mut.py"
+    fn.write_text(MUTATE)
+    df, reasons, _ = score(f"{fn}:first_pixel_sum", str(out / "tiny"), executor=executor)
+    assert not reasons, reasons
+    values = df["measure.first_pixel_sum"].to_list()
+    assert len(values) == 2 and all(math.isfinite(v) for v in values)
+    assert values[0] == values[1], values  # both networks saw the same data (their subset is all of it)

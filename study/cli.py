@@ -276,6 +276,11 @@ def cmd_measure(args) -> int:
     if s.unverified:
         print(f"  {s.unverified} checkpoint{'s' if s.unverified > 1 else ''} written before checkpoints "
               "carried their run id and digest: checked by their config and weights only")
+    if s.stopped:
+        print(f"stopped: {s.stopped}. Submitted nothing more; the networks in flight were waited for "
+              f"or cancelled; every stored row is whole. {s.todo - s.done} networks left: fix the "
+              "cause, then run the same command again to continue")
+        return 3
     if s.interrupted:
         return _interrupted(s, f"{s.todo - s.done} networks")
     return 1 if s.failures else 0

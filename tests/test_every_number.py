@@ -68,7 +68,8 @@ def copy(trained, tmp_path):
 
 
 def rows(out) -> dict[str, dict]:
-    df = pl.read_parquet(out / "tiny" / "runs" / "*.parquet")
+    df = pl.concat([pl.read_parquet(f) for f in sorted((out / "tiny" / "runs").glob("*.parquet"))],
+                   how="diagonal_relaxed")
     return {r["run_id"]: r for r in df.to_dicts()}
 
 
@@ -221,3 +222,67 @@ def test_a_score_function_that_edits_its_inputs_changes_no_later_network(copy, e
     values = df["measure.first_pixel_sum"].to_list()
     assert len(values) == 2 and all(math.isfinite(v) for v in values)
     assert values[0] == values[1], values  # both networks saw the same data (their subset is all of it)
+
+
+# --- 5. study measure stops on a lost lease or a failed write, as study run does ------------------
+
+def _measure_then(monkeypatch, after_first):
+    """`measure_one` as it is, with ``after_first()`` called once, after the first network."""
+    import study.jobs.measure as job
+    real, calls = job.measure_one, []
+
+    def measure_one(*a, **k):
+        res = real(*a, **k)
+        if not calls:
+            calls.append(1)
+            after_first()
+        return res
+    monkeypatch.setattr(job, "measure_one", measure_one)
+
+
+def test_study_measure_stops_when_its_lease_is_taken_over(copy, monkeypatch, capsys):
+    import time
+
+    import study.lease
+    from study.cli import main as study_main
+
+    p, out = copy
+    lease = out / "tiny" / "lease.json"
+    monkeypatch.setattr(study.lease, "HEARTBEAT_S", 0.05)
+
+    def taken_over():
+        held = json.loads(lease.read_text())
+        lease.write_text(json.dumps({**held, "token": "another", "pid": 1, "heartbeat": time.time()}))
+        time.sleep(0.5)  # ten heartbeats: the holder has seen it
+
+    _measure_then(monkeypatch, taken_over)
+    before = rows(out)
+    code = study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress"])
+    said = capsys.readouterr().out
+    assert code == 3, said
+    assert "stopped: the lease of study 'tiny' was taken over" in said and "measured 1 of 2" in said, said
+    after = rows(out)
+    assert sum(after[r].get("remeasured_at") != before[r].get("remeasured_at") for r in after) == 1
+
+
+def test_study_measure_stops_when_the_output_refuses_a_write(trained, tmp_path, monkeypatch, capsys):
+    from study.cli import main as study_main
+    from tests.test_unattended import remount
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        out = mnt / "out"
+        shutil.copytree(trained, out)
+        p = write_study(tmp_path, out)
+        _measure_then(monkeypatch, lambda: remount(mnt, "ro"))
+        code = study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress"])
+        said = capsys.readouterr().out
+        assert code == 3, said
+        assert "stopped: writing to the output failed" in said and "Read-only file system" in said, said
+        assert "measured 1 of 2" in said and "run the same command again" in said, said
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import error_line
-from ..executor import Bar, Ended, Executor, fan_out
+from ..executor import Bar, Ended, Executor, StudyStopped, fan_out
 from ..lease import held
 from ..measures.registry import expected_settings, outdated, select
 from ..runner import measure_network, stored_network
@@ -118,7 +118,7 @@ def merge_measures(table: pa.Table, cols: dict, names: list[str], when: datetime
 class Measured:
     """What a measure task returns."""
     run_id: str
-    status: str = "ok"             # ok / failed (the row stays as it was)
+    status: str = "ok"             # ok / failed (the row stays as it was); write_failed: the output refused it
     computed: int = 0              # measures computed
     error: str = ""
     seconds: float = 0.0           # checkpoint, data and measures
@@ -144,9 +144,13 @@ def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, wa
         curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
         if row.get(curve) is None and log is not None and log.epoch_losses:
             cols[curve] = [float(v) for v in log.epoch_losses]
-        store.write_row_table(merge_measures(table, cols, names, now()))
+        merged = merge_measures(table, cols, names, now())
     except Exception as e:  # the row stays as it was; the summary names the failure
         return Measured(run_id, "failed", error=error_line(e))
+    try:
+        store.write_row_table(merged)
+    except Exception as e:  # the output, not this network: the driver stops (`measure_study`)
+        return Measured(run_id, "write_failed", error=error_line(e))
     return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0, unverified=bool(notes))
 
 
@@ -167,13 +171,14 @@ class MeasureSummary(Ended):
 
 def measure_study(study: Study, want: Want = Want(), executor: Executor = Executor()) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
-    checkpoint, fanned out like `study run`; returns counts. Ctrl-C stops cleanly (rows are
-    rewritten whole). Raises StudyError for unknown names, StorageError (OldSchemaError)
+    checkpoint, fanned out like `study run`; returns counts. Ctrl-C and SIGTERM stop cleanly (rows
+    are rewritten whole; ``interrupted``), and so do a write the output refuses and a lease taken
+    over by another driver (``stopped``: nothing more is submitted). Raises StudyError for unknown names, StorageError (OldSchemaError)
     for no stored runs or an old-schema output, before any work."""
     store = Store(study.out, study.name)
     expected = want.expected(study.measures)
     rows = store.ok_rows(study.path or "STUDY.toml")
-    with held(store, "study measure"):
+    with held(store, "study measure") as lease:
         todo, no_net, pairs, up = [], [], 0, 0
         for r in rows:
             names = wanted(r, want, expected)
@@ -190,12 +195,16 @@ def measure_study(study: Study, want: Want = Want(), executor: Executor = Execut
             return s
 
         def record(m: Measured) -> dict:
+            if m.status == "write_failed":  # the row stays as it was: left for a rerun
+                raise StudyStopped(f"writing to the output failed: {m.error}")
             s.done += 1
             s.computed += m.computed
             s.task_seconds += m.seconds
             s.unverified += m.unverified
             if m.status != "ok":
                 s.failures.append(f"{m.run_id}: {m.error}")
+            if lease.lost:
+                raise StudyStopped(lease.lost)
             return {"failed": len(s.failures)}
 
         def lost(run_id: str, error: str) -> Measured:  # the row is untouched: a rerun does it

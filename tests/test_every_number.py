@@ -286,3 +286,102 @@ def test_study_measure_stops_when_the_output_refuses_a_write(trained, tmp_path, 
         assert "measured 1 of 2" in said and "run the same command again" in said, said
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# --- 6. analysis score: time limit, clean stops, one-line errors, odd returns, the user's row ------
+
+USER = """
+import sys
+import time
+
+
+def slow(model, data, init):
+    time.sleep(120)
+    return 1.0
+
+
+def text(model, data, init):
+    return "3.5"
+
+
+def yes(model, data, init):
+    return True
+
+
+def leaves(model, data, init):
+    sys.exit(3)
+
+
+def fails(model, data, init):
+    x, y = data
+    raise ValueError("no such thing")
+
+
+def path_norm(model, data, init):
+    return 1.0
+
+
+def width(model, data, init):
+    return float(sum(p.numel() for p in model.parameters()))
+"""
+
+
+def score_cmd(out, fn, *extra):
+    return ["-m", "analysis", "score", f"{out.parent / 'user.py'}:{fn}", str(out / "tiny"), "--serial",
+            "--no-progress", "--boots", "0", *extra]
+
+
+def test_score_limits_each_network_and_stops_cleanly_on_ctrl_c(copy):
+    import signal
+    import time
+
+    p, out = copy
+    (out.parent / "user.py").write_text(USER)
+    t0 = time.monotonic()
+    r = cli(*score_cmd(out, "slow", "--timeout", "1"))
+    assert time.monotonic() - t0 < 60
+    assert r.returncode == 1 and "ran past the time limit of 1 s" in r.stderr, r.stdout + r.stderr
+    proc = subprocess.Popen([sys.executable, *score_cmd(out, "slow", "--timeout", "0")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # in the function by now
+    proc.send_signal(signal.SIGINT)
+    o, e = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in e and "interrupted" in e, o + e
+
+
+def test_score_refuses_odd_returns_exits_and_clashing_names_and_reports_failures(copy):
+    p, out = copy
+    (out.parent / "user.py").write_text(USER)
+    for fn, said in (("text", "returned str '3.5', not a number"), ("yes", "returned bool 'True', not a number"),
+                     ("leaves", "the function called sys.exit(3)"), ("fails", "ValueError: no such thing")):
+        r = cli(*score_cmd(out, fn))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "scored no network" in r.stderr and said in r.stderr, r.stderr
+    assert f'File "{out.parent / "user.py"}", line 25' in r.stderr, r.stderr  # the failure's traceback
+    r = cli(*score_cmd(out, "path_norm"))
+    assert r.returncode == 2 and "built-in measure" in r.stderr and "--name" in r.stderr, r.stdout + r.stderr
+    (out.parent / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    r = cli("-m", "analysis", "score", f"{out.parent / 'exits.py'}:f", str(out / "tiny"), "--serial")
+    assert r.returncode == 2 and "called sys.exit(3) while being imported" in r.stderr, r.stdout + r.stderr
+
+
+def test_score_prints_the_users_row_and_one_line_errors_and_honours_skip_corrupt(copy):
+    p, out = copy
+    (out.parent / "user.py").write_text(USER)
+    (out / "tiny" / "runs" / "zz.parquet").write_bytes(b"PAR1 not a parquet file")
+    r = cli(*score_cmd(out, "width", "--top", "1"))
+    assert r.returncode == 2 and "--skip-corrupt" in r.stderr, r.stdout + r.stderr
+    r = cli(*score_cmd(out, "width", "--top", "1", "--skip-corrupt"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 of 2 networks scored" in r.stdout and "width (yours): rank " in r.stdout, r.stdout
+    (out / "tiny" / "runs" / "zz.parquet").unlink()
+    shutil.copy(out / "tiny" / "runs" / f"{by_seed(out)[0]}.parquet", out.parent / "some.parquet")
+    r = cli("-m", "analysis", "score", f"{out.parent / 'user.py'}:width", str(out.parent / "some.parquet"), "--serial")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+    f = out / "tiny" / "runs" / f"{by_seed(out)[1]}.parquet"
+    t = pq.read_table(f)
+    config = json.loads(t["config"][0].as_py())
+    t = t.set_column(t.column_names.index("config"), "config", [[json.dumps({**config, "schema": 1})]])
+    pq.write_table(t, f)
+    r = cli(*score_cmd(out, "width"))
+    assert r.returncode == 2 and "study migrate" in r.stderr and "Traceback" not in r.stderr, r.stdout + r.stderr

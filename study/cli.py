@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--stale", action="store_true", help="the measures held under other settings")
     e.add_argument("--missing", action="store_true", help="the measures not computed")
     e.add_argument("--force", action="store_true", help="recompute even what is up to date")
+    e.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable run files out (not measured) instead of failing")
     return p
 
 
@@ -257,12 +259,15 @@ def cmd_measure(args) -> int:
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
-    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor)
+    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor,
+                      skip_corrupt=args.skip_corrupt)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
     print(f"{study.name}: {s.rows} stored ok networks in {s.runs_dir}: {s.todo} to measure "
           f"({s.pairs} values, {what}), {s.up_to_date} up to date")
+    for f in s.skipped:
+        print(f"warning: skipped unreadable run file {f}", file=sys.stderr)
     if s.no_checkpoint:
         print(f"  {len(s.no_checkpoint)} without a checkpoint (stored with keep_networks = false), "
               f"skipped: {', '.join(s.no_checkpoint[:5])}{' …' if len(s.no_checkpoint) > 5 else ''}")

@@ -149,7 +149,8 @@ def _unifies(a: pa.DataType, b: pa.DataType) -> bool:
 
 def mistyped(tables: list[pa.Table], sources: list[str]) -> list[tuple[int, str]]:
     """(index, reason) of each table holding a column of a type that the type most tables give it
-    cannot hold (``hp.lr`` text where the others have numbers): what `pa.concat_tables` refuses."""
+    cannot hold (``hp.lr`` text where the others have numbers): what `pa.concat_tables` refuses.
+    Between as many files of each type, text is the wrong one."""
     from collections import Counter
     types: dict[str, Counter] = {}
     for t in tables:
@@ -160,7 +161,8 @@ def mistyped(tables: list[pa.Table], sources: list[str]) -> list[tuple[int, str]
     for col, counts in types.items():
         if len(counts) < 2:
             continue
-        usual = counts.most_common(1)[0][0]
+        # the most files' type; on a tie, not text (a number written as text is the usual slip)
+        usual = max(counts, key=lambda k: (counts[k], not (pa.types.is_string(k) or pa.types.is_large_string(k))))
         for i, t in enumerate(tables):
             if i in bad or col not in t.column_names:
                 continue

@@ -385,3 +385,39 @@ def test_score_prints_the_users_row_and_one_line_errors_and_honours_skip_corrupt
     pq.write_table(t, f)
     r = cli(*score_cmd(out, "width"))
     assert r.returncode == 2 and "study migrate" in r.stderr and "Traceback" not in r.stderr, r.stdout + r.stderr
+
+
+# --- 7. a column of the wrong type: one line naming the file, or skipped ---------------------------
+
+def test_a_row_with_a_column_of_the_wrong_type_is_named_in_one_line_or_skipped(copy, capsys):
+    from analysis.cli import main as analysis_main
+    from study.cli import main as study_main
+
+    p, out = copy
+    runs = out / "tiny" / "runs"
+    bad = runs / f"{by_seed(out)[1]}.parquet"
+    t = pq.read_table(bad)
+    t = t.set_column(t.column_names.index("hp.lr"), "hp.lr", [["0.1"]])
+    pq.write_table(t, bad)
+    capsys.readouterr()
+
+    def one_line(code, want=2):
+        err = capsys.readouterr().err.strip().splitlines()
+        err = [ln for ln in err if not ln.startswith("warning:")]
+        assert code == want and len(err) == 1, err
+        assert bad.name in err[0] and "hp.lr" in err[0] and "--skip-corrupt" in err[0], err
+    one_line(study_main(["consolidate", str(p)]))
+    one_line(study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress"]))
+    one_line(analysis_main(["rank", str(runs), "--boots", "0"]))
+    one_line(analysis_main(["report", str(runs), "--out", str(out.parent / "r.html"), "--boots", "0"]))
+    one_line(analysis_main(["claims", str(runs), "--boots", "20"]))
+    assert study_main(["status", str(p)]) in (0, 3, 4)
+    assert "Traceback" not in capsys.readouterr().err
+
+    assert study_main(["consolidate", str(p), "--skip-corrupt"]) == 0
+    assert pq.read_table(out / "tiny" / "runs.parquet").num_rows == 1
+    (out / "tiny" / "runs.parquet").unlink()
+    assert analysis_main(["rank", str(runs), "--boots", "0", "--skip-corrupt"]) == 0
+    assert study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress",
+                       "--skip-corrupt"]) == 0
+    assert "measured 1 of 1" in capsys.readouterr().out

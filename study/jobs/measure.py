@@ -165,19 +165,22 @@ class MeasureSummary(Ended):
     computed: int = 0
     task_seconds: float = 0.0  # summed over the tasks that computed: checkpoint, data and measures
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # run files left out (--skip-corrupt), with why
     unverified: int = 0        # measured from checkpoints without run id and digest (`runner.UNVERIFIED`)
     runs_dir: str = ""
 
 
-def measure_study(study: Study, want: Want = Want(), executor: Executor = Executor()) -> MeasureSummary:
+def measure_study(study: Study, want: Want = Want(), executor: Executor = Executor(), *,
+                  skip_corrupt: bool = False) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
     checkpoint, fanned out like `study run`; returns counts. Ctrl-C and SIGTERM stop cleanly (rows
     are rewritten whole; ``interrupted``), and so do a write the output refuses and a lease taken
     over by another driver (``stopped``: nothing more is submitted). Raises StudyError for unknown names, StorageError (OldSchemaError)
-    for no stored runs or an old-schema output, before any work."""
+    for no stored runs, an old-schema output or an unreadable run file (unless ``skip_corrupt``:
+    left out), before any work."""
     store = Store(study.out, study.name)
     expected = want.expected(study.measures)
-    rows = store.ok_rows(study.path or "STUDY.toml")
+    rows = store.ok_rows(study.path or "STUDY.toml", skip_corrupt)
     with held(store, "study measure") as lease:
         todo, no_net, pairs, up = [], [], 0, 0
         for r in rows:
@@ -190,7 +193,8 @@ def measure_study(study: Study, want: Want = Want(), executor: Executor = Execut
                 todo.append(r["run_id"])
                 pairs += len(names)
         s = MeasureSummary(rows=len(rows), todo=len(todo), pairs=pairs, up_to_date=up,
-                           no_checkpoint=no_net, runs_dir=store.uri(store.runs_dir))
+                           no_checkpoint=no_net, runs_dir=store.uri(store.runs_dir),
+                           skipped=list(store.skipped))
         if not todo:
             return s
 

@@ -421,3 +421,29 @@ def test_a_row_with_a_column_of_the_wrong_type_is_named_in_one_line_or_skipped(c
     assert study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress",
                        "--skip-corrupt"]) == 0
     assert "measured 1 of 1" in capsys.readouterr().out
+
+
+# --- 8. a lease heartbeat in the future is no live lease -------------------------------------------
+
+def test_a_lease_heartbeat_in_the_future_is_taken_over_and_a_held_lease_says_how_to_clear_it(tmp_path, monkeypatch,
+                                                                                           caplog):
+    import time
+
+    import study.lease
+    from study.lease import Lease, LeaseHeld
+
+    monkeypatch.setattr(study.lease, "SETTLE_S", 0.01)
+    store = Store(str(tmp_path / "out"), "s")
+    store.check_writable()
+    path = tmp_path / "out" / "s" / "lease.json"
+    other = {"host": "elsewhere", "pid": 1, "command": "study run", "started_at": "then", "token": "x"}
+    path.write_text(json.dumps({**other, "heartbeat": time.time()}))
+    with pytest.raises(LeaseHeld, match="delete .*lease.json"):
+        Lease(store).acquire()
+    for beat in (time.time() + 3600, "inf", 1e300, "nan"):
+        path.write_text(json.dumps({**other, "heartbeat": beat}).replace('"inf"', "Infinity").replace('"nan"', "NaN"))
+        caplog.clear()
+        lease = Lease(store)
+        lease.acquire()  # not held for ever: taken over, with a warning that says why
+        lease.release()
+        assert "heartbeat is not a time" in caplog.text or "in the future" in caplog.text, caplog.text

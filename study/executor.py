@@ -109,6 +109,7 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
     shown = tqdm(total=b.total, initial=b.initial, unit=b.unit, desc=b.desc, file=sys.stderr,
                  disable=bar is None or not executor.progress, dynamic_ncols=True, mininterval=0.5)
     counts = {"in_flight": 0}
+    _sigterm_as_interrupt.received = False
 
     def flying(n: int) -> None:
         counts["in_flight"] = n
@@ -130,8 +131,9 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
             else:
                 _on_ray(items, task, args_of, resources, take, executor, lost, flying,
                         (lambda line: shown.write(line, file=sys.stderr)) if executor.announce else None)
-    except KeyboardInterrupt as e:
-        ended.interrupted, ended.signal = True, "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+    except KeyboardInterrupt as e:  # Ray may re-raise our Terminated as a plain KeyboardInterrupt
+        sigterm = isinstance(e, Terminated) or _sigterm_as_interrupt.received
+        ended.interrupted, ended.signal = True, "SIGTERM" if sigterm else "SIGINT"
     except StudyStopped as e:
         ended.stopped = str(e)
     finally:
@@ -148,9 +150,14 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
         say(f"starting Ray … ({'local' if address == 'local' else address})")
     import ray
 
-    if started_here:
-        _ray_init(ray, address)
     try:
+        if started_here:
+            try:
+                _ray_init(ray, address)
+            except SystemExit as e:  # ray.init's own SIGTERM handler: sys.exit(SIGTERM)
+                if e.code == signal.SIGTERM:
+                    raise Terminated() from None
+                raise
         with _sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler
             check_feasible(ray, resources, local=started_here and address == "local",
                            autoscaler=executor.autoscaler, wait_s=executor.node_wait_s)
@@ -216,8 +223,11 @@ def _cancel(ray, pending: dict) -> None:
 
 
 class _sigterm_as_interrupt:
-    """Within: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread; the
-    previous handler is restored on leaving. Elsewhere than the main thread: nothing."""
+    """Within: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, and
+    ``received`` says it came (Ray's wait turns an exception raised in a signal handler into a
+    plain KeyboardInterrupt); the previous handler is restored on leaving. Elsewhere than the
+    main thread: nothing."""
+    received = False
 
     def __enter__(self):
         self.prev = None
@@ -228,6 +238,7 @@ class _sigterm_as_interrupt:
 
     @staticmethod
     def _raise(signum, frame):
+        _sigterm_as_interrupt.received = True
         raise Terminated()
 
     def __exit__(self, *exc):

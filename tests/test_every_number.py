@@ -447,3 +447,60 @@ def test_a_lease_heartbeat_in_the_future_is_taken_over_and_a_held_lease_says_how
         lease.acquire()  # not held for ever: taken over, with a warning that says why
         lease.release()
         assert "heartbeat is not a time" in caplog.text or "in the future" in caplog.text, caplog.text
+
+
+# --- 4. SIGTERM at any moment of a fan-out on local Ray: exit 143, the summary, nothing left behind ---
+
+def _ours(tmpdir: str) -> list[int]:
+    """Pids of the processes whose command line names ``tmpdir`` (this test's Ray)."""
+    ps = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(ln.split(None, 1)[0]) for ln in ps.splitlines() if tmpdir in ln and "ps -eww" not in ln]
+
+
+def test_sigterm_at_any_moment_of_study_measure_exits_143_with_the_summary_and_leaves_nothing(copy):
+    import os
+    import signal
+    import tempfile
+    import time
+
+    p, out = copy
+    tmpdir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must stay short
+    env = {**os.environ, "RAY_TMPDIR": tmpdir}
+    try:
+        # the moments: Ray starting, tasks running, a task just finished (the race with the other one's end)
+        rows_at = {f: f.stat().st_mtime_ns for f in (out / "tiny" / "runs").glob("*.parquet")}
+        for wait_for, extra in (("gcs_server", 0.2), ("default_worker", 1.5), ("a row", 0.0)):
+            proc = subprocess.Popen([sys.executable, "-m", "study", "measure", str(p), "--force", "--no-progress"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 120 and proc.poll() is None:
+                if wait_for == "a row":
+                    if any(f.stat().st_mtime_ns != t for f, t in rows_at.items()):
+                        break
+                    time.sleep(0.01)
+                    continue
+                ps = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+                if any(tmpdir in ln and wait_for in ln for ln in ps.splitlines()):
+                    break
+                time.sleep(0.05)
+            time.sleep(extra)
+            proc.send_signal(signal.SIGTERM)
+            o, e = proc.communicate(timeout=120)
+            said = f"{wait_for}+{extra}: {o}{e[-3000:]}"
+            assert "Check failed" not in e and "Traceback" not in e, said
+            if proc.returncode == 0:  # finished before the signal came: nothing to check
+                assert "measured 2 of 2" in o, said
+            else:
+                assert proc.returncode == 143 and "stopped by SIGTERM" in o and "networks left" in o, said
+            assert not (out / "tiny" / "lease.json").exists(), said
+            t1 = time.monotonic()
+            while _ours(tmpdir) and time.monotonic() - t1 < 20:
+                time.sleep(0.2)
+            assert not _ours(tmpdir), f"processes left behind: {_ours(tmpdir)}; {said}"
+    finally:
+        for pid in _ours(tmpdir):  # what this test's Ray left, if anything
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(tmpdir, ignore_errors=True)

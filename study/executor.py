@@ -123,11 +123,12 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
     try:
         with _sigterm_as_interrupt():
             if executor.serial:
-                for item in items:
-                    flying(1)
-                    res = task(*args_of(item))
-                    flying(0)
-                    take(res)
+                with _threads_of(resources):
+                    for item in items:
+                        flying(1)
+                        res = task(*args_of(item))
+                        flying(0)
+                        take(res)
             else:
                 _on_ray(items, task, args_of, resources, take, executor, lost, flying,
                         (lambda line: shown.write(line, file=sys.stderr)) if executor.announce else None)
@@ -220,6 +221,28 @@ def _cancel(ray, pending: dict) -> None:
         _, running = ray.wait(running, num_returns=len(running), timeout=0)
     for ref in running:
         ray.cancel(ref, force=True)
+
+
+class _threads_of:
+    """Within: torch's intra-op threads as a Ray task of ``resources`` gets them (Ray sets
+    OMP_NUM_THREADS to the task's CPUs, at least 1), so that ``--serial`` and Ray compute with
+    the same thread count and give bit-identical values; restored on leaving. Nothing when
+    torch is not imported (the jobs import it before fanning out) or OMP_NUM_THREADS is set
+    (the user's choice, which Ray's workers inherit too)."""
+
+    def __init__(self, resources: Resources):
+        self.n = max(1, int(resources.num_cpus))
+        self.torch = sys.modules.get("torch") if "OMP_NUM_THREADS" not in os.environ else None
+
+    def __enter__(self):
+        if self.torch is not None:
+            self.prev = self.torch.get_num_threads()
+            self.torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None:
+            self.torch.set_num_threads(self.prev)
 
 
 class _sigterm_as_interrupt:

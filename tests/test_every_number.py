@@ -504,3 +504,29 @@ def test_sigterm_at_any_moment_of_study_measure_exits_143_with_the_summary_and_l
             except ProcessLookupError:
                 pass
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --- 9. --serial and local Ray compute with the same number of threads ------------------------------
+
+def test_serial_and_local_ray_give_tasks_the_same_thread_count_and_bit_identical_values(copy):
+    import os
+
+    p, out = copy
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # as a user runs it (conftest sets 1)
+    seen = out.parent / "seen.txt"
+    fn = out.parent / "threads.py"
+    fn.write_text("import torch\n\ndef threads(model, data, init):\n"
+                  f"    open({str(seen)!r}, 'a').write(f'{{torch.get_num_threads()}}\\n')\n    return 1.0\n")
+    for how in ("--serial", "--address="):
+        r = subprocess.run([sys.executable, "-m", "analysis", "score", f"{fn}:threads", str(out / "tiny"),
+                            "--no-progress", "--boots", "0", *([how] if how == "--serial" else [])],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert seen.read_text().split() == ["1"] * 4  # [resources] num_cpus = 1, serial and on Ray
+    values = {}
+    for how in ("--serial", "--max-in-flight=2"):
+        r = subprocess.run([sys.executable, "-m", "study", "measure", str(p), "--measures", "norm", "--force",
+                            "--no-progress", how], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        values[how] = {rid: {k: v for k, v in row.items() if k.startswith("measure.")} for rid, row in rows(out).items()}
+    assert values["--serial"] == values["--max-in-flight=2"]

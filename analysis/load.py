@@ -8,8 +8,9 @@ that ``pyarrow.fs`` opens (``s3://…``, ``gs://…``, ``file://…``).
 Choices:
 
 - A study folder with both: the consolidated ``runs.parquet`` is read when
-  it is at least as new as every run file, otherwise the ``runs/`` folder
-  (with a warning that the consolidated file is stale).
+  it is at least as new as every run file and holds as many rows as there are
+  run files, otherwise the ``runs/`` folder (with a warning that the
+  consolidated file is stale: a run file newer, deleted or added).
 - In a runs folder only ``*.parquet`` files whose names do not start with
   ``.`` are rows (writers' temporary files are hidden).
 - Rows with differing column sets are stacked diagonally (a missing column
@@ -114,6 +115,15 @@ def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: st
     return table
 
 
+def _rows_in(fs: pafs.FileSystem, path: str) -> int | None:
+    """The row count a Parquet file's footer states (None: unreadable; its reading will say so)."""
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except Exception:  # noqa: BLE001 - any failure: the full read names it
+        return None
+
+
 def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
     try:
         table = _read_one(fs, path)
@@ -157,14 +167,19 @@ def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> 
         consolidated = fs.get_file_info(f"{base}/runs.parquet")
         if runs_dir.type == pafs.FileType.Directory:
             files = _run_files(fs, runs_dir.path)
-            if consolidated.type == pafs.FileType.File and (
-                    not files or all(f.mtime is not None and consolidated.mtime is not None
-                                     and f.mtime <= consolidated.mtime for f in files)):
+            newer = consolidated.type == pafs.FileType.File and (
+                not files or all(f.mtime is not None and consolidated.mtime is not None
+                                 and f.mtime <= consolidated.mtime for f in files))
+            rows = _rows_in(fs, consolidated.path) if newer and files else None
+            if newer and (rows is None or rows == len(files)):
                 table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
             else:
                 if consolidated.type == pafs.FileType.File:
-                    warnings.warn(f"{name}/runs.parquet is older than some run files; reading {name}/runs/ "
-                                  "instead (consolidate the study again for faster reading)", stacklevel=2)
+                    why = ("is older than some run files" if not newer else
+                           f"holds {rows} rows where {name}/runs/ has {len(files)} run files (one deleted "
+                           "or added since)")
+                    warnings.warn(f"{name}/runs.parquet {why}; reading {name}/runs/ instead (consolidate "
+                                  "the study again for faster reading)", stacklevel=2)
                 if not files:
                     raise RunsError(f"no run files (*.parquet) in {name}/runs")
                 table = _read_files(fs, [f.path for f in files], f"{name}/runs", on_corrupt)

@@ -169,7 +169,12 @@ def cmd_status(args) -> int:
     Exit status: `jobs.status.status_code`."""
     from .jobs.status import status
     study = _load(args)
-    rep = status(study, args.study)
+    try:
+        rep = status(study, args.study)
+    except StorageError as e:  # with --json, a script reads stdout: the error as JSON there too
+        if args.json:
+            print(json.dumps({"study": study.name, "error": str(e), "exit_code": 2}, indent=1))
+        raise
     if args.json:
         print(json.dumps(rep.as_json(), indent=1, default=str))
         return rep.exit_code
@@ -269,7 +274,8 @@ def cmd_measure(args) -> int:
     for f in s.skipped:
         print(f"warning: skipped unreadable run file {f}", file=sys.stderr)
     if s.no_checkpoint:
-        print(f"  {len(s.no_checkpoint)} without a checkpoint (stored with keep_networks = false), "
+        print(f"  {len(s.no_checkpoint)} without a checkpoint (deleted, or stored with keep_networks = false "
+              "or before checkpoints existed), "
               f"skipped: {', '.join(s.no_checkpoint[:5])}{' …' if len(s.no_checkpoint) > 5 else ''}")
     if not s.todo:
         print("nothing to compute")

@@ -530,3 +530,73 @@ def test_serial_and_local_ray_give_tasks_the_same_thread_count_and_bit_identical
         assert r.returncode == 0, r.stdout + r.stderr
         values[how] = {rid: {k: v for k, v in row.items() if k.startswith("measure.")} for rid, row in rows(out).items()}
     assert values["--serial"] == values["--max-in-flight=2"]
+
+
+# --- the Low items ----------------------------------------------------------------------------------
+
+def test_a_deleted_checkpoint_is_not_called_keep_networks_false(copy, capsys):
+    from study.cli import main as study_main
+
+    p, out = copy
+    (out / "tiny" / "nets" / f"{by_seed(out)[0]}.safetensors").unlink()
+    assert study_main(["measure", str(p), "--measures", "path_norm", "--force", "--serial", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "1 without a checkpoint (deleted, or stored with keep_networks = false or before checkpoints" in said, said
+
+
+def test_deeply_nested_toml_is_not_valid_toml_not_a_recursion_error(tmp_path):
+    from study.spec import StudyError
+
+    p = tmp_path / "deep.toml"
+    p.write_text("a = " + "{ b = " * 400 + "1" + " }" * 400 + "\n")
+    with pytest.raises(StudyError, match="not valid TOML"):
+        load_study(p)
+
+
+def test_claims_markdown_escapes_what_the_rows_hold(copy, tmp_path):
+    p, out = copy
+    runs = out / "tiny" / "runs"
+    for f in runs.glob("*.parquet"):
+        t = pq.read_table(f)
+        t = t.set_column(t.column_names.index("study"), "study", [["<script>alert(1)</script>"]])
+        pq.write_table(t, f)
+    md = tmp_path / "c.md"
+    r = cli("-m", "analysis", "claims", str(runs), "--boots", "20", "--out", str(md))
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = md.read_text()
+    assert "<script>" not in text and "&lt;script" in text
+
+
+def test_analysis_does_not_read_a_consolidated_file_that_holds_a_deleted_run(copy):
+    import warnings
+
+    from analysis.load import read_runs
+    from study.cli import main as study_main
+
+    p, out = copy
+    assert study_main(["consolidate", str(p)]) == 0
+    (out / "tiny" / "runs" / f"{by_seed(out)[0]}.parquet").unlink()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        df = read_runs(out / "tiny")
+    assert df.height == 1 and any("runs.parquet" in str(x.message) for x in w)
+
+
+def test_migrate_on_an_empty_output_creates_nothing_and_status_json_says_an_old_schema(copy, tmp_path, capsys):
+    from study.cli import main as study_main
+
+    p, out = copy
+    empty = tmp_path / "empty"
+    (tmp_path / "e").mkdir()
+    q = write_study(tmp_path / "e", empty)
+    assert study_main(["migrate", str(q)]) == 0
+    assert not (empty / "tiny").exists()
+    capsys.readouterr()
+    f = out / "tiny" / "runs" / f"{by_seed(out)[0]}.parquet"
+    t = pq.read_table(f)
+    config = json.loads(t["config"][0].as_py())
+    t = t.set_column(t.column_names.index("config"), "config", [[json.dumps({**config, "schema": 1})]])
+    pq.write_table(t, f)
+    assert study_main(["status", str(p), "--json"]) == 2
+    got = json.loads(capsys.readouterr().out)
+    assert "study migrate" in got["error"] and got["exit_code"] == 2

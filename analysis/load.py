@@ -8,9 +8,10 @@ that ``pyarrow.fs`` opens (``s3://…``, ``gs://…``, ``file://…``).
 Choices:
 
 - A study folder with both: the consolidated ``runs.parquet`` is read when
-  it is at least as new as every run file and holds as many rows as there are
-  run files, otherwise the ``runs/`` folder (with a warning that the
-  consolidated file is stale: a run file newer, deleted or added).
+  it is at least as new as every run file (with a warning when it holds
+  another number of rows than there are run files: some deleted or copied in
+  since), otherwise the ``runs/`` folder (with a warning that the consolidated
+  file is stale).
 - In a runs folder only ``*.parquet`` files whose names do not start with
   ``.`` are rows (writers' temporary files are hidden).
 - Rows with differing column sets are stacked diagonally (a missing column
@@ -170,16 +171,17 @@ def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> 
             newer = consolidated.type == pafs.FileType.File and (
                 not files or all(f.mtime is not None and consolidated.mtime is not None
                                  and f.mtime <= consolidated.mtime for f in files))
-            rows = _rows_in(fs, consolidated.path) if newer and files else None
-            if newer and (rows is None or rows == len(files)):
+            if newer:
+                rows = _rows_in(fs, consolidated.path) if files else None
+                if rows is not None and rows != len(files):
+                    warnings.warn(f"{name}/runs.parquet holds {rows} rows where {name}/runs/ has {len(files)} "
+                                  "run files (some deleted or copied in since it was written); reading "
+                                  f"runs.parquet: consolidate the study again, or read {name}/runs/", stacklevel=2)
                 table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
             else:
                 if consolidated.type == pafs.FileType.File:
-                    why = ("is older than some run files" if not newer else
-                           f"holds {rows} rows where {name}/runs/ has {len(files)} run files (one deleted "
-                           "or added since)")
-                    warnings.warn(f"{name}/runs.parquet {why}; reading {name}/runs/ instead (consolidate "
-                                  "the study again for faster reading)", stacklevel=2)
+                    warnings.warn(f"{name}/runs.parquet is older than some run files; reading {name}/runs/ "
+                                  "instead (consolidate the study again for faster reading)", stacklevel=2)
                 if not files:
                     raise RunsError(f"no run files (*.parquet) in {name}/runs")
                 table = _read_files(fs, [f.path for f in files], f"{name}/runs", on_corrupt)

@@ -6,7 +6,8 @@ job's ``record``; it knows nothing of runs (`study.jobs` gives it the items, the
 count). For every job it starts Ray (`_ray_init`), checks before submitting anything that some
 node can hold one task (`check_feasible`: on a fixed cluster a task no node can hold is
 `ClusterError`, exit 2; with an autoscaler a warning and a wait of up to ``node_wait_s``), handles
-SIGTERM like Ctrl-C (the tasks in flight cancelled, the fan-out ``interrupted``), shows the
+SIGTERM like Ctrl-C (the tasks in flight cancelled, the fan-out ``interrupted``; a local Ray
+started here is shut down with its workers instead, nothing force-cancelled), shows the
 progress bar (the job's counts and the tasks ``in_flight``: submitted and not finished), and
 stops cleanly: ``record`` raising `StudyStopped` (the output refused a write, the lease was lost)
 submits nothing more, the tasks in flight get up to `STOP_WAIT_S` to finish (their records are
@@ -163,7 +164,10 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
             check_feasible(ray, resources, local=started_here and address == "local",
                            autoscaler=executor.autoscaler, wait_s=executor.node_wait_s)
             most = executor.max_in_flight or resources.max_in_flight or _auto_in_flight(ray, resources)
-            _loop(ray, items, task, args_of, resources, take, most, lost, flying)
+            # a local Ray started here dies with it (ray.shutdown below): no task is cancelled one
+            # by one there, so none can be force-cancelled while its result arrives
+            _loop(ray, items, task, args_of, resources, take, most, lost, flying,
+                  cancel=not (started_here and address == "local"))
     finally:
         if started_here:
             ray.shutdown()
@@ -172,7 +176,8 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
 _END = object()
 
 
-def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, flying) -> None:
+def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, flying,
+          cancel: bool = True) -> None:
     remote = ray.remote(task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                                       max_retries=3, retry_exceptions=False)
     pending: dict = {}
@@ -206,10 +211,12 @@ def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost
                         log.warning("%s; submitting nothing more, waiting up to %.0f s for the %d "
                                     "tasks in flight", e, STOP_WAIT_S, len(pending))
     except KeyboardInterrupt:
-        _cancel(ray, pending)
+        if cancel:
+            _cancel(ray, pending)
         raise
     if stop is not None:
-        _cancel(ray, pending)
+        if cancel:
+            _cancel(ray, pending)
         raise stop
 
 

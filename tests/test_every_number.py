@@ -579,7 +579,7 @@ def test_claims_markdown_escapes_what_the_rows_hold(copy, tmp_path):
     assert "<script>" not in text and "&lt;script" in text
 
 
-def test_analysis_does_not_read_a_consolidated_file_that_holds_a_deleted_run(copy):
+def test_analysis_says_when_a_consolidated_file_holds_a_deleted_run(copy):
     import warnings
 
     from analysis.load import read_runs
@@ -591,7 +591,9 @@ def test_analysis_does_not_read_a_consolidated_file_that_holds_a_deleted_run(cop
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         df = read_runs(out / "tiny")
-    assert df.height == 1 and any("runs.parquet" in str(x.message) for x in w)
+    assert df.height == 2 and any("runs.parquet holds 2 rows where" in str(x.message) and "1 run files" in str(x.message)
+                                  for x in w), [str(x.message) for x in w]
+    assert read_runs(out / "tiny" / "runs").height == 1
 
 
 def test_migrate_on_an_empty_output_creates_nothing_and_status_json_says_an_old_schema(copy, tmp_path, capsys):

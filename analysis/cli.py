@@ -38,7 +38,7 @@ import warnings
 import polars as pl
 
 from study.clikit import SuggestingParser, closed_pipe
-from study.schema import name_of
+from study.schema import RowsError, name_of, unique_runs
 from study.verbosity import LOG_FORMAT, log_level, verbosity_flags
 from study.version import version_line
 
@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--serial", action="store_true", help="compute in this process, one at a time")
             p.add_argument("--address", help="Ray cluster address; default: local Ray")
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
+            p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                           help="time limit of the function on one network (default 600; 0: none); "
+                                "past it, that network's value is NaN")
     return ap
 
 
@@ -148,8 +151,15 @@ def _claims(args: argparse.Namespace) -> int:
         if "study" not in df.columns:
             df = df.with_columns(pl.lit(os.path.basename(os.path.normpath(src)) or src).alias("study"))
         frames.append(df)
+    if len(frames) > 1:  # a run id counts once within a study, whichever folders hold it
+        stacked = pl.concat(frames, how="diagonal_relaxed")
+        table, notes = unique_runs(stacked.to_arrow(), [src for src, f in zip(args.runs, frames)
+                                                         for _ in range(f.height)])
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        frames = [pl.from_arrow(table)]
     # decoded once stacked: the JSON columns of several studies as one struct type
-    runs = decode(pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0])
+    runs = decode(frames[0])
     table = evaluate_claims(runs, ids, n_boot=args.n_boot, boot_seed=args.boot_seed, min_ess=args.min_ess,
                             include_unconverged=args.include_unconverged, allow_mixed=args.allow_mixed)
     noise = noise_floors(runs, args.include_unconverged)
@@ -232,6 +242,8 @@ def _rank(args: argparse.Namespace) -> int:
     opts = _options(args)
     if args.command == "score":
         df, scored = _scored(args)
+        if df is None:
+            return scored
     else:
         df, scored = load_runs(args.runs, include_unconverged=True, include_failed=True,  # rank_table selects
                                on_corrupt="skip" if args.skip_corrupt else "error"), ""
@@ -240,6 +252,8 @@ def _rank(args: argparse.Namespace) -> int:
     print(format_table(table, args.top))
     if scored:
         print(scored)
+        for line in yours(table, df.columns[-1]):
+            print(line)
     if args.out:
         write_table(table, args.out)
         print(f"wrote {args.out} ({table.height} rows × {table.width} columns)")
@@ -250,23 +264,58 @@ def _rank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scored(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
+def _scored(args: argparse.Namespace) -> tuple[pl.DataFrame | None, str | int]:
     """The runs with the user's measure (`analysis.score`), its NaNs warned of, and the line
-    that says how many networks it scored."""
+    that says how many networks it scored; (None, exit status) when it scored none (the first
+    failure's reason and traceback on stderr, exit 1) or was interrupted (130, 143 for SIGTERM)."""
     from study.executor import Executor
 
     from .score import score
-    df, reasons, no_net = score(args.target, args.runs, name=args.name,
-                                executor=Executor(address=args.address, serial=args.serial,
-                                                  progress=not (args.no_progress or args.quiet),
-                                                  announce=not args.quiet))
+    try:
+        df, reasons, no_net = score(args.target, args.runs, name=args.name, timeout=args.timeout,
+                                    skip_corrupt=args.skip_corrupt,
+                                    executor=Executor(address=args.address, serial=args.serial,
+                                                      progress=not (args.no_progress or args.quiet),
+                                                      announce=not args.quiet))
+    except KeyboardInterrupt as e:
+        term = type(e).__name__ == "Terminated"
+        print(f"{'stopped by SIGTERM' if term else 'interrupted'}: nothing was written (analysis score "
+              "writes no row; run it again)", file=sys.stderr)
+        return None, 143 if term else 130
     col = df.columns[-1]
+    n = int(df[col].is_finite().sum())
+    line = (f"{col}: {n} of {df.height} networks scored"
+            + (f", {len(no_net)} without a checkpoint" if no_net else ""))
+    if n == 0:
+        print(line)
+        first = next(iter(reasons.items()), None)
+        why = f" The first failure, on {first[0]}:\n{first[1]}" if first else ""
+        print(f"error: {col} scored no network; nothing is ranked.{why}", file=sys.stderr)
+        return None, 1
     for rid, why in list(reasons.items())[:5]:
         print(f"warning: {col} is NaN on {rid}: {why.splitlines()[0]}", file=sys.stderr)
     if len(reasons) > 5:
         print(f"warning: {col} is NaN on {len(reasons) - 5} more networks", file=sys.stderr)
-    return df, (f"{col}: {int(df[col].is_finite().sum())} of {df.height} networks scored"
-                + (f", {len(no_net)} without a checkpoint" if no_net else ""))
+    return df, line
+
+
+def yours(table: pl.DataFrame, col: str) -> list[str]:
+    """The user's measure ``col`` in the ranking ``table``, per dataset: its rank, τ with its
+    interval, Ψ and CMI, wherever it ranks (the printed head may leave it out)."""
+    from study.schema import name_of
+    name, lines = name_of(col), []
+    for (dataset,), part in table.group_by(["dataset"], maintain_order=True):
+        at = part["measure"].to_list().index(name) if name in part["measure"].to_list() else None
+        where = f"dataset {dataset}: " if table["dataset"].n_unique() > 1 else ""
+        if at is None:
+            lines.append(f"{where}{name}: not ranked")
+            continue
+        r = part.row(at, named=True)
+        ci = (f" [{num(r.get('tau_lo'), '+.3f')}, {num(r.get('tau_hi'), '+.3f')}]"
+              if r.get("tau_lo") is not None else "")
+        lines.append(f"{where}{name} (yours): rank {at + 1} of {part.height} · τ {num(r.get('tau'), '+.3f')}{ci}"
+                     f" · Ψ {num(r.get('psi'), '+.3f')} · CMI {num(r.get('cmi'), '+.3f')}")
+    return lines
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -338,7 +387,7 @@ def _main(argv: list[str] | None = None) -> int:
         try:
             return {"rank": _rank, "report": _report, "score": _rank, "claims": _claims,
                     "notebooks": _notebooks}[args.command](args)
-        except (RunsError, FileNotFoundError, ValueError) as e:
+        except (RunsError, RowsError, FileNotFoundError, ValueError) as e:
             print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
             return 2
 

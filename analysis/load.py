@@ -8,12 +8,19 @@ that ``pyarrow.fs`` opens (``s3://…``, ``gs://…``, ``file://…``).
 Choices:
 
 - A study folder with both: the consolidated ``runs.parquet`` is read when
-  it is at least as new as every run file, otherwise the ``runs/`` folder
-  (with a warning that the consolidated file is stale).
+  it is at least as new as every run file (with a warning when it holds
+  another number of rows than there are run files: some deleted or copied in
+  since), otherwise the ``runs/`` folder (with a warning that the consolidated
+  file is stale).
 - In a runs folder only ``*.parquet`` files whose names do not start with
   ``.`` are rows (writers' temporary files are hidden).
 - Rows with differing column sets are stacked diagonally (a missing column
-  is null; numeric types are widened).
+  is null; numeric types are widened). A file with a column of a type the
+  others cannot hold (text where numbers are) is an error naming it, or left
+  out with ``on_corrupt="skip"``.
+- Within a study a run id counts once: identical copies (a copied file, the
+  same study given twice) are dropped with a warning naming the files; copies
+  with different values are an error naming them (`study.schema.unique_runs`).
 - A corrupt or truncated Parquet file is an error naming the file
   (:class:`RunsError`); ``on_corrupt="skip"`` leaves such files out with a
   warning that names each one. Never silently.
@@ -35,7 +42,18 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from study.schema import cfg_col, hp_col, is_hp, is_measure, name_of, normalize_times, ranking_order
+from study.schema import (
+    RowsError,
+    cfg_col,
+    hp_col,
+    is_hp,
+    is_measure,
+    name_of,
+    normalize_times,
+    ranking_order,
+    stack_rows,
+    unique_runs,
+)
 
 UNKNOWN = "unknown"  # the settings of a row written before measure_cfg.<name> existed
 
@@ -86,18 +104,40 @@ def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: st
             raise RunsError(f"cannot read {len(bad)} run file(s) under {name}: {listing}{more}. "
                             "Delete or rerun those runs, or skip them (on_corrupt='skip', --skip-corrupt)")
         warnings.warn(f"skipped {len(bad)} unreadable run file(s) under {name}: {listing}{more}", stacklevel=3)
-    tables = [r for r in results if not isinstance(r, Exception)]
-    if not tables:
+    good = [(p, r) for p, r in zip(paths, results) if not isinstance(r, Exception)]
+    if not good:
         raise RunsError(f"no readable run rows under {name}")
-    return pa.concat_tables(tables, promote_options="permissive")
+    try:
+        table, notes = stack_rows([r for _, r in good], [p for p, _ in good], skip=on_corrupt == "skip")
+    except RowsError as e:
+        raise RunsError(str(e)) from None
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return table
+
+
+def _rows_in(fs: pafs.FileSystem, path: str) -> int | None:
+    """The row count a Parquet file's footer states (None: unreadable; its reading will say so)."""
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except Exception:  # noqa: BLE001 - any failure: the full read names it
+        return None
 
 
 def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
     try:
-        return _read_one(fs, path)
+        table = _read_one(fs, path)
     except Exception as e:  # noqa: BLE001
         raise RunsError(f"cannot read {name}: {type(e).__name__}: {e}. Consolidate the study again "
                         "or point at its runs/ folder") from None
+    try:
+        table, notes = unique_runs(table, [name] * table.num_rows)
+    except RowsError as e:
+        raise RunsError(str(e)) from None
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return table
 
 
 def read_runs(source: str | os.PathLike, *, on_corrupt: str = "error") -> pl.DataFrame:
@@ -128,9 +168,15 @@ def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> 
         consolidated = fs.get_file_info(f"{base}/runs.parquet")
         if runs_dir.type == pafs.FileType.Directory:
             files = _run_files(fs, runs_dir.path)
-            if consolidated.type == pafs.FileType.File and (
-                    not files or all(f.mtime is not None and consolidated.mtime is not None
-                                     and f.mtime <= consolidated.mtime for f in files)):
+            newer = consolidated.type == pafs.FileType.File and (
+                not files or all(f.mtime is not None and consolidated.mtime is not None
+                                 and f.mtime <= consolidated.mtime for f in files))
+            if newer:
+                rows = _rows_in(fs, consolidated.path) if files else None
+                if rows is not None and rows != len(files):
+                    warnings.warn(f"{name}/runs.parquet holds {rows} rows where {name}/runs/ has {len(files)} "
+                                  "run files (some deleted or copied in since it was written); reading "
+                                  f"runs.parquet: consolidate the study again, or read {name}/runs/", stacklevel=2)
                 table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
             else:
                 if consolidated.type == pafs.FileType.File:

@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--stale", action="store_true", help="the measures held under other settings")
     e.add_argument("--missing", action="store_true", help="the measures not computed")
     e.add_argument("--force", action="store_true", help="recompute even what is up to date")
+    e.add_argument("--skip-corrupt", action="store_true",
+                   help="leave unreadable run files out (not measured) instead of failing")
     return p
 
 
@@ -168,7 +170,12 @@ def cmd_status(args) -> int:
     Exit status: `jobs.status.status_code`."""
     from .jobs.status import status
     study = _load(args)
-    rep = status(study, args.study)
+    try:
+        rep = status(study, args.study)
+    except StorageError as e:  # with --json, a script reads stdout: the error as JSON there too
+        if args.json:
+            print(json.dumps({"study": study.name, "error": str(e), "exit_code": 2}, indent=1))
+        raise
     if args.json:
         print(json.dumps(rep.as_json(), indent=1, default=str))
         return rep.exit_code
@@ -258,14 +265,18 @@ def cmd_measure(args) -> int:
     names = tuple(n.strip() for n in args.measures.split(",") if n.strip()) if args.measures else None
     if args.measures is not None and not names:
         raise StudyError("--measures is empty: name measures or families, comma-separated")
-    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor)
+    s = measure_study(study, Want(names, args.stale, args.missing, args.force), executor,
+                      skip_corrupt=args.skip_corrupt)
     what = ("forced, " if args.force else "stale or missing " if args.stale == args.missing
             else "stale " if args.stale else "missing ") + ("of " + ",".join(names) if names
                                                              else "measures of the study file")
     print(f"{study.name}: {s.rows} stored ok networks in {s.runs_dir}: {s.todo} to measure "
           f"({s.pairs} values, {what}), {s.up_to_date} up to date")
+    for f in s.skipped:
+        print(f"warning: skipped unreadable run file {f}", file=sys.stderr)
     if s.no_checkpoint:
-        print(f"  {len(s.no_checkpoint)} without a checkpoint (stored with keep_networks = false), "
+        print(f"  {len(s.no_checkpoint)} without a checkpoint (deleted, or stored with keep_networks = false "
+              "or before checkpoints existed), "
               f"skipped: {', '.join(s.no_checkpoint[:5])}{' …' if len(s.no_checkpoint) > 5 else ''}")
     if not s.todo:
         print("nothing to compute")
@@ -274,6 +285,14 @@ def cmd_measure(args) -> int:
           f"{s.seconds:.0f} s, no training; {len(s.failures)} failed")
     for f in s.failures[:10]:
         print(f"  failed {f}")
+    if s.unverified:
+        print(f"  {s.unverified} checkpoint{'s' if s.unverified > 1 else ''} written before checkpoints "
+              "carried their run id and digest: checked by their config and weights only")
+    if s.stopped:
+        print(f"stopped: {s.stopped}. Submitted nothing more; the networks in flight were waited for "
+              f"or cancelled; every stored row is whole. {s.todo - s.done} networks left: fix the "
+              "cause, then run the same command again to continue")
+        return 3
     if s.interrupted:
         return _interrupted(s, f"{s.todo - s.done} networks")
     return 1 if s.failures else 0

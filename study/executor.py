@@ -6,7 +6,8 @@ job's ``record``; it knows nothing of runs (`study.jobs` gives it the items, the
 count). For every job it starts Ray (`_ray_init`), checks before submitting anything that some
 node can hold one task (`check_feasible`: on a fixed cluster a task no node can hold is
 `ClusterError`, exit 2; with an autoscaler a warning and a wait of up to ``node_wait_s``), handles
-SIGTERM like Ctrl-C (the tasks in flight cancelled, the fan-out ``interrupted``), shows the
+SIGTERM like Ctrl-C (the tasks in flight cancelled, the fan-out ``interrupted``; a local Ray
+started here is shut down with its workers instead, nothing force-cancelled), shows the
 progress bar (the job's counts and the tasks ``in_flight``: submitted and not finished), and
 stops cleanly: ``record`` raising `StudyStopped` (the output refused a write, the lease was lost)
 submits nothing more, the tasks in flight get up to `STOP_WAIT_S` to finish (their records are
@@ -109,6 +110,7 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
     shown = tqdm(total=b.total, initial=b.initial, unit=b.unit, desc=b.desc, file=sys.stderr,
                  disable=bar is None or not executor.progress, dynamic_ncols=True, mininterval=0.5)
     counts = {"in_flight": 0}
+    _sigterm_as_interrupt.received = False
 
     def flying(n: int) -> None:
         counts["in_flight"] = n
@@ -122,16 +124,18 @@ def fan_out(items: Iterable, task: Callable, args_of: Callable, resources: Resou
     try:
         with _sigterm_as_interrupt():
             if executor.serial:
-                for item in items:
-                    flying(1)
-                    res = task(*args_of(item))
-                    flying(0)
-                    take(res)
+                with _threads_of(resources):
+                    for item in items:
+                        flying(1)
+                        res = task(*args_of(item))
+                        flying(0)
+                        take(res)
             else:
                 _on_ray(items, task, args_of, resources, take, executor, lost, flying,
                         (lambda line: shown.write(line, file=sys.stderr)) if executor.announce else None)
-    except KeyboardInterrupt as e:
-        ended.interrupted, ended.signal = True, "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+    except KeyboardInterrupt as e:  # Ray may re-raise our Terminated as a plain KeyboardInterrupt
+        sigterm = isinstance(e, Terminated) or _sigterm_as_interrupt.received
+        ended.interrupted, ended.signal = True, "SIGTERM" if sigterm else "SIGINT"
     except StudyStopped as e:
         ended.stopped = str(e)
     finally:
@@ -148,14 +152,22 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
         say(f"starting Ray … ({'local' if address == 'local' else address})")
     import ray
 
-    if started_here:
-        _ray_init(ray, address)
     try:
+        if started_here:
+            try:
+                _ray_init(ray, address)
+            except SystemExit as e:  # ray.init's own SIGTERM handler: sys.exit(SIGTERM)
+                if e.code == signal.SIGTERM:
+                    raise Terminated() from None
+                raise
         with _sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler
             check_feasible(ray, resources, local=started_here and address == "local",
                            autoscaler=executor.autoscaler, wait_s=executor.node_wait_s)
             most = executor.max_in_flight or resources.max_in_flight or _auto_in_flight(ray, resources)
-            _loop(ray, items, task, args_of, resources, take, most, lost, flying)
+            # a local Ray started here dies with it (ray.shutdown below): no task is cancelled one
+            # by one there, so none can be force-cancelled while its result arrives
+            _loop(ray, items, task, args_of, resources, take, most, lost, flying,
+                  cancel=not (started_here and address == "local"))
     finally:
         if started_here:
             ray.shutdown()
@@ -164,7 +176,8 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
 _END = object()
 
 
-def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, flying) -> None:
+def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost, flying,
+          cancel: bool = True) -> None:
     remote = ray.remote(task).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
                                       max_retries=3, retry_exceptions=False)
     pending: dict = {}
@@ -198,10 +211,12 @@ def _loop(ray, items, task, args_of, resources: Resources, take, most: int, lost
                         log.warning("%s; submitting nothing more, waiting up to %.0f s for the %d "
                                     "tasks in flight", e, STOP_WAIT_S, len(pending))
     except KeyboardInterrupt:
-        _cancel(ray, pending)
+        if cancel:
+            _cancel(ray, pending)
         raise
     if stop is not None:
-        _cancel(ray, pending)
+        if cancel:
+            _cancel(ray, pending)
         raise stop
 
 
@@ -215,9 +230,34 @@ def _cancel(ray, pending: dict) -> None:
         ray.cancel(ref, force=True)
 
 
+class _threads_of:
+    """Within: torch's intra-op threads as a Ray task of ``resources`` gets them (Ray sets
+    OMP_NUM_THREADS to the task's CPUs, at least 1), so that ``--serial`` and Ray compute with
+    the same thread count and give bit-identical values; restored on leaving. Nothing when
+    torch is not imported (the jobs import it before fanning out) or OMP_NUM_THREADS is set
+    (the user's choice, which Ray's workers inherit too)."""
+
+    def __init__(self, resources: Resources):
+        self.n = max(1, int(resources.num_cpus))
+        self.torch = sys.modules.get("torch") if "OMP_NUM_THREADS" not in os.environ else None
+
+    def __enter__(self):
+        if self.torch is not None:
+            self.prev = self.torch.get_num_threads()
+            self.torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None:
+            self.torch.set_num_threads(self.prev)
+
+
 class _sigterm_as_interrupt:
-    """Within: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread; the
-    previous handler is restored on leaving. Elsewhere than the main thread: nothing."""
+    """Within: SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread, and
+    ``received`` says it came (Ray's wait turns an exception raised in a signal handler into a
+    plain KeyboardInterrupt); the previous handler is restored on leaving. Elsewhere than the
+    main thread: nothing."""
+    received = False
 
     def __enter__(self):
         self.prev = None
@@ -228,6 +268,7 @@ class _sigterm_as_interrupt:
 
     @staticmethod
     def _raise(signum, frame):
+        _sigterm_as_interrupt.received = True
         raise Terminated()
 
     def __exit__(self, *exc):

@@ -10,7 +10,8 @@ local or shared folder, an object store) and needs nothing else.
   stops before any work with `LeaseHeld`, naming the holder (exit 2 on the command line).
 - A stale lease is taken over, with a warning naming the old holder: its heartbeat is
   older than `LEASE_TIMEOUT_S` (its driver was killed, or lost its machine), or it was
-  written on this host (same host name) by a process id that no longer exists.
+  written on this host (same host name) by a process id that no longer exists, or its
+  heartbeat is no time a live holder writes (not finite, or beyond now + `SKEW_S`).
 - The holder deletes its lease when it ends (normally, on Ctrl-C, SIGTERM or a write
   failure); SIGKILL leaves it behind, to be taken over once stale.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -43,6 +45,7 @@ log = logging.getLogger("study.lease")
 LEASE_TIMEOUT_S = 300.0  # a heartbeat older than this: the lease is stale (and so are temporary files)
 HEARTBEAT_S = 30.0       # how often the holder rewrites its heartbeat
 SETTLE_S = 1.0           # pause between writing a new lease and reading it back
+SKEW_S = 60.0            # a heartbeat later than now + this is no time a live holder wrote
 
 
 class LeaseHeld(StorageError):
@@ -50,9 +53,22 @@ class LeaseHeld(StorageError):
 
 
 def _describe(lease: dict, now: float) -> str:
+    beat = float(lease.get("heartbeat", 0))
+    when = (f"{now - beat:.0f} s ago" if math.isfinite(beat) and beat <= now + SKEW_S
+            else f"{beat!r}, not a time a live holder writes")
     return (f"{lease.get('command', 'a driver')} on host {lease.get('host', '?')}, pid "
-            f"{lease.get('pid', '?')}, started {lease.get('started_at', '?')}, last heartbeat "
-            f"{now - float(lease.get('heartbeat', 0)):.0f} s ago")
+            f"{lease.get('pid', '?')}, started {lease.get('started_at', '?')}, last heartbeat {when}")
+
+
+def _bad_beat(lease: dict, now: float) -> str:
+    """Why the lease's heartbeat is no time a live holder wrote ("" when it is one): not finite,
+    or later than now + `SKEW_S` (a clock far ahead, or a hand-edited lease)."""
+    beat = float(lease["heartbeat"])
+    if not math.isfinite(beat):
+        return "its heartbeat is not a time"
+    if beat > now + SKEW_S:
+        return f"its heartbeat is {beat - now:.3g} s in the future"
+    return ""
 
 
 def _dead_here(lease: dict) -> bool:
@@ -112,14 +128,16 @@ class Lease:
         held = self.read()
         if held is not None and held.get("token") != self.token:
             now = time.time()
-            if now - float(held["heartbeat"]) < LEASE_TIMEOUT_S and not _dead_here(held):
+            bad = _bad_beat(held, now)
+            if not bad and now - float(held["heartbeat"]) < LEASE_TIMEOUT_S and not _dead_here(held):
                 raise LeaseHeld(
                     f"study {self.store.study!r} in {where} is held by {_describe(held, now)}. "
                     f"One driver per study: wait for it to end or stop it (a lease whose heartbeat "
-                    f"is older than {LEASE_TIMEOUT_S:.0f} s is taken over)")
+                    f"is older than {LEASE_TIMEOUT_S:.0f} s is taken over); if no driver runs, "
+                    f"delete {self.store.uri(self.path)}")
             log.warning("taking over the stale lease of study %r in %s: %s (%s)", self.store.study,
-                        where, _describe(held, now), "its process is gone" if _dead_here(held)
-                        else f"older than {LEASE_TIMEOUT_S:.0f} s")
+                        where, _describe(held, now), bad or ("its process is gone" if _dead_here(held)
+                                                             else f"older than {LEASE_TIMEOUT_S:.0f} s"))
         self._write()
         time.sleep(SETTLE_S)
         now_held = self.read()

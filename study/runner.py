@@ -35,8 +35,8 @@ from .measures.registry import settings_hash
 from .models import family
 from .schema import OUTCOMES, REPEATS, artifact_col, cfg_col, hp_col, measure_col, now, sd_col, seconds_col
 from .spec import RunSpec
-from .storage import Store, WriteError
-from .train import TrainLog, evaluate, train
+from .storage import CheckpointError, Store, WriteError
+from .train import WEIGHT_LIMIT, TrainLog, evaluate, largest_weight, train
 from .version import git_commit
 
 log = logging.getLogger("study.runner")
@@ -218,24 +218,50 @@ def measure_network(spec: RunSpec, model: torch.nn.Module, init_state: dict, tra
     return cols
 
 
-def stored_network(store: Store, spec: RunSpec, num_gpus: float = 0):
+UNVERIFIED = ("written before checkpoints carried their run id and digest: its identity was "
+              "checked by its config only")
+
+
+def stored_network(store: Store, spec: RunSpec, num_gpus: float = 0, notes: list[str] | None = None):
     """The stored network of ``spec`` on the device its task was given (`pick_device`), with
-    its data: (model, initial state dict, training log, data, device)."""
+    its data: (model, initial state dict, training log, data, device); ``notes`` as in
+    `load_network`."""
     device = pick_device(num_gpus)
     data = load_data(spec, device)
-    model, init, log = load_network(store, spec, device, data)
+    model, init, log = load_network(store, spec, device, data, notes)
     return model, init, log, data, device
 
 
-def load_network(store: Store, spec: RunSpec, device: torch.device,
-                 data: Dataset | None = None) -> tuple[torch.nn.Module, dict, TrainLog]:
+def load_network(store: Store, spec: RunSpec, device: torch.device, data: Dataset | None = None,
+                 notes: list[str] | None = None) -> tuple[torch.nn.Module, dict, TrainLog]:
     """The trained network of a stored run rebuilt from its checkpoint and ``spec``, in eval
     mode on ``device``, with its initial state dict and training log: the arguments
-    `measure_network` takes. ``data`` (for the input shape and classes): loaded if None."""
+    `measure_network` takes. ``data`` (for the input shape and classes): loaded if None.
+
+    The checkpoint must be this run's network: its run id and digest (`Store.read_net`), its
+    config's run id, and training's divergence check (every final weight finite and within
+    `train.WEIGHT_LIMIT`); else `CheckpointError`. A checkpoint without run id and digest
+    (written before they were stored) loads with `UNVERIFIED` appended to ``notes``."""
     init_state, final_state, meta = store.read_net(spec.run_id)
+    where = store.uri(store.net_path(spec.run_id))
+    try:
+        held = RunSpec.from_json(meta["config"]).run_id
+    except Exception:  # noqa: BLE001 - a config this code cannot read names no other run
+        held = spec.run_id
+    if held != spec.run_id:
+        raise CheckpointError(f"{where} is not the checkpoint of run {spec.run_id}: its config is run "
+                              f"{held}'s (files renamed or copied?); put each network back under its "
+                              "own run id, or delete the file and rerun that network")
+    if "digest" not in meta and notes is not None:
+        notes.append(UNVERIFIED)
     if data is None:
         data = load_data(spec, device)
     model = build_network(spec, data, device)
     model.load_state_dict(final_state)
     model.eval()
+    big = largest_weight(model)
+    if not big <= WEIGHT_LIMIT:  # NaN too: training would have called these weights diverged
+        raise CheckpointError(f"{where}: the weights blew up (largest |w| = {big:.3g}, above "
+                              f"{WEIGHT_LIMIT:g}); training stores no such network: delete the file "
+                              "and rerun that network")
     return model, {k: v.to(device) for k, v in init_state.items()}, TrainLog(**json.loads(meta["train_log"]))

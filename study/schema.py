@@ -120,6 +120,116 @@ def normalize_times(table: pa.Table) -> pa.Table:
     return table
 
 
+# ------------------------------------------------------------ stacking rows
+
+
+class RowsError(ValueError):
+    """Stored rows that cannot be stacked as they are (a column of the wrong type, one run id
+    stored with different values); the message names the files and what to do."""
+
+
+def _same(a, b) -> bool:
+    """Equality of two row values, NaN equal to NaN, lists and dicts compared elementwise."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _unifies(a: pa.DataType, b: pa.DataType) -> bool:
+    try:
+        pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+        return True
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def mistyped(tables: list[pa.Table], sources: list[str]) -> list[tuple[int, str]]:
+    """(index, reason) of each table holding a column of a type that the type most tables give it
+    cannot hold (``hp.lr`` text where the others have numbers): what `pa.concat_tables` refuses.
+    Between as many files of each type, text is the wrong one."""
+    from collections import Counter
+    types: dict[str, Counter] = {}
+    for t in tables:
+        for f in t.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, Counter())[f.type] += 1
+    bad: dict[int, str] = {}
+    for col, counts in types.items():
+        if len(counts) < 2:
+            continue
+        # the most files' type; on a tie, not text (a number written as text is the usual slip)
+        usual = max(counts, key=lambda k: (counts[k], not (pa.types.is_string(k) or pa.types.is_large_string(k))))
+        for i, t in enumerate(tables):
+            if i in bad or col not in t.column_names:
+                continue
+            kind = t.schema.field(col).type
+            if not pa.types.is_null(kind) and not _unifies(usual, kind):
+                bad[i] = (f"{sources[i]}: column {col} is {kind} where the other rows have {usual}")
+    return sorted(bad.items())
+
+
+def unique_runs(table: pa.Table, sources: list[str]) -> tuple[pa.Table, list[str]]:
+    """``table`` with each run counted once: within a study (the ``study`` column, when there is
+    one) a run id stored more than once with the same values keeps its first row (and a note
+    naming the files, ``sources[i]`` being row i's); stored with different values, RowsError
+    naming them. Rows without a run id are kept as they are."""
+    if "run_id" not in table.column_names:
+        return table, []
+    ids = table["run_id"].to_pylist()
+    studies = table["study"].to_pylist() if "study" in table.column_names else [None] * len(ids)
+    first: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(studies, ids)):
+        if key[1] is not None:
+            first.setdefault(key, []).append(i)
+    drop, notes = set(), []
+    for (study, rid), rows in first.items():
+        if len(rows) < 2:
+            continue
+        files = ", ".join(dict.fromkeys(sources[i] for i in rows))
+        kept = table.slice(rows[0], 1).to_pylist()[0]
+        for i in rows[1:]:
+            if not _same(kept, table.slice(i, 1).to_pylist()[0]):
+                raise RowsError(f"run {rid} is stored twice with different values ({files}): one of "
+                                "them is not that run's row; delete the wrong file")
+        drop.update(rows[1:])
+        notes.append(f"run {rid} is stored {len(rows)} times ({files}): counted once")
+    if not drop:
+        return table, []
+    keep = [i for i in range(table.num_rows) if i not in drop]
+    return table.take(pa.array(keep, pa.int64())), notes
+
+
+def stack_rows(tables: list[pa.Table], sources: list[str], *, skip: bool = False
+               ) -> tuple[pa.Table, list[str]]:
+    """Run rows read from ``sources`` (one table each, in order) stacked as one table, with
+    differing column sets unified (missing → null, numbers widened), and notes. A table with a
+    column of a type the others' cannot hold (`mistyped`) is RowsError naming its file, or with
+    ``skip`` left out with a note; each run counted once (`unique_runs`)."""
+    notes = []
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        bad = mistyped(tables, sources)
+        if not bad:
+            raise
+        if not skip:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise RowsError(f"{bad[0][1]}{more}: rewrite or delete that file (`study run` runs a deleted "
+                            "network again), or leave it out with --skip-corrupt") from None
+        drop = {i for i, _ in bad}
+        notes += [f"left out {why}" for _, why in bad]
+        tables = [t for i, t in enumerate(tables) if i not in drop]
+        sources = [s for i, s in enumerate(sources) if i not in drop]
+        table = pa.concat_tables(tables, promote_options="permissive")
+    rows = [s for t, s in zip(tables, sources) for _ in range(t.num_rows)]
+    table, more = unique_runs(table, rows)
+    return table, notes + more
+
+
 # ---------------------------------------------------------------- artifacts
 
 

@@ -462,4 +462,6 @@ def load_study(path: str | Path, allow_large_grid: bool = False) -> Study:
         doc = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested table or array
+        raise StudyError(f"{p}: not valid TOML for a study file: tables or arrays nested too deeply") from None
     return parse_study(doc, str(p), allow_large_grid)

@@ -10,14 +10,20 @@ writes ``OUT/<study>/runs.parquet`` the same way, and so are checkpoints.
 
 A checkpoint is a safetensors file (tensors and a string table, no code run on
 load): keys ``init/<name>`` and ``final/<name>`` for every entry of the state
-dict (BatchNorm buffers included), metadata ``config`` (the run's spec JSON)
-and ``train_log`` (its `TrainLog` as JSON).
+dict (BatchNorm buffers included), metadata ``config`` (the run's spec JSON),
+``train_log`` (its `TrainLog` as JSON), ``run_id`` (the run it belongs to) and
+``digest`` (`tensor_digest` of its tensors). `Store.read_net` checks both: a file
+renamed to another run's name, or changed after it was written, is a `CheckpointError`.
+A checkpoint written before the run id and digest were stored loads unchecked by them
+(`runner.load_network` still compares its ``config`` with the run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import os
 import struct
 import time
@@ -31,7 +37,9 @@ import pyarrow.parquet as pq
 
 from . import SCHEMA_VERSION
 from .errors import error_line
-from .schema import TMP_PREFIX, arrow_type, is_artifact, normalize_times, write_atomic
+from .schema import TMP_PREFIX, RowsError, arrow_type, is_artifact, normalize_times, stack_rows, write_atomic
+
+log = logging.getLogger("study.storage")
 
 
 class StorageError(RuntimeError):
@@ -41,6 +49,23 @@ class StorageError(RuntimeError):
 class WriteError(StorageError):
     """Writing to the output failed mid-study (read-only, full, credentials expired): the
     driver stops submitting (`jobs.run`)."""
+
+
+class CheckpointError(StorageError):
+    """A checkpoint is not the network of the run that names it (another run's, changed after
+    it was written, or blown up); the message says which and why."""
+
+
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 (hex) of a dict of tensors: every key in sorted order with its dtype, shape and
+    raw bytes; the same tensors give the same digest on any machine of the same byte order."""
+    import torch
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().to("cpu").contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class OldSchemaError(StorageError):
@@ -126,26 +151,39 @@ class Store:
 
     def write_net(self, run_id: str, init_state: dict, final_state: dict, meta: dict[str, str]) -> str:
         """Write a run's initial and final state dicts and ``meta`` (str → str) as one
-        safetensors file, atomically; returns its path."""
+        safetensors file, atomically, with the metadata ``run_id`` and ``digest`` added (module
+        docstring); returns its path."""
         from safetensors.torch import save
         tensors = {f"{tag}/{k}": v.detach().to("cpu").contiguous().clone()
                    for tag, state in (("init", init_state), ("final", final_state))
                    for k, v in state.items()}
+        meta = {**meta, "run_id": run_id, "digest": tensor_digest(tensors)}
         return write_atomic(self.net_path(run_id), save(tensors, metadata=meta), self.fs)
 
-    def read_net(self, run_id: str) -> tuple[dict, dict, dict[str, str]]:
-        """(initial state dict, final state dict, metadata) of a stored run, on the CPU."""
+    def read_net(self, run_id: str, verify: bool = True) -> tuple[dict, dict, dict[str, str]]:
+        """(initial state dict, final state dict, metadata) of a stored run, on the CPU.
+        ``verify``: `CheckpointError` when the file names another run or its tensors do not
+        match its digest (either checked only when the file carries it)."""
         from safetensors.torch import load
+        where = self.uri(self.net_path(run_id))
         try:
             with self.fs.open_input_stream(self.net_path(run_id)) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise StorageError(f"no checkpoint {self.uri(self.net_path(run_id))}: the run was not "
-                               "stored with [study] keep_networks = true") from None
+            raise StorageError(f"no checkpoint {where}: it was deleted, or the run was stored with "
+                               "[study] keep_networks = false or before checkpoints existed") from None
         n, = struct.unpack("<Q", data[:8])  # safetensors: u64 header size, then the JSON header
         meta = json.loads(data[8:8 + n]).get("__metadata__", {})
+        tensors = load(data)
+        if verify and meta.get("run_id", run_id) != run_id:
+            raise CheckpointError(f"{where} is not the checkpoint of run {run_id}: it holds run "
+                                  f"{meta['run_id']} (files renamed or copied?); put each network "
+                                  "back under its own run id, or delete the file and rerun that network")
+        if verify and "digest" in meta and tensor_digest(tensors) != meta["digest"]:
+            raise CheckpointError(f"{where}: its tensors do not match their digest (the file was "
+                                  "changed after it was written); delete it and rerun that network")
         state = {"init": {}, "final": {}}
-        for key, v in load(data).items():
+        for key, v in tensors.items():
             tag, name = key.split("/", 1)
             state[tag][name] = v
         return state["init"], state["final"], meta
@@ -265,23 +303,27 @@ class Store:
                 continue
         return out
 
-    def ok_rows(self, study_file: str = "STUDY.toml") -> list[dict]:
+    def ok_rows(self, study_file: str = "STUDY.toml", skip_corrupt: bool = False) -> list[dict]:
         """Every stored row whose run is ok, as dicts; OldSchemaError for rows of an older run-id
-        schema, StorageError when nothing is stored (``study_file`` names the fix)."""
+        schema, StorageError when nothing is stored (``study_file`` names the fix) or a run file
+        is unreadable (unless ``skip_corrupt``: `read_all`)."""
         self.check_schema(study_file)
         if not self.run_files():
             raise StorageError(f"no stored runs in {self.uri(self.runs_dir)}: nothing to measure "
                                f"(train them first with `study run {study_file}`)")
-        return [r for r in self.read_all().to_pylist() if r.get("status") == "ok"]
+        return [r for r in self.read_all(skip_corrupt).to_pylist() if r.get("status") == "ok"]
 
     def read_all(self, skip_corrupt: bool = False) -> pa.Table:
-        """Every run row, with differing column sets unified (missing → null). An unreadable run
-        file is a StorageError naming it, unless ``skip_corrupt`` (then it is left out, and
+        """Every run row, with differing column sets unified (missing → null), each run id once
+        (`schema.stack_rows`: identical copies dropped with a warning, differing ones a
+        StorageError naming the files). An unreadable run file, or one with a column of the wrong
+        type, is a StorageError naming it, unless ``skip_corrupt`` (then it is left out, and
         listed in `skipped`)."""
-        tables, self.skipped = [], []
+        tables, read, self.skipped = [], [], []
         for f in self._run_files():
             try:
                 tables.append(normalize_times(pq.read_table(f.path, filesystem=self.fs)))
+                read.append(f.path)
             except Exception as e:  # noqa: BLE001 - any failure to decode is "unreadable"
                 if not _is_corrupt(e):
                     raise
@@ -293,7 +335,16 @@ class Store:
                                "with --skip-corrupt")
         if not tables:
             raise StorageError(f"no readable run files under {self.uri(self.runs_dir)}")
-        return pa.concat_tables(tables, promote_options="permissive")
+        try:
+            table, notes = stack_rows(tables, [self.uri(p) for p in read], skip=skip_corrupt)
+        except RowsError as e:
+            raise StorageError(str(e)) from None
+        for note in notes:
+            if note.startswith("left out "):
+                self.skipped.append(note[len("left out "):])
+            else:
+                log.warning("%s", note)
+        return table
 
     def consolidate(self, skip_corrupt: bool = False) -> tuple[str, int]:
         """Write every run row to ``<study>/runs.parquet`` atomically; returns (path, rows).

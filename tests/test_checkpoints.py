@@ -13,7 +13,7 @@ from study.executor import Executor
 from study.jobs.run import run_study
 from study.runner import load_data, load_network, measure_network
 from study.spec import RunSpec, load_study
-from study.storage import Store
+from study.storage import Store, tensor_digest
 from tests.studyfiles import write_study
 
 ONE = "width = [16]\nlr = [0.1]\nbatch_size = [64]"
@@ -77,7 +77,8 @@ def test_store_write_net_read_net(tmp_path):
     assert path.endswith("/s/nets/abc.safetensors") and store.has_net("abc")
     init, final, meta = store.read_net("abc")
     assert all(torch.equal(init[k], a[k]) for k in a) and all(torch.equal(final[k], b[k]) for k in b)
-    assert meta == {"config": "{}", "train_log": "[]"}
+    assert meta == {"config": "{}", "train_log": "[]", "run_id": "abc", "digest": tensor_digest(
+        {**{f"init/{k}": v for k, v in a.items()}, **{f"final/{k}": v for k, v in b.items()}})}
     assert not [f for f in (tmp_path / "out" / "s" / "nets").iterdir() if f.name != "abc.safetensors"]
 
 

@@ -85,7 +85,8 @@ def _md_cell(col: str, v) -> str:
         if np.isfinite(v) and v == round(v) and abs(v) >= 100:
             return f"{v:.0f}"
         return num(v, SIGNED if col in _SIGNED else PLAIN, tiny=TINY)
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    # text from the rows: no HTML a Markdown renderer would run (& and < as entities)
+    return str(v).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(table: pl.DataFrame) -> str:

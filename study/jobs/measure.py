@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import error_line
-from ..executor import Bar, Ended, Executor, fan_out
+from ..executor import Bar, Ended, Executor, StudyStopped, fan_out
 from ..lease import held
 from ..measures.registry import expected_settings, outdated, select
 from ..runner import measure_network, stored_network
@@ -118,10 +118,11 @@ def merge_measures(table: pa.Table, cols: dict, names: list[str], when: datetime
 class Measured:
     """What a measure task returns."""
     run_id: str
-    status: str = "ok"             # ok / failed (the row stays as it was)
+    status: str = "ok"             # ok / failed (the row stays as it was); write_failed: the output refused it
     computed: int = 0              # measures computed
     error: str = ""
     seconds: float = 0.0           # checkpoint, data and measures
+    unverified: bool = False       # its checkpoint carries no run id and digest (`runner.UNVERIFIED`)
 
 
 def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, want: Want,
@@ -137,15 +138,20 @@ def measure_one(run_id: str, out: str, study: str, measures: MeasureSettings, wa
         if not names:
             return Measured(run_id)
         spec = replace(RunSpec.from_json(row["config"]), measures=measures)
-        model, init, log, data, device = stored_network(store, spec, num_gpus)
+        notes: list[str] = []
+        model, init, log, data, device = stored_network(store, spec, num_gpus, notes)
         cols = measure_network(spec, model, init, log, data, device, names=names, hashes=expected)
         curve = artifact_col("train_loss_curve")  # not in rows written before the runner stored it
         if row.get(curve) is None and log is not None and log.epoch_losses:
             cols[curve] = [float(v) for v in log.epoch_losses]
-        store.write_row_table(merge_measures(table, cols, names, now()))
+        merged = merge_measures(table, cols, names, now())
     except Exception as e:  # the row stays as it was; the summary names the failure
         return Measured(run_id, "failed", error=error_line(e))
-    return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0)
+    try:
+        store.write_row_table(merged)
+    except Exception as e:  # the output, not this network: the driver stops (`measure_study`)
+        return Measured(run_id, "write_failed", error=error_line(e))
+    return Measured(run_id, computed=len(names), seconds=time.perf_counter() - t0, unverified=bool(notes))
 
 
 @dataclass(kw_only=True)
@@ -159,18 +165,23 @@ class MeasureSummary(Ended):
     computed: int = 0
     task_seconds: float = 0.0  # summed over the tasks that computed: checkpoint, data and measures
     failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # run files left out (--skip-corrupt), with why
+    unverified: int = 0        # measured from checkpoints without run id and digest (`runner.UNVERIFIED`)
     runs_dir: str = ""
 
 
-def measure_study(study: Study, want: Want = Want(), executor: Executor = Executor()) -> MeasureSummary:
+def measure_study(study: Study, want: Want = Want(), executor: Executor = Executor(), *,
+                  skip_corrupt: bool = False) -> MeasureSummary:
     """`study measure`: compute what ``want`` asks on every stored ok network, from its
-    checkpoint, fanned out like `study run`; returns counts. Ctrl-C stops cleanly (rows are
-    rewritten whole). Raises StudyError for unknown names, StorageError (OldSchemaError)
-    for no stored runs or an old-schema output, before any work."""
+    checkpoint, fanned out like `study run`; returns counts. Ctrl-C and SIGTERM stop cleanly (rows
+    are rewritten whole; ``interrupted``), and so do a write the output refuses and a lease taken
+    over by another driver (``stopped``: nothing more is submitted). Raises StudyError for unknown names, StorageError (OldSchemaError)
+    for no stored runs, an old-schema output or an unreadable run file (unless ``skip_corrupt``:
+    left out), before any work."""
     store = Store(study.out, study.name)
     expected = want.expected(study.measures)
-    rows = store.ok_rows(study.path or "STUDY.toml")
-    with held(store, "study measure"):
+    rows = store.ok_rows(study.path or "STUDY.toml", skip_corrupt)
+    with held(store, "study measure") as lease:
         todo, no_net, pairs, up = [], [], 0, 0
         for r in rows:
             names = wanted(r, want, expected)
@@ -182,16 +193,22 @@ def measure_study(study: Study, want: Want = Want(), executor: Executor = Execut
                 todo.append(r["run_id"])
                 pairs += len(names)
         s = MeasureSummary(rows=len(rows), todo=len(todo), pairs=pairs, up_to_date=up,
-                           no_checkpoint=no_net, runs_dir=store.uri(store.runs_dir))
+                           no_checkpoint=no_net, runs_dir=store.uri(store.runs_dir),
+                           skipped=list(store.skipped))
         if not todo:
             return s
 
         def record(m: Measured) -> dict:
+            if m.status == "write_failed":  # the row stays as it was: left for a rerun
+                raise StudyStopped(f"writing to the output failed: {m.error}")
             s.done += 1
             s.computed += m.computed
             s.task_seconds += m.seconds
+            s.unverified += m.unverified
             if m.status != "ok":
                 s.failures.append(f"{m.run_id}: {m.error}")
+            if lease.lost:
+                raise StudyStopped(lease.lost)
             return {"failed": len(s.failures)}
 
         def lost(run_id: str, error: str) -> Measured:  # the row is untouched: a rerun does it

@@ -90,6 +90,8 @@ def migrate_study(study: Study) -> Migration:
     """`study migrate`: `migrate` the study's output under its lease (no `study run` or `study
     measure` meanwhile), then count the study file's runs that are stored."""
     store = Store(study.out, study.name)
+    if not store.run_files():  # nothing stored: nothing to migrate, and no folder made for it
+        return Migration(runs_dir=store.uri(store.runs_dir))
     with Lease(store, "study migrate"):
         report = migrate(store)
     if report.old_rows:

@@ -154,12 +154,10 @@ def _on_ray(items, task, args_of, resources: Resources, take, executor: Executor
 
     try:
         if started_here:
-            try:
+            with _sigterm_deferred(ray) as deferred:
                 _ray_init(ray, address)
-            except SystemExit as e:  # ray.init's own SIGTERM handler: sys.exit(SIGTERM)
-                if e.code == signal.SIGTERM:
-                    raise Terminated() from None
-                raise
+            if deferred.received:
+                raise Terminated()
         with _sigterm_as_interrupt():  # again: ray.init installs its own SIGTERM handler
             check_feasible(ray, resources, local=started_here and address == "local",
                            autoscaler=executor.autoscaler, wait_s=executor.node_wait_s)
@@ -273,6 +271,33 @@ class _sigterm_as_interrupt:
 
     def __exit__(self, *exc):
         if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+
+
+class _sigterm_deferred:
+    """Within (``ray.init``): SIGTERM only sets ``received``, and Ray does not install its own
+    handler. Ray's (``sys.exit(SIGTERM)``) can run inside an at-fork hook of the processes it
+    starts, where the exit is printed as an ignored exception with a traceback and the command
+    goes on; raising `Terminated` there would be lost the same way. The caller raises it once
+    ``ray.init`` has returned. Elsewhere than the main thread: nothing."""
+
+    def __init__(self, ray):
+        self.ray, self.received, self.prev = ray, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.prev = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._note)
+            utils = self.ray._private.utils
+            self.ray_set, utils.set_sigterm_handler = utils.set_sigterm_handler, lambda handler: None
+        return self
+
+    def _note(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            self.ray._private.utils.set_sigterm_handler = self.ray_set
             signal.signal(signal.SIGTERM, self.prev)
 
 

@@ -85,7 +85,7 @@ def _spec(v) -> str:
     return ".3g" if isinstance(v, float) and 0 < abs(v) < 1e-3 else ".3f"
 
 
-_HEAD = ["labels", "network", "params", "n", "train err", "test err", "Q train err ê_m", "Q test err", "KL", "λ",
+_HEAD = ["labels", "network", "weights (ω)", "n", "train err", "test err", "Q train err ê_m", "Q test err", "KL", "λ",
          "ê⁺ (m draws)", "bound", "Jiang's pacbayes_bound"]
 
 
@@ -138,7 +138,8 @@ def reproduction_markdown(table: pl.DataFrame, title: str = "Dziugaite & Roy 201
     lines += ["", "Errors are rates (1 − accuracy); Q's errors are means over the same m draws of the optimised "
               "posterior (the test error is never used by the bound); the bound holds with probability ≥ 0.965 "
               "over the sample and the draws (δ = 0.025, δ′ = 0.01). `pacbayes_bound` is Jiang et al.'s, with a "
-              "searched, unoptimised σ.", "", "## Differences of setting", ""]
+              "searched, unoptimised σ. ω counts the weights (Jiang's `params`, biases left out); the posterior "
+              "perturbs every parameter, biases included.", "", "## Differences of setting", ""]
     lines += [f"- {d}" for d in DIFFERENCES]
     return "\n".join(lines) + "\n"
 

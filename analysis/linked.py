@@ -25,7 +25,7 @@ ARTIFACTS = {"spec_nodes": "hessian_density_nodes", "spec_w": "hessian_density_w
              "train": "train_loss_curve", "surf_t": "loss_surface_t", "surf": "loss_surface"}
 
 
-def _num(v):
+def _json_float(v):
     """A JSON number at full precision, None for a missing or non-finite one."""
     if v is None or isinstance(v, bool):
         return None
@@ -38,13 +38,13 @@ def _num(v):
 
 def _short(v):
     """A JSON number at 4 significant digits (artifacts: curves drawn a few hundred pixels wide)."""
-    f = _num(v)
+    f = _json_float(v)
     return None if f is None else float(f"{f:.4g}")
 
 
 def _column(s: pl.Series) -> list:
     if s.dtype.is_numeric() and s.dtype != pl.Boolean:
-        return [_num(v) for v in s.cast(pl.Float64).to_list()]
+        return [_json_float(v) for v in s.cast(pl.Float64).to_list()]
     return [None if v is None else str(v) for v in s.to_list()]
 
 
@@ -67,7 +67,7 @@ def linked_data(pop: pl.DataFrame, measures: list[str], folded: dict[str, str], 
         for v in pop["config"].to_list():
             cfg = json.loads(v) if isinstance(v, str) and v else v
             if isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and cfg["train"].get("target_loss"):
-                target = _num(cfg["train"]["target_loss"])
+                target = _json_float(cfg["train"]["target_loss"])
                 break
     chosen = scored if scored in ms else next((m for m in lead if m in ms and m not in folded), ms[0] if ms else None)
     return {

@@ -712,6 +712,25 @@ def test_mixed_settings_refused_unless_allowed(tmp_path, capsys):
     assert main(["claims", str(path), "--claims", "keskar_sharpness_predicts", "--boots", "5", "--allow-mixed"]) == 0
 
 
+def test_settings_must_agree_within_a_study_not_across_studies(tmp_path, capsys):
+    """Each study is its own unit: two studies of one dataset measured under different settings
+    (the claim studies: repeats = 2 in one, 1 in the other) are fine; one study mixing is not."""
+    path, df = synthetic_study(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = "measure_cfg.keskar_sharpness_1e-3"
+    df.with_columns(pl.lit("a").alias(cfg)).write_parquet(path / "runs.parquet")
+    df.with_columns(pl.lit("b").alias(cfg), pl.lit("other").alias("study"),
+                    ("o" + pl.col("run_id")).alias("run_id")).write_parquet(other / "runs.parquet")
+    args = ["claims", str(path), str(other), "--claims", "keskar_sharpness_predicts", "--boots", "5"]
+    assert main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    df.with_columns(pl.Series(cfg, ["a", "b"] * (df.height // 2)), pl.lit("other").alias("study"),
+                    ("o" + pl.col("run_id")).alias("run_id")).write_parquet(other / "runs.parquet")
+    assert main(args) == 2
+    assert "error: study other: " in capsys.readouterr().err
+
+
 def test_claims_smoke_on_a_tiny_study(tmp_path, capsys):
     path, df = synthetic_study(tmp_path)
     outs = [tmp_path / f"claims.{e}" for e in ("csv", "md", "html")]

@@ -62,9 +62,10 @@ Choices where CLAIMS.md leaves room:
 - ``zhang_measures_see_labels``: the instrument check is ``ok`` when ψ_label_noise of every
   instrument measure present is exactly 0 in every group, ``broken`` otherwise; then one row per
   measure, sorted by ψ (highest first, not testable last), with its interval and raw p.
-- Mixed settings: a measure column whose rows mix settings hashes is refused
-  (:func:`analysis.load.check_settings`) unless ``allow_mixed``; only the measures the selected
-  claims read are checked.
+- Mixed settings: a measure column whose rows mix settings hashes within one study (and
+  dataset: the unit a claim is decided on) is refused (:func:`analysis.load.check_settings`)
+  unless ``allow_mixed``; studies measured under different settings (repeats = 2 in one) are
+  fine side by side. Only the measures the selected claims read are checked.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ import polars as pl
 from study.schema import measure_col, name_of, sd_col
 
 from ..floor import noise_floor
-from ..load import RunsError, check_settings, checked, measure_columns, population
+from ..load import MixedSettingsError, RunsError, check_settings, checked, measure_columns, population
 from ..output import num
 from ..stats import claims_stats as cs
 from ..stats._ranks import row_codes
@@ -643,7 +644,12 @@ def evaluate_claims(runs: pl.DataFrame, claim_ids: list[str] | None = None, *, n
     claims = select_claims(claim_ids)
     runs = _prepare(runs, n_boot)
     pop = population(runs, include_unconverged)
-    check_settings(pop, needed_measures(claims, pop), allow_mixed=allow_mixed)
+    needed = needed_measures(claims, pop)
+    for study, ds in _units(runs):  # each study is decided on its own: settings agree within it
+        try:
+            check_settings(_unit(pop, study, ds), needed, allow_mixed=allow_mixed)
+        except MixedSettingsError as e:
+            raise MixedSettingsError(f"study {study}: {e}") from None
     opts = Options(n_boot, boot_seed, min_ess)
     out: list[Row] = []
     for study, ds in _units(runs):

@@ -116,21 +116,19 @@ def _read_files(fs: pafs.FileSystem, paths: list[str], name: str, on_corrupt: st
     return table
 
 
-def _rows_in(fs: pafs.FileSystem, path: str) -> int | None:
-    """The row count a Parquet file's footer states (None: unreadable; its reading will say so)."""
-    try:
-        with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows
-    except Exception:  # noqa: BLE001 - any failure: the full read names it
-        return None
-
-
-def _read_consolidated(fs: pafs.FileSystem, path: str, name: str) -> pa.Table:
+def _read_consolidated(fs: pafs.FileSystem, path: str, name: str, run_files: int = 0) -> pa.Table:
+    """A consolidated runs.parquet; ``run_files``: how many run files its study folder has (0:
+    none, or not beside it), with a warning when the file holds another number of rows."""
     try:
         table = _read_one(fs, path)
     except Exception as e:  # noqa: BLE001
         raise RunsError(f"cannot read {name}: {type(e).__name__}: {e}. Consolidate the study again "
                         "or point at its runs/ folder") from None
+    if run_files and table.num_rows != run_files:
+        folder = name.removesuffix("/runs.parquet")
+        warnings.warn(f"{name} holds {table.num_rows} rows where {folder}/runs/ has {run_files} run files "
+                      "(some deleted or copied in since it was written); reading runs.parquet: consolidate "
+                      f"the study again, or read {folder}/runs/", stacklevel=4)
     try:
         table, notes = unique_runs(table, [name] * table.num_rows)
     except RowsError as e:
@@ -172,12 +170,7 @@ def _read_source(fs: pafs.FileSystem, path: str, name: str, on_corrupt: str) -> 
                 not files or all(f.mtime is not None and consolidated.mtime is not None
                                  and f.mtime <= consolidated.mtime for f in files))
             if newer:
-                rows = _rows_in(fs, consolidated.path) if files else None
-                if rows is not None and rows != len(files):
-                    warnings.warn(f"{name}/runs.parquet holds {rows} rows where {name}/runs/ has {len(files)} "
-                                  "run files (some deleted or copied in since it was written); reading "
-                                  f"runs.parquet: consolidate the study again, or read {name}/runs/", stacklevel=2)
-                table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet")
+                table = _read_consolidated(fs, consolidated.path, f"{name}/runs.parquet", len(files))
             else:
                 if consolidated.type == pafs.FileType.File:
                     warnings.warn(f"{name}/runs.parquet is older than some run files; reading {name}/runs/ "
